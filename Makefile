@@ -1,0 +1,52 @@
+# Everything sets itself up from nothing: a venv, the CPU torch wheel, the package, the data.
+# A second run skips what is already installed.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TORCH_VERSION := 2.13.0
+STAMP  := $(VENV)/.genlab-installed
+
+.PHONY: setup data demo test bench clean
+
+setup: $(STAMP) data
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned: left to resolve `torch>=2.3` on its own, pip fetches GBs of CUDA packages.
+$(VENV)/.torch: | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	touch $@
+
+$(STAMP): pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+# Full Fashion-MNIST from Debian (needs root for apt-get; otherwise say how to get it).
+data:
+	@if [ -d /usr/share/datasets/fashion-mnist ] || [ -n "$$GENLAB_DATA" -a -d "$$GENLAB_DATA/fashion-mnist" ]; then \
+		true; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null || \
+		echo "note: could not install dataset-fashion-mnist; fashion-mnist tests will be skipped"; \
+	else \
+		echo "note: fashion-mnist is missing: run 'sudo apt-get install dataset-fashion-mnist'"; \
+	fi
+
+# The main job on embedded data: the default VAE on mnist-5k, sample grids, the training trace.
+demo: setup
+	$(VENV)/bin/genlab datasets
+	$(VENV)/bin/genlab train vae --data mnist-5k --epochs 20 --seed 0 --out runs/demo-vae --overwrite
+	$(VENV)/bin/genlab sample runs/demo-vae --n 64 --seed 1 --out runs/demo-vae/grid.png
+	$(VENV)/bin/genlab sample runs/demo-vae --interpolate --n 4 --seed 1 --out runs/demo-vae/interpolation.png
+	@echo "sample grids: runs/demo-vae/samples/epoch_*.png, runs/demo-vae/grid.png, runs/demo-vae/interpolation.png"
+
+test: setup
+	$(PY) -m pytest tests
+
+bench: setup
+	$(PY) benchmarks/vae_throughput.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

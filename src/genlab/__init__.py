@@ -1,0 +1,48 @@
+"""genlab: train, sample, evaluate and explain generative models of images in PyTorch.
+
+    import genlab
+    train, test = genlab.load_dataset("mnist-5k"), genlab.load_dataset("mnist-5k", split="test")
+    run = genlab.train("vae", "mnist-5k", out="runs/vae", epochs=20, seed=0)
+    images = genlab.Run.load("runs/vae").sample(64, generator=torch.Generator().manual_seed(1))
+
+Names are imported on first use, so `import genlab` (and `genlab --help`) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "load_dataset": "genlab.data",
+    "ImageDataset": "genlab.data",
+    "dataset_catalog": "genlab.data",
+    "build_model": "genlab.models",
+    "MODELS": "genlab.models",
+    "DataSpec": "genlab.models",
+    "train": "genlab.training.api",
+    "TrainConfig": "genlab.training.trainer",
+    "Trainer": "genlab.training.trainer",
+    "Run": "genlab.run",
+    "GenlabError": "genlab.errors",
+}
+
+if TYPE_CHECKING:
+    from genlab.data import ImageDataset, dataset_catalog, load_dataset
+    from genlab.errors import GenlabError
+    from genlab.models import MODELS, DataSpec, build_model
+    from genlab.run import Run
+    from genlab.training.api import train
+    from genlab.training.trainer import TrainConfig, Trainer
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'genlab' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+__all__ = sorted(_EXPORTS)

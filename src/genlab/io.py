@@ -1,0 +1,96 @@
+"""Atomic file writes and safe tensor files: nothing is half-written, nothing is unpickled."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genlab.errors import GenlabError
+
+# First bytes of the files torch.save writes: a zip archive (torch >= 1.6) or a raw pickle.
+_PICKLE_MAGICS = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a mix.
+
+    The bytes go to a temporary file in the same folder, are fsynced, and replace `path`
+    with one rename; the folder is fsynced so the rename survives a power cut.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not supported on some platforms (Windows)
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: str | Path, value: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a safetensors file atomically (tensors are copied to contiguous CPU memory)."""
+    from safetensors.torch import save
+
+    cpu = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
+    atomic_write_bytes(path, save(cpu, metadata=metadata))
+
+
+def load_tensors(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file: (tensors on CPU, metadata). Never unpickles.
+
+    A missing, pickled, truncated or otherwise invalid file raises GenlabError naming it.
+    """
+    from safetensors.torch import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise GenlabError(f"{path} does not exist: no {what} there")
+    data = path.read_bytes()
+    if data.startswith(_PICKLE_MAGICS):
+        raise GenlabError(
+            f"{path} is a pickled PyTorch file; genlab never unpickles checkpoints (it can run code): "
+            "give a genlab run directory or a .safetensors file"
+        )
+    try:
+        tensors = load(data)
+        # The format: an 8-byte little-endian header length, then a JSON header.
+        header_length = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8 : 8 + header_length]).get("__metadata__", {})
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
+        raise GenlabError(f"{path} is not a valid safetensors {what} (truncated or corrupt: {error})") from None
+    return tensors, metadata
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """Parse a JSON file, with one clear error for a missing or corrupt file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GenlabError(f"{path} does not exist: {what} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise GenlabError(f"{path} is not valid JSON ({error}): {what} is corrupt") from None

@@ -1,0 +1,66 @@
+"""Model families, one file each, and the registry that builds them by name."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from genlab.errors import GenlabError
+from genlab.models.base import DataSpec, GenerativeModel
+from genlab.models.vae import VAE, VAEConfig
+
+MODELS: dict[str, type[GenerativeModel]] = {"vae": VAE}
+
+
+def model_class(name: str) -> type[GenerativeModel]:
+    """The family class registered under `name`."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise GenlabError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}") from None
+
+
+def make_config(name: str, overrides: dict[str, Any] | None = None):
+    """The family's config dataclass with `overrides` applied (strings are parsed to the field's type)."""
+    config_class = model_class(name).config_class
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    values = {}
+    for key, value in (overrides or {}).items():
+        key = key.replace("-", "_")
+        if key not in fields:
+            raise GenlabError(f"{name} has no setting {key!r}; its settings are: {', '.join(fields)}")
+        values[key] = _coerce(key, value, type(getattr(config_class(), key)))
+    return config_class(**values)
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    """Parse a command-line string into bool/int/float/str, the type of the field's default."""
+    if not isinstance(value, str) or kind is str:
+        return value
+    try:
+        if kind is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        return kind(value)
+    except ValueError:
+        raise GenlabError(f"setting {key}={value!r} is not a valid {kind.__name__}") from None
+
+
+def build_model(name: str, data, config=None, **overrides) -> GenerativeModel:
+    """Build family `name` for `data` (a DataSpec or an ImageDataset).
+
+    `config` is the family's config dataclass (or a dict of its fields); keyword
+    `overrides` change single fields, e.g. ``build_model("vae", ds, arch="conv")``.
+    """
+    spec = data if isinstance(data, DataSpec) else DataSpec.from_dataset(data)
+    if config is None or isinstance(config, dict):
+        config = make_config(name, {**(config or {}), **overrides})
+    elif overrides:
+        config = dataclasses.replace(config, **overrides)
+    return model_class(name)(config, spec)
+
+
+__all__ = ["MODELS", "DataSpec", "GenerativeModel", "VAE", "VAEConfig", "build_model", "make_config", "model_class"]

@@ -1,0 +1,229 @@
+"""Variational autoencoder (Kingma & Welling 2014): networks, loss and sampler in one place.
+
+An encoder maps an image x to a Gaussian q(z|x) = N(mu, diag(sigma^2)) over a small latent
+space; a decoder maps a latent z to Bernoulli pixel probabilities p(x|z). Training maximises
+the evidence lower bound (ELBO) on log p(x); generating decodes z ~ N(0, I).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.data.transforms import binarize, flatten
+from genlab.errors import GenlabError
+from genlab.models.base import Batch, DataSpec, GenerativeModel
+
+ARCHITECTURES = ("mlp", "conv")
+
+
+@dataclass
+class VAEConfig:
+    """Everything needed to rebuild a VAE (saved in run.json)."""
+
+    arch: str = "mlp"  # "mlp": 784-400-20 as in the classic example; "conv": two strided convs
+    latent_dim: int = 20
+    hidden_dim: int = 400  # mlp: hidden width; conv: width of the dense layer
+    conv_channels: int = 32  # conv: channels of the first conv layer (the second has twice)
+    conditional: bool = False  # CVAE: the one-hot label goes into encoder and decoder
+    binarize: bool = False  # train on dynamically binarized pixels (binarized-MNIST protocol)
+    lr: float = 2e-3
+    iw_samples: int = 100  # importance samples k for log_likelihood (IWAE bound)
+
+
+class MLPCoder(nn.Module):
+    """MLP encoder and decoder: D -> hidden -> (mu, logvar); latent -> hidden -> D logits."""
+
+    def __init__(self, config: VAEConfig, data: DataSpec):
+        super().__init__()
+        d, k = data.num_pixels, data.num_classes if config.conditional else 0
+        self.image_shape = data.image_shape
+        self.encoder = nn.Sequential(nn.Linear(d + k, config.hidden_dim), nn.ReLU())
+        self.to_mean = nn.Linear(config.hidden_dim, config.latent_dim)
+        self.to_logvar = nn.Linear(config.hidden_dim, config.latent_dim)
+        self.decoder = nn.Sequential(
+            nn.Linear(config.latent_dim + k, config.hidden_dim), nn.ReLU(), nn.Linear(config.hidden_dim, d)
+        )
+
+    def encode(self, x: torch.Tensor, onehot: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        h = flatten(x)  # (B, D)
+        if onehot is not None:
+            h = torch.cat([h, onehot], dim=1)
+        h = self.encoder(h)  # (B, hidden)
+        return self.to_mean(h), self.to_logvar(h)
+
+    def decode_logits(self, z: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
+        if onehot is not None:
+            z = torch.cat([z, onehot], dim=1)
+        return self.decoder(z).reshape(-1, *self.image_shape)  # (B, C, H, W)
+
+
+class ConvCoder(nn.Module):
+    """Two stride-2 convolutions down (H/4 x W/4), a dense layer, and the mirror image up."""
+
+    def __init__(self, config: VAEConfig, data: DataSpec):
+        super().__init__()
+        c, h, w = data.image_shape
+        if h % 4 or w % 4:
+            raise GenlabError(
+                f"the conv VAE needs height and width divisible by 4, got {h}x{w}; use --arch mlp or --size"
+            )
+        k = data.num_classes if config.conditional else 0
+        c1, c2 = config.conv_channels, 2 * config.conv_channels
+        self.feature_shape = (c2, h // 4, w // 4)
+        features = c2 * (h // 4) * (w // 4)
+        self.encoder = nn.Sequential(
+            nn.Conv2d(c, c1, 4, 2, 1), nn.ReLU(),  # (B, c1, H/2, W/2)
+            nn.Conv2d(c1, c2, 4, 2, 1), nn.ReLU(),  # (B, c2, H/4, W/4)
+            nn.Flatten(),
+        )
+        self.dense = nn.Sequential(nn.Linear(features + k, config.hidden_dim), nn.ReLU())
+        self.to_mean = nn.Linear(config.hidden_dim, config.latent_dim)
+        self.to_logvar = nn.Linear(config.hidden_dim, config.latent_dim)
+        self.from_latent = nn.Sequential(
+            nn.Linear(config.latent_dim + k, config.hidden_dim), nn.ReLU(),
+            nn.Linear(config.hidden_dim, features), nn.ReLU(),
+        )
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(c2, c1, 4, 2, 1), nn.ReLU(),  # (B, c1, H/2, W/2)
+            nn.ConvTranspose2d(c1, c, 4, 2, 1),  # (B, C, H, W) logits
+        )
+
+    def encode(self, x: torch.Tensor, onehot: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)  # (B, c2*H/4*W/4)
+        if onehot is not None:
+            h = torch.cat([h, onehot], dim=1)
+        h = self.dense(h)
+        return self.to_mean(h), self.to_logvar(h)
+
+    def decode_logits(self, z: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
+        if onehot is not None:
+            z = torch.cat([z, onehot], dim=1)
+        h = self.from_latent(z).reshape(-1, *self.feature_shape)
+        return self.decoder(h)
+
+
+def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mean, diag(exp(logvar))) summed over the last dimension."""
+    return -0.5 * (math.log(2 * math.pi) + logvar + (z - mean) ** 2 / logvar.exp()).sum(-1)
+
+
+def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log p(x|z) of pixels x in [0, 1] under Bernoulli(sigmoid(logits)), summed per image: (B,)."""
+    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+
+def negative_elbo(logits, x, mean, logvar) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image negative ELBO in nats and its KL term, both (B,).
+
+    -ELBO = -E_q[log p(x|z)] + KL(q(z|x) || N(0, I)), with the KL in closed form
+    (Kingma & Welling 2014, Appendix B): -1/2 * sum(1 + logvar - mean^2 - exp(logvar)).
+    """
+    kl = -0.5 * (1 + logvar - mean.pow(2) - logvar.exp()).sum(1)
+    return -bernoulli_log_likelihood(logits, x) + kl, kl
+
+
+class VAE(GenerativeModel):
+    """Bernoulli-decoder VAE, MLP or convolutional, optionally class-conditional."""
+
+    family = "vae"
+    config_class = VAEConfig
+    default_batch_size = 64
+    trace_columns = (("loss", "Loss"), ("test_loss", "Test loss"), ("recon_accuracy", "Recon. accuracy"))
+    monitor = "test_loss"
+
+    def __init__(self, config: VAEConfig, data: DataSpec):
+        super().__init__(config, data)
+        if config.arch not in ARCHITECTURES:
+            raise GenlabError(f"unknown VAE arch {config.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        if config.conditional and data.num_classes < 2:
+            raise GenlabError("a conditional VAE needs labelled data with at least 2 classes")
+        self.coder = (MLPCoder if config.arch == "mlp" else ConvCoder)(config, data)
+
+    def _onehot(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        if labels is None:
+            raise GenlabError("a conditional VAE needs labels")
+        return F.one_hot(labels, self.data.num_classes).to(torch.float32)
+
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Parameters of q(z|x): mean and log-variance, each (B, latent_dim)."""
+        return self.coder.encode(x, self._onehot(labels))
+
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Bernoulli means p(x|z) as images (B, C, H, W) in [0, 1]."""
+        return torch.sigmoid(self.coder.decode_logits(z, self._onehot(labels)))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None):
+        """Decoder logits for a reparameterized z ~ q(z|x), plus q's mean and log-variance."""
+        onehot = self._onehot(labels)
+        mean, logvar = self.coder.encode(x, onehot)
+        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()  # reparameterization trick
+        return self.coder.decode_logits(z, onehot), mean, logvar
+
+    def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode the mean of q(z|x): the model's deterministic reconstruction, in [0, 1]."""
+        mean, _ = self.encode(x, labels)
+        return self.decode(mean, labels)
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.randn(n, self.config.latent_dim, generator=generator)
+
+    @torch.no_grad()
+    def sample(self, n, generator=None, labels=None) -> torch.Tensor:
+        """Decode n draws of z ~ N(0, I): Bernoulli means (n, C, H, W) in [0, 1]."""
+        labels = self.check_labels(n, labels)
+        return self.decode(self.sample_latent(n, generator), labels)
+
+    def configure_optimizers(self):
+        return {"model": torch.optim.Adam(self.parameters(), lr=self.config.lr)}
+
+    def training_step(self, batch: Batch, optimizers) -> dict[str, float]:
+        x, labels = batch
+        if self.config.binarize:
+            x = binarize(x)
+        logits, mean, logvar = self(x, labels)
+        loss_per_image, kl = negative_elbo(logits, x, mean, logvar)
+        loss = loss_per_image.mean()
+        optimizer = optimizers["model"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item(), "kl": kl.mean().item()}
+
+    @torch.no_grad()
+    def validation_step(self, batch: Batch) -> dict[str, float]:
+        x, labels = batch
+        if self.config.binarize:
+            x = binarize(x)
+        logits, mean, logvar = self(x, labels)
+        loss_per_image, _ = negative_elbo(logits, x, mean, logvar)
+        reconstruction = self.reconstruct(x, labels)
+        recon_accuracy = ((reconstruction > 0.5) == (x > 0.5)).float().mean()
+        return {"test_loss": loss_per_image.mean().item(), "recon_accuracy": recon_accuracy.item()}
+
+    @torch.no_grad()
+    def log_likelihood(self, x: torch.Tensor, labels: torch.Tensor | None = None, k: int | None = None) -> torch.Tensor:
+        """Importance-weighted lower bound on log p(x) in nats per image, (B,) (Burda et al. 2016, eq. 8).
+
+        log p(x) >= log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x); k = 1 is the ELBO
+        and the bound tightens as k grows. p(x|z) is the Bernoulli decoder, so this is a
+        likelihood in the strict sense for binary pixels.
+        """
+        k = k or self.config.iw_samples
+        onehot = self._onehot(labels)
+        mean, logvar = self.coder.encode(x, onehot)
+        std = (0.5 * logvar).exp()
+        log_weights = []
+        for _ in range(k):
+            z = mean + torch.randn_like(mean) * std  # (B, latent)
+            log_p_x_given_z = bernoulli_log_likelihood(self.coder.decode_logits(z, onehot), x)
+            log_p_z = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z))
+            log_q_z = gaussian_log_density(z, mean, logvar)
+            log_weights.append(log_p_x_given_z + log_p_z - log_q_z)
+        return torch.logsumexp(torch.stack(log_weights), dim=0) - math.log(k)

@@ -1,0 +1,227 @@
+"""The run directory: a documented, stable format for one training run.
+
+    runs/NAME/
+      run.json           format version, genlab version, model name + config, data, train config, status
+      model.safetensors  weights for sampling (metadata: family, epoch)
+      state.safetensors  everything needed to resume exactly, as ONE atomic file: the weights,
+                         every optimizer's state and the RNG state at the end of an epoch
+      history.jsonl      one JSON object per epoch
+      samples/           epoch_0001.png ... grids from a fixed noise seed
+
+state.safetensors carries its own copy of the weights so that a crash between writing the
+two files can never pair weights of one epoch with optimizer state of another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import genlab
+from genlab.errors import GenlabError
+from genlab.io import atomic_write_bytes, atomic_write_json, load_tensors, read_json, save_tensors
+from genlab.models import DataSpec, GenerativeModel, build_model, make_config
+
+FORMAT_VERSION = 1
+RUN_FILE = "run.json"
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "state.safetensors"
+HISTORY_FILE = "history.jsonl"
+SAMPLES_DIR = "samples"
+
+
+def is_run_dir(path: str | Path) -> bool:
+    return (Path(path) / RUN_FILE).is_file()
+
+
+def read_run_info(path: str | Path) -> dict[str, Any]:
+    """Parse and check run.json of the run at `path`."""
+    path = Path(path)
+    if path.is_file():
+        load_tensors(path)  # refuses pickles and corrupt files with their own message
+        raise GenlabError(f"{path} is a file; give the run directory that holds {RUN_FILE} and {MODEL_FILE}")
+    if not path.is_dir():
+        raise GenlabError(f"{path} does not exist: give a run directory written by `genlab train`")
+    info = read_json(path / RUN_FILE, "the run's description")
+    if not isinstance(info, dict) or info.get("format") != "genlab-run":
+        raise GenlabError(f"{path / RUN_FILE} is not a genlab run description")
+    if info.get("format_version", 0) > FORMAT_VERSION:
+        raise GenlabError(
+            f"{path} was written by a newer genlab (run format {info['format_version']}, this one reads "
+            f"{FORMAT_VERSION}); upgrade genlab to read it"
+        )
+    return info
+
+
+def new_run_info(model: GenerativeModel, data: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]:
+    """run.json of a fresh run: enough to rebuild the model without any command-line flags."""
+    return {
+        "format": "genlab-run",
+        "format_version": FORMAT_VERSION,
+        "genlab_version": genlab.__version__,
+        "model": {"name": model.family, "config": dataclasses.asdict(model.config)},
+        "data": {**data, "shape": model.data.to_dict()},
+        "train": train,
+        "status": "running",
+        "epochs_completed": 0,
+        "message": "",
+    }
+
+
+def write_run_info(path: str | Path, info: dict[str, Any]) -> None:
+    atomic_write_json(Path(path) / RUN_FILE, info)
+
+
+def model_from_info(info: dict[str, Any]) -> GenerativeModel:
+    """Rebuild the (untrained) model that run.json describes."""
+    name = info["model"]["name"]
+    config = make_config(name, info["model"]["config"])
+    return build_model(name, DataSpec.from_dict(info["data"]["shape"]), config)
+
+
+# ---------------------------------------------------------------- weights and training state
+
+
+def save_model(path: str | Path, model: GenerativeModel, epoch: int) -> None:
+    save_tensors(Path(path) / MODEL_FILE, model.state_dict(), {"format": "genlab-model", "family": model.family, "epoch": str(epoch)})
+
+
+def load_model_weights(model: GenerativeModel, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Load `tensors` into `model`, with one clear error when they belong to another model."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong_shape = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
+    if missing or unexpected or wrong_shape:
+        detail = (missing and f"missing {missing[:3]}") or (unexpected and f"unexpected {unexpected[:3]}") or f"wrong shape {wrong_shape[:3]}"
+        raise GenlabError(f"{source} does not hold the weights of the {model.family} model in run.json ({detail})")
+    model.load_state_dict(tensors)
+
+
+def save_checkpoint(path: str | Path, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer], epoch: int) -> None:
+    """Write state.safetensors (resume) and then model.safetensors (sampling), each atomically."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    metadata = {"format": "genlab-state", "epoch": str(epoch)}
+    for name, optimizer in optimizers.items():
+        state_tensors, state_json = _flatten_optimizer_state(optimizer.state_dict())
+        tensors.update({f"optimizer.{name}.{k}": v for k, v in state_tensors.items()})
+        metadata[f"optimizer.{name}"] = json.dumps(state_json)
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{index}"] = state
+    save_tensors(Path(path) / STATE_FILE, tensors, metadata)
+    save_model(path, model, epoch)
+
+
+def load_checkpoint(path: str | Path, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer]) -> int:
+    """Restore weights, optimizer state and RNG state from state.safetensors; return its epoch."""
+    source = Path(path) / STATE_FILE
+    tensors, metadata = load_tensors(source, "training state")
+    if metadata.get("format") != "genlab-state":
+        raise GenlabError(f"{source} is not a genlab training state")
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    load_model_weights(model, weights, source)
+    for name, optimizer in optimizers.items():
+        prefix = f"optimizer.{name}."
+        state_tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if f"optimizer.{name}" not in metadata:
+            raise GenlabError(f"{source} has no state for optimizer {name!r}")
+        optimizer.load_state_dict(_unflatten_optimizer_state(state_tensors, json.loads(metadata[f"optimizer.{name}"])))
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
+    return int(metadata["epoch"])
+
+
+def _flatten_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state_dict into tensors ("state.<param>.<key>") and JSON for the rest."""
+    tensors, plain = {}, {}
+    for param_id, entries in state_dict["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{param_id}.{key}"] = value
+            else:
+                plain.setdefault(str(param_id), {})[key] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "plain_state": plain}
+
+
+def _unflatten_optimizer_state(tensors: dict[str, torch.Tensor], state_json: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        _, param_id, key = name.split(".", 2)
+        state.setdefault(int(param_id), {})[key] = value
+    for param_id, entries in state_json["plain_state"].items():
+        state.setdefault(int(param_id), {}).update(entries)
+    return {"state": state, "param_groups": state_json["param_groups"]}
+
+
+# ---------------------------------------------------------------- history
+
+
+def read_history(path: str | Path) -> list[dict[str, Any]]:
+    file = Path(path) / HISTORY_FILE
+    if not file.exists():
+        return []
+    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+
+
+def append_history(path: str | Path, record: dict[str, Any]) -> None:
+    with open(Path(path) / HISTORY_FILE, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+
+
+def truncate_history(path: str | Path, epochs: int) -> None:
+    """Keep the history of the first `epochs` epochs (a resumed run redoes the rest)."""
+    kept = [r for r in read_history(path) if r["epoch"] <= epochs]
+    atomic_write_bytes(Path(path) / HISTORY_FILE, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+
+# ---------------------------------------------------------------- the loaded run
+
+
+class Run:
+    """A finished (or interrupted) run, loaded for sampling and inspection."""
+
+    def __init__(self, path: str | Path, info: dict[str, Any], model: GenerativeModel):
+        self.path = Path(path)
+        self.info = info
+        self.model = model
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Run":
+        """Read run.json, rebuild the model and load model.safetensors (never unpickles)."""
+        info = read_run_info(path)
+        model = model_from_info(info)
+        source = Path(path) / MODEL_FILE
+        if not source.exists():
+            raise GenlabError(
+                f"{path} has no {MODEL_FILE}: the run ended before its first epoch did; train it with --resume"
+            )
+        tensors, metadata = load_tensors(source, "model checkpoint")
+        if metadata.get("family") not in (None, model.family):
+            raise GenlabError(f"{source} holds a {metadata['family']} model but run.json describes a {model.family}")
+        load_model_weights(model, tensors, source)
+        return cls(path, info, model.to(device).eval())
+
+    @property
+    def family(self) -> str:
+        return self.model.family
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return read_history(self.path)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, labels=None) -> torch.Tensor:
+        """n images (n, C, H, W) in [0, 1] from the trained model."""
+        with torch.no_grad():
+            return self.model.sample(n, generator=generator, labels=labels)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, family={self.family!r}, epochs={self.info.get('epochs_completed')})"

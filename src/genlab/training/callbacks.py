@@ -1,0 +1,102 @@
+"""Callbacks that give the loop its side effects: the run directory, sample grids, progress."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genlab.images import save_grid
+from genlab.run import SAMPLES_DIR, append_history, save_checkpoint, write_run_info
+from genlab.training.trainer import Callback, Trainer
+
+
+class RunWriter(Callback):
+    """Keeps the run directory current: history line, checkpoint, then run.json, each epoch.
+
+    The order matters for a crash at any instant: history may run ahead of the checkpoint
+    (resume truncates it), and state.safetensors is complete before run.json says so.
+    """
+
+    def __init__(self, path: str | Path, info: dict[str, Any]):
+        self.path = Path(path)
+        self.info = info
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        self.info.update(status="running", message="")
+        write_run_info(self.path, self.info)
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        append_history(self.path, record)
+        save_checkpoint(self.path, trainer.model, trainer.optimizers, trainer.epoch)
+        self.info["epochs_completed"] = trainer.epoch
+        write_run_info(self.path, self.info)
+
+    def on_train_end(self, trainer: Trainer, status: str) -> None:
+        self.info.update(status=status, message=trainer.message)
+        write_run_info(self.path, self.info)
+
+
+class SampleGrids(Callback):
+    """A grid of samples from the same fixed noise after every `every` epochs (samples/epoch_0001.png)."""
+
+    def __init__(self, path: str | Path, every: int = 1, n: int = 64, seed: int = 0):
+        self.folder = Path(path) / SAMPLES_DIR
+        self.every, self.n, self.seed = every, n, seed
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if self.every <= 0 or (trainer.epoch % self.every and trainer.epoch != trainer.config.epochs):
+            return
+        self.folder.mkdir(exist_ok=True)
+        trainer.model.eval()
+        with torch.no_grad():
+            images = trainer.model.sample(self.n, generator=torch.Generator().manual_seed(self.seed))
+        trainer.model.train()
+        save_grid(images, self.folder / f"epoch_{trainer.epoch:04d}.png")
+
+
+def format_record(record: dict[str, Any], total_epochs: int) -> str:
+    """One line per epoch: 'epoch  3/20  loss 120.31  test_loss 118.20  ...  9,812 img/s  0.4s'."""
+    width = len(str(total_epochs))
+    parts = [f"epoch {record['epoch']:>{width}}/{total_epochs}"]
+    for key, value in record.items():
+        if key in ("epoch", "seconds", "images_per_second"):
+            continue
+        parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
+    parts.append(f"{record['images_per_second']:,.0f} img/s")
+    parts.append(f"{record['seconds']:.1f}s")
+    return "  ".join(parts)
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over each epoch's steps (stderr) and one summary line per epoch (stdout)."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=trainer.steps_per_epoch, desc=f"epoch {trainer.epoch}/{trainer.config.epochs}",
+            leave=False, unit="step", file=sys.stderr, dynamic_ncols=True,
+        )
+
+    def on_step_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        self.bar.update(1)
+        if trainer.step % 10 == 0:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self._close()
+        print(format_record(record, trainer.config.epochs), flush=True)
+
+    def on_train_end(self, trainer: Trainer, status: str) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

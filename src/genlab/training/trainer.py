@@ -1,0 +1,173 @@
+"""The model-agnostic training loop. It knows the family contract, never a family."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from genlab.data.dataset import ImageDataset
+from genlab.data.transforms import to_unit
+from genlab.errors import GenlabError, TrainingDiverged
+from genlab.models.base import GenerativeModel
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the loop itself (the family's settings live in its own config)."""
+
+    epochs: int = 20
+    batch_size: int | None = None  # None: the family's default_batch_size
+    seed: int = 0
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs <= 0:
+            raise GenlabError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size <= 0):
+            raise GenlabError(f"batch size must be a positive integer, got {self.batch_size!r}")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; any other name is checked to exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GenlabError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GenlabError(f"device {name!r} asked for, but this torch sees no CUDA GPU; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise GenlabError(f"device {name!r} asked for, but MPS is not available; use --device cpu")
+    return device
+
+
+class Callback:
+    """Hooks around the loop; every method is optional."""
+
+    def on_train_start(self, trainer: "Trainer") -> None: ...
+
+    def on_epoch_start(self, trainer: "Trainer") -> None: ...
+
+    def on_step_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
+
+    def on_epoch_end(self, trainer: "Trainer", record: dict[str, Any]) -> None: ...
+
+    def on_train_end(self, trainer: "Trainer", status: str) -> None: ...
+
+
+class Trainer:
+    """Runs epochs of `training_step` over seeded slices of a device-resident dataset.
+
+    Each epoch's order comes from its own generator seeded by (seed, epoch), and validation
+    runs under a forked, fixed RNG, so training randomness depends only on the global RNG
+    state saved at each epoch's end: resuming from a checkpoint repeats the run bit for bit.
+    """
+
+    def __init__(
+        self,
+        model: GenerativeModel,
+        train_data: ImageDataset,
+        test_data: ImageDataset | None = None,
+        config: TrainConfig | None = None,
+        callbacks: Sequence[Callback] = (),
+        optimizers: dict[str, torch.optim.Optimizer] | None = None,
+        start_epoch: int = 0,
+        device: torch.device | None = None,
+    ):
+        self.config = config or TrainConfig()
+        self.config.validate()
+        self.device = device or pick_device(self.config.device)
+        self.model = model.to(self.device)
+        self.optimizers = optimizers or model.configure_optimizers()
+        self.train_data = train_data.to(self.device)
+        self.test_data = None if test_data is None else test_data.to(self.device)
+        self.batch_size = self.config.batch_size or model.default_batch_size
+        self.callbacks = list(callbacks)
+        self.start_epoch = start_epoch
+        self.epoch = start_epoch
+        self.step = 0  # step within the current epoch
+        self.history: list[dict[str, Any]] = []
+        self.message = ""
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train_data) / self.batch_size)
+
+    def _call(self, hook: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Train from `start_epoch` to `config.epochs`; return the new epochs' records.
+
+        A non-finite loss stops training (TrainingDiverged) and Ctrl-C stops it
+        (KeyboardInterrupt); in both cases callbacks hear the status first, and the last
+        checkpoint written at an epoch's end stays the run's state.
+        """
+        self._call("on_train_start")
+        status = "completed"
+        try:
+            for epoch in range(self.start_epoch + 1, self.config.epochs + 1):
+                self.epoch = epoch
+                record = {"epoch": epoch, **self._train_epoch(epoch)}
+                if self.test_data is not None and len(self.test_data):
+                    record.update(self.validate())
+                self.history.append(record)
+                self._call("on_epoch_end", record)
+        except TrainingDiverged as error:
+            status, self.message = "diverged", str(error)
+            raise
+        except KeyboardInterrupt:
+            status = "interrupted"
+            self.message = f"interrupted at epoch {self.epoch}, step {self.step}"
+            raise
+        finally:
+            self._call("on_train_end", status)
+        return self.history
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        self._call("on_epoch_start")
+        order = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        totals: dict[str, float] = {}
+        images_seen = 0
+        start = time.perf_counter()
+        for self.step, (images, labels) in enumerate(self.train_data.batches(self.batch_size, order), start=1):
+            metrics = self.model.training_step((to_unit(images), labels), self.optimizers)
+            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+            if bad:
+                raise TrainingDiverged(
+                    f"{bad[0]} became {metrics[bad[0]]} at epoch {epoch}, step {self.step}; "
+                    f"the run keeps the weights of epoch {epoch - 1} (try a lower learning rate)"
+                )
+            batch = len(images)
+            images_seen += batch
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + value * batch
+            self._call("on_step_end", metrics)
+        seconds = time.perf_counter() - start
+        record = {key: total / images_seen for key, total in totals.items()}
+        return {"seconds": seconds, "images_per_second": images_seen / seconds, **record}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """The family's validation numbers over the whole test set, under a fixed RNG."""
+        self.model.eval()
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        totals: dict[str, float] = {}
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.config.seed)
+            for images, labels in self.test_data.batches(max(self.batch_size, 500), shuffle=False):
+                for key, value in self.model.validation_step((to_unit(images), labels)).items():
+                    totals[key] = totals.get(key, 0.0) + value * len(images)
+        self.model.train()
+        return {key: total / len(self.test_data) for key, total in totals.items()}
