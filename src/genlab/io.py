@@ -51,16 +51,20 @@ def atomic_write_json(path: str | Path, value: Any) -> None:
     atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write a safetensors file atomically (tensors are copied to contiguous CPU memory)."""
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    """Write a safetensors file atomically (tensors are copied to contiguous CPU memory).
+
+    `metadata` is stored as one sorted JSON string under the key "genlab": safetensors
+    orders several metadata keys at random, and one key keeps the file's bytes reproducible.
+    """
     from safetensors.torch import save
 
     cpu = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
-    atomic_write_bytes(path, save(cpu, metadata=metadata))
+    atomic_write_bytes(path, save(cpu, metadata={"genlab": json.dumps(metadata, sort_keys=True)}))
 
 
-def load_tensors(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file: (tensors on CPU, metadata). Never unpickles.
+def load_tensors(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a safetensors file: (tensors on CPU, genlab's metadata or {}). Never unpickles.
 
     A missing, pickled, truncated or otherwise invalid file raises GenlabError naming it.
     """
@@ -79,7 +83,8 @@ def load_tensors(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, 
         tensors = load(data)
         # The format: an 8-byte little-endian header length, then a JSON header.
         header_length = int.from_bytes(data[:8], "little")
-        metadata = json.loads(data[8 : 8 + header_length]).get("__metadata__", {})
+        metadata = json.loads(data[8 : 8 + header_length]).get("__metadata__") or {}
+        metadata = json.loads(metadata.get("genlab", "{}"))
     except Exception as error:  # safetensors raises its own error types for corrupt headers
         raise GenlabError(f"{path} is not a valid safetensors {what} (truncated or corrupt: {error})") from None
     return tensors, metadata

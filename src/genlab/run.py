@@ -87,7 +87,7 @@ def model_from_info(info: dict[str, Any]) -> GenerativeModel:
 
 
 def save_model(path: str | Path, model: GenerativeModel, epoch: int) -> None:
-    save_tensors(Path(path) / MODEL_FILE, model.state_dict(), {"format": "genlab-model", "family": model.family, "epoch": str(epoch)})
+    save_tensors(Path(path) / MODEL_FILE, model.state_dict(), {"format": "genlab-model", "family": model.family, "epoch": epoch})
 
 
 def load_model_weights(model: GenerativeModel, tensors: dict[str, torch.Tensor], source: Path) -> None:
@@ -105,11 +105,11 @@ def load_model_weights(model: GenerativeModel, tensors: dict[str, torch.Tensor],
 def save_checkpoint(path: str | Path, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer], epoch: int) -> None:
     """Write state.safetensors (resume) and then model.safetensors (sampling), each atomically."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    metadata = {"format": "genlab-state", "epoch": str(epoch)}
+    metadata: dict[str, Any] = {"format": "genlab-state", "epoch": epoch, "optimizers": {}}
     for name, optimizer in optimizers.items():
         state_tensors, state_json = _flatten_optimizer_state(optimizer.state_dict())
         tensors.update({f"optimizer.{name}.{k}": v for k, v in state_tensors.items()})
-        metadata[f"optimizer.{name}"] = json.dumps(state_json)
+        metadata["optimizers"][name] = state_json
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for index, state in enumerate(torch.cuda.get_rng_state_all()):
@@ -129,9 +129,9 @@ def load_checkpoint(path: str | Path, model: GenerativeModel, optimizers: dict[s
     for name, optimizer in optimizers.items():
         prefix = f"optimizer.{name}."
         state_tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        if f"optimizer.{name}" not in metadata:
+        if name not in metadata["optimizers"]:
             raise GenlabError(f"{source} has no state for optimizer {name!r}")
-        optimizer.load_state_dict(_unflatten_optimizer_state(state_tensors, json.loads(metadata[f"optimizer.{name}"])))
+        optimizer.load_state_dict(_unflatten_optimizer_state(state_tensors, metadata["optimizers"][name]))
     torch.set_rng_state(tensors["rng.torch"])
     cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
     if cuda_states and torch.cuda.is_available():

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from genlab.data import download_dataset, load_dataset
+from genlab.data.idx import FILE_STEMS
 from genlab.errors import GenlabError
 
-FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+FILES = [f"{stem}.gz" for stem in FILE_STEMS]
 
 
 @pytest.fixture
@@ -94,8 +95,16 @@ def test_bad_present_file_is_replaced(tmp_path, mirror):
     root.mkdir()
     (root / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"garbage"))
     download_dataset("mnist", root=root, mirror=url, checksums=md5, progress=False)
-    assert hashlib.md5((root / "t10k-labels-idx1-ubyte.gz").read_bytes()).hexdigest() == md5["t10k-labels-idx1-ubyte.gz"]
+    fixed = root / "t10k-labels-idx1-ubyte.gz"
+    assert hashlib.md5(fixed.read_bytes()).hexdigest() == md5["t10k-labels-idx1-ubyte.gz"]
     assert len(requests) == 4
+
+
+def test_local_folder_mirror(tmp_path, mirror):
+    _, md5, requests = mirror
+    root = tmp_path / "dest"
+    download_dataset("fashion-mnist", root=root, mirror=str(tmp_path / "mirror"), checksums=md5, progress=False)
+    assert sorted(p.name for p in root.iterdir()) == sorted(FILES) and requests == []
 
 
 def test_progress_bar_does_not_break(tmp_path, mirror, capsys):
@@ -122,4 +131,5 @@ def test_loaded_images_match_served(genlab_data, mirror, tmp_path):
     url, md5, _ = mirror
     download_dataset("mnist", mirror=url, checksums=md5, progress=False)
     served = gzip.decompress((tmp_path / "mirror" / "t10k-images-idx3-ubyte.gz").read_bytes())[16:]
-    assert torch.equal(load_dataset("mnist", "test").images.flatten(), torch.frombuffer(bytearray(served), dtype=torch.uint8))
+    loaded = load_dataset("mnist", "test").images.flatten()
+    assert torch.equal(loaded, torch.frombuffer(bytearray(served), dtype=torch.uint8))

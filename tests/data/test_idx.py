@@ -108,6 +108,13 @@ def test_mnist_missing(genlab_data):
     assert str(genlab_data / "mnist") in message and "/usr/share/datasets/mnist" in message
 
 
+def test_mnist_partly_there(genlab_data, make_idx_dataset):
+    make_idx_dataset(genlab_data / "mnist")
+    (genlab_data / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(GenlabError, match=r"mnist lacks t10k-labels-idx1-ubyte\)"):
+        load_dataset("mnist", "train")
+
+
 def test_count_mismatch(genlab_data, make_idx_dataset, write_idx):
     make_idx_dataset(genlab_data / "mnist", n_train=30)
     write_idx(genlab_data / "mnist" / "train-labels-idx1-ubyte.gz", np.zeros(29, np.uint8))
@@ -139,7 +146,9 @@ def test_fashion_missing_message(genlab_data, monkeypatch):
     assert not info.available and info.how_to_get == "sudo apt-get install dataset-fashion-mnist"
 
 
-@pytest.mark.skipif(not FASHION_SYSTEM.is_dir(), reason=f"{FASHION_SYSTEM} absent (apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not FASHION_SYSTEM.is_dir(), reason=f"{FASHION_SYSTEM} absent (sudo apt-get install dataset-fashion-mnist)"
+)
 def test_fashion_from_system(genlab_data):
     train = load_dataset("fashion-mnist", "train")
     test = load_dataset("fashion-mnist", "test")

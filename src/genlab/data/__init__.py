@@ -12,6 +12,7 @@ the sources that need them, when they are used.
 from __future__ import annotations
 
 import difflib
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +37,7 @@ __all__ = [
 ]
 
 DATASET_NAMES = ("mnist-5k", "mnist", "fashion-mnist", "digits")
-PATTERNS = ("folder:PATH", "npz:PATH")
-RESIZE_CHUNK = 4096  # images per interpolate call: bounds the float32 copy
+RESIZE_BUDGET = 1 << 25  # float32 values per interpolate call (128 MiB): bounds the temporary copies
 
 
 @dataclass(frozen=True)
@@ -55,17 +55,17 @@ class DatasetInfo:
     how_to_get: str | None  # the exact command when not available
 
 
-def _as_hw(size: int | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
+def _as_hw(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
     """`size` as (H, W): S -> (S, S); None stays None."""
+
+    def positive(s: object) -> bool:
+        return isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0
+
     if size is None:
         return None
-    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
-        return size, size
-    if (
-        isinstance(size, (tuple, list))
-        and len(size) == 2
-        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
-    ):
+    if positive(size):
+        return int(size), int(size)
+    if isinstance(size, (tuple, list)) and len(size) == 2 and all(positive(s) for s in size):
         return int(size[0]), int(size[1])
     raise GenlabError(f"size must be a positive int S (for SxS) or a pair (H, W), got {size!r}")
 
@@ -74,11 +74,13 @@ def _resize(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """uint8 (N, C, H, W) -> uint8 (N, C, *hw), bilinear with antialiasing (PIL's filter when shrinking)."""
     if tuple(images.shape[2:]) == hw:
         return images
-    out = torch.empty((images.shape[0], images.shape[1], *hw), dtype=torch.uint8, device=images.device)
-    for start in range(0, images.shape[0], RESIZE_CHUNK):
-        x = images[start : start + RESIZE_CHUNK].to(torch.float32)
+    n, c, h, w = images.shape
+    out = torch.empty((n, c, *hw), dtype=torch.uint8, device=images.device)
+    chunk = max(1, RESIZE_BUDGET // (c * max(h * w, hw[0] * hw[1])))
+    for start in range(0, n, chunk):
+        x = images[start : start + chunk].to(torch.float32)
         y = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
-        out[start : start + RESIZE_CHUNK] = y.round().clamp(0, 255).to(torch.uint8)
+        out[start : start + chunk] = y.round().clamp(0, 255).to(torch.uint8)
     return out
 
 
@@ -88,7 +90,7 @@ def _unknown_spec(spec: str) -> GenlabError:
     path = Path(spec).expanduser()
     if close:
         hint = f" (did you mean {close[0]}?)"
-    elif path.is_dir():
+    elif spec and path.is_dir():
         hint = f" (for that folder use folder:{spec})"
     elif path.suffix == ".npz":
         hint = f" (for that file use npz:{spec})"
@@ -132,9 +134,9 @@ def download_dataset(
 ) -> Path:
     """Download `mnist` or `fashion-mnist` into `root` (default data_root()/name), MD5-verified; return the folder.
 
-    `mirror` is a base URL holding the four .gz files; `checksums` (file name -> md5 hex)
-    overrides the published ones. Files already present and verified are skipped; a failed
-    or mismatched download leaves no file behind.
+    `mirror` is a base URL (or a local folder) holding the four .gz files; `checksums`
+    (file name -> md5 hex) overrides the published ones. Files already present and verified
+    are skipped; a failed or mismatched download leaves no file behind.
     """
     return idx.download(name, root, mirror, checksums, progress)
 

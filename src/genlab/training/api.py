@@ -85,6 +85,8 @@ def train(
 
     start_epoch = 0
     if resume:
+        for debris in out.glob(".*.tmp"):  # atomic writes cut off by a crash
+            debris.unlink()
         if (out / STATE_FILE).exists():
             start_epoch = load_checkpoint(out, network, optimizers)
         truncate_history(out, start_epoch)

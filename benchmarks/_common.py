@@ -1,0 +1,156 @@
+"""What the benchmark scripts share: the pytorch/examples reference VAE and its per-sample
+data pipeline, the machine description, and writing a section of benchmarks/README.md.
+
+Not part of genlab: this file exists so that both benchmarks time and score the *same*
+reference, and so that nothing here can change what genlab itself does.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import statistics
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+README = Path(__file__).resolve().parent / "README.md"
+
+
+# ---------------------------------------------------------------- the reference (pytorch/examples vae/main.py)
+
+
+class ExamplesVAE(nn.Module):
+    """A line-for-line copy of the network in pytorch/examples `vae/main.py`: 784-400-20 MLP.
+
+    Same layer sizes as genlab's `VAEConfig(arch="mlp")` (784 -> 400 -> 20 (mu, logvar);
+    20 -> 400 -> 784); the decoder ends in a sigmoid and the loss is BCE on probabilities,
+    as in the example (genlab uses BCE on logits: the same function, computed more stably).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 400)
+        self.fc21 = nn.Linear(400, 20)
+        self.fc22 = nn.Linear(400, 20)
+        self.fc3 = nn.Linear(20, 400)
+        self.fc4 = nn.Linear(400, 784)
+
+    def encode(self, x):
+        h1 = F.relu(self.fc1(x))
+        return self.fc21(h1), self.fc22(h1)
+
+    def reparameterize(self, mu, logvar):
+        std = torch.exp(0.5 * logvar)
+        eps = torch.randn_like(std)
+        return mu + eps * std
+
+    def decode(self, z):
+        h3 = F.relu(self.fc3(z))
+        return torch.sigmoid(self.fc4(h3))
+
+    def forward(self, x):
+        mu, logvar = self.encode(x.view(-1, 784))
+        z = self.reparameterize(mu, logvar)
+        return self.decode(z), mu, logvar
+
+
+def examples_loss(recon_x, x, mu, logvar):
+    """The example's `loss_function`: BCE summed over pixels and images, plus the KL term."""
+    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
+    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return bce + kld
+
+
+class PerSampleImages(Dataset):
+    """torchvision-MNIST style: `__getitem__` returns one (float image (1, 28, 28) in [0, 1], label).
+
+    Leaner than torchvision's MNIST (no PIL round trip per sample), so it flatters the reference.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images = images  # (N, 1, 28, 28) uint8
+        self.labels = labels  # (N,) int64
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.images[index].float().div(255.0), int(self.labels[index])
+
+
+def examples_loader(dataset, batch_size: int, shuffle: bool = True) -> DataLoader:
+    """The example's loader: per-sample dataset, default collate, num_workers=0 on the CPU."""
+    return DataLoader(PerSampleImages(dataset.images, dataset.labels), batch_size=batch_size, shuffle=shuffle, num_workers=0)
+
+
+def examples_train_epoch(model, loader, optimizer, device="cpu") -> tuple[float, int]:
+    """One epoch of the example's `train(epoch)` loop; returns (summed loss, images seen)."""
+    model.train()
+    train_loss, seen = 0.0, 0
+    for data, _ in loader:
+        data = data.to(device)
+        optimizer.zero_grad()
+        recon_batch, mu, logvar = model(data)
+        loss = examples_loss(recon_batch, data, mu, logvar)
+        loss.backward()
+        train_loss += loss.item()
+        optimizer.step()
+        seen += len(data)
+    return train_loss, seen
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def machine_info() -> dict[str, str]:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "torch_threads": str(torch.get_num_threads()),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def machine_line() -> str:
+    m = machine_info()
+    return (
+        f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+        f"Python {m['python']}, GPU: {m['gpu']}, {m['date']}"
+    )
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_section(name: str, body: str, readme: Path = README) -> None:
+    """Replace (or append) the text between `<!-- NAME:start -->` and `<!-- NAME:end -->` in README."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    text = readme.read_text() if readme.exists() else "# genlab benchmarks\n"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    readme.write_text(text)

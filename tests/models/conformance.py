@@ -1,0 +1,100 @@
+"""The family contract, as tests every model family inherits (like diffusers' ModelTesterMixin).
+
+A family's test module subclasses `FamilyConformance`, names the family and the settings
+to test, and gets every check below for free.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from genlab.errors import GenlabError
+from genlab.models import DataSpec, build_model
+from genlab.run import load_model_weights
+from genlab.io import load_tensors, save_tensors
+
+
+class FamilyConformance:
+    family: str = ""
+    settings: dict = {}
+    spec = DataSpec(1, 8, 8, 3, ("a", "b", "c"))
+
+    def make_model(self, seed: int = 0):
+        torch.manual_seed(seed)
+        return build_model(self.family, self.spec, dict(self.settings))
+
+    def make_batch(self, n: int = 16, seed: int = 0):
+        """n images (n, C, H, W) in [0, 1]: one binary prototype per class, so there is structure to learn."""
+        g = torch.Generator().manual_seed(seed)
+        prototypes = torch.bernoulli(torch.full((self.spec.num_classes, *self.spec.image_shape), 0.5), generator=g)
+        labels = torch.randint(0, self.spec.num_classes, (n,), generator=g)
+        return prototypes[labels] * 0.9 + 0.05, labels
+
+    def test_sample_shape_and_range(self):
+        images = self.make_model().eval().sample(5, generator=torch.Generator().manual_seed(0))
+        assert images.shape == (5, *self.spec.image_shape)
+        assert images.dtype == torch.float32
+        assert 0.0 <= images.min().item() and images.max().item() <= 1.0
+
+    def test_sample_is_deterministic_under_a_generator(self):
+        model = self.make_model().eval()
+        first = model.sample(4, generator=torch.Generator().manual_seed(7))
+        again = model.sample(4, generator=torch.Generator().manual_seed(7))
+        other = model.sample(4, generator=torch.Generator().manual_seed(8))
+        assert torch.equal(first, again)
+        assert not torch.equal(first, other)
+
+    def test_sampling_leaves_the_global_rng_alone(self):
+        model = self.make_model().eval()
+        state = torch.get_rng_state()
+        model.sample(3, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(state, torch.get_rng_state())
+
+    def test_same_seed_same_weights(self):
+        a, b = self.make_model(seed=3), self.make_model(seed=3)
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert torch.equal(x, y), name
+
+    def test_training_step_returns_finite_floats_and_updates_weights(self):
+        model = self.make_model()
+        before = [p.detach().clone() for p in model.parameters()]
+        metrics = model.training_step(self.make_batch(), model.configure_optimizers())
+        assert metrics and all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
+        changed = [not torch.equal(b, p) for b, p in zip(before, model.parameters())]
+        assert any(changed)
+
+    def test_training_loss_falls_on_a_fixed_batch(self):
+        model = self.make_model()
+        optimizers = model.configure_optimizers()
+        batch = self.make_batch(32)
+        losses = [model.training_step(batch, optimizers)["loss"] for _ in range(60)]
+        assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5
+
+    def test_validation_step_returns_finite_floats(self):
+        metrics = self.make_model().eval().validation_step(self.make_batch())
+        assert metrics and all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
+
+    def test_weights_round_trip_through_safetensors(self, tmp_path):
+        model = self.make_model(seed=1)
+        save_tensors(tmp_path / "w.safetensors", model.state_dict(), {"family": self.family})
+        tensors, metadata = load_tensors(tmp_path / "w.safetensors")
+        fresh = self.make_model(seed=2)
+        load_model_weights(fresh, tensors, tmp_path / "w.safetensors")
+        g = torch.Generator
+        assert torch.equal(
+            model.eval().sample(2, generator=g().manual_seed(0)), fresh.eval().sample(2, generator=g().manual_seed(0))
+        )
+        assert metadata == {"family": self.family}
+
+    def test_labels_are_checked(self):
+        model = self.make_model().eval()
+        if model.conditional:
+            with pytest.raises(GenlabError, match="outside the model's classes"):
+                model.sample(2, labels=torch.tensor([0, self.spec.num_classes]))
+            assert model.check_labels(4, None).tolist() == [0, 1, 2, 0]
+        else:
+            with pytest.raises(GenlabError, match="unconditional"):
+                model.sample(2, labels=torch.tensor([0, 1]))

@@ -1,0 +1,132 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genlab.errors import GenlabError
+from genlab.models import DataSpec, build_model
+from genlab.models.vae import gaussian_log_density, negative_elbo
+from tests.models.conformance import FamilyConformance
+
+
+class TestMLPVAE(FamilyConformance):
+    family = "vae"
+    settings = {"arch": "mlp", "hidden_dim": 32, "latent_dim": 4}
+
+
+class TestConvVAE(FamilyConformance):
+    family = "vae"
+    settings = {"arch": "conv", "hidden_dim": 32, "latent_dim": 4, "conv_channels": 4}
+
+
+class TestConditionalVAE(FamilyConformance):
+    family = "vae"
+    settings = {"arch": "mlp", "hidden_dim": 32, "latent_dim": 4, "conditional": True}
+
+
+class TestConditionalConvVAE(FamilyConformance):
+    family = "vae"
+    settings = {"arch": "conv", "hidden_dim": 32, "latent_dim": 4, "conv_channels": 4, "conditional": True}
+
+
+MNIST_SPEC = DataSpec(1, 28, 28, 10)
+
+
+def test_default_is_the_classic_784_400_20_network():
+    model = build_model("vae", MNIST_SPEC)
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    assert shapes["coder.encoder.0.weight"] == (400, 784)
+    assert shapes["coder.to_mean.weight"] == (20, 400)
+    assert shapes["coder.to_logvar.weight"] == (20, 400)
+    assert shapes["coder.decoder.2.weight"] == (784, 400)
+    # 784*400+400 + 2*(400*20+20) + 20*400+400 + 400*784+784
+    assert sum(p.numel() for p in model.parameters()) == 652_824
+
+
+def test_encode_decode_reconstruct_shapes():
+    model = build_model("vae", MNIST_SPEC, arch="conv").eval()
+    x = torch.rand(3, 1, 28, 28)
+    mean, logvar = model.encode(x)
+    assert mean.shape == logvar.shape == (3, 20)
+    assert model.decode(mean).shape == (3, 1, 28, 28)
+    recon = model.reconstruct(x)
+    assert recon.shape == x.shape and 0 <= recon.min() and recon.max() <= 1
+
+
+def test_negative_elbo_matches_its_formula():
+    torch.manual_seed(0)
+    logits, x = torch.randn(2, 1, 2, 2), torch.rand(2, 1, 2, 2)
+    mean, logvar = torch.randn(2, 3), torch.randn(2, 3)
+    loss, kl = negative_elbo(logits, x, mean, logvar)
+    bce = F.binary_cross_entropy(torch.sigmoid(logits), x, reduction="none").sum((1, 2, 3))
+    # KL(N(m, s^2) || N(0, 1)) = 1/2 (s^2 + m^2 - 1 - log s^2), summed over dimensions
+    expected_kl = 0.5 * (logvar.exp() + mean**2 - 1 - logvar).sum(1)
+    torch.testing.assert_close(kl, expected_kl)
+    torch.testing.assert_close(loss, bce + expected_kl, rtol=1e-5, atol=1e-4)
+
+
+def test_gaussian_log_density_matches_torch_distributions():
+    z, mean, logvar = torch.randn(4, 5), torch.randn(4, 5), torch.randn(4, 5)
+    reference = torch.distributions.Normal(mean, (0.5 * logvar).exp()).log_prob(z).sum(-1)
+    torch.testing.assert_close(gaussian_log_density(z, mean, logvar), reference)
+
+
+def test_importance_weighted_bound_is_at_least_the_elbo_and_tightens_with_k():
+    torch.manual_seed(0)
+    model = build_model("vae", DataSpec(1, 8, 8), hidden_dim=32, latent_dim=4).eval()
+    x = torch.bernoulli(torch.rand(64, 1, 8, 8))
+    torch.manual_seed(1)
+    elbo = model.log_likelihood(x, k=1).mean().item()
+    torch.manual_seed(1)
+    iw = model.log_likelihood(x, k=64).mean().item()
+    assert math.isfinite(elbo) and math.isfinite(iw)
+    assert iw > elbo + 0.1  # log mean exp >= mean log (Jensen), strictly for an untrained model
+    assert iw < 0  # a probability of binary pixels is below 1
+
+
+def test_k1_bound_equals_minus_the_loss_in_expectation():
+    torch.manual_seed(0)
+    model = build_model("vae", DataSpec(1, 8, 8), hidden_dim=32, latent_dim=4).eval()
+    x = torch.bernoulli(torch.rand(2000, 1, 8, 8))
+    with torch.no_grad():
+        logits, mean, logvar = model(x)
+        loss = negative_elbo(logits, x, mean, logvar)[0].mean().item()
+    bound = model.log_likelihood(x, k=1).mean().item()
+    assert abs(bound + loss) < 0.02 * abs(loss)
+
+
+def test_conditional_decoder_depends_on_the_label():
+    torch.manual_seed(0)
+    model = build_model("vae", MNIST_SPEC, conditional=True).eval()
+    g = torch.Generator
+    threes = model.sample(4, generator=g().manual_seed(0), labels=3)
+    sevens = model.sample(4, generator=g().manual_seed(0), labels=7)
+    assert not torch.equal(threes, sevens)
+
+
+def test_conv_vae_rejects_sizes_not_divisible_by_4():
+    with pytest.raises(GenlabError, match="divisible by 4"):
+        build_model("vae", DataSpec(1, 30, 30), arch="conv")
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(GenlabError, match="unknown VAE arch"):
+        build_model("vae", MNIST_SPEC, arch="transformer")
+    with pytest.raises(GenlabError, match="has no setting 'depth'"):
+        build_model("vae", MNIST_SPEC, {"depth": 3})
+    with pytest.raises(GenlabError, match="not a valid int"):
+        build_model("vae", MNIST_SPEC, {"latent_dim": "many"})
+    with pytest.raises(GenlabError, match="unknown model 'vea'; choose one of: vae"):
+        build_model("vea", MNIST_SPEC)
+    with pytest.raises(GenlabError, match="labelled data"):
+        build_model("vae", DataSpec(1, 28, 28, 0), conditional=True)
+
+
+def test_interpolation_runs_between_two_latents():
+    model = build_model("vae", MNIST_SPEC).eval()
+    strip = model.interpolate(6, generator=torch.Generator().manual_seed(0))
+    assert strip.shape == (6, 1, 28, 28)
+    z0, z1 = model.sample_latent(2, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(strip[0], model.decode(z0[None])[0])
+    torch.testing.assert_close(strip[-1], model.decode(z1[None])[0])

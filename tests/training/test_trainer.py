@@ -1,0 +1,212 @@
+"""The loop: exact resume, the NaN guard, Ctrl-C, and a SIGKILL in the middle of an epoch."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import genlab
+from genlab.errors import GenlabError, TrainingDiverged
+from genlab.io import load_tensors
+from genlab.run import Run, read_history, read_run_info
+from genlab.training import Callback, TrainConfig, Trainer
+
+SMALL_VAE = {"hidden_dim": 64, "latent_dim": 8}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return genlab.load_dataset("digits"), genlab.load_dataset("digits", split="test")
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_tensors(path / "model.safetensors")[0]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+def train_digits(out, epochs, **kwargs):
+    return genlab.train("vae", "digits", out, epochs=epochs, seed=3, progress=False, model_config=SMALL_VAE, **kwargs)
+
+
+def test_resume_is_bitwise_identical_to_a_straight_run(tmp_path):
+    train_digits(tmp_path / "straight", 4)
+    train_digits(tmp_path / "resumed", 2)
+    assert read_run_info(tmp_path / "resumed")["epochs_completed"] == 2
+    genlab.train(out=tmp_path / "resumed", epochs=4, resume=True, progress=False)
+    assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
+    # the files themselves are byte for byte the same (metadata included)
+    for name in ("model.safetensors", "state.safetensors"):
+        assert (tmp_path / "straight" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes()
+    straight, resumed = read_history(tmp_path / "straight"), read_history(tmp_path / "resumed")
+    assert [r["epoch"] for r in resumed] == [1, 2, 3, 4]
+    assert [r["loss"] for r in straight] == [r["loss"] for r in resumed]
+    assert [r["test_loss"] for r in straight] == [r["test_loss"] for r in resumed]
+
+
+def test_run_directory_format(tmp_path):
+    run = train_digits(tmp_path / "run", 2)
+    files = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert files == ["history.jsonl", "model.safetensors", "run.json", "samples", "state.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["epoch_0001.png", "epoch_0002.png"]
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["status"] == "completed" and info["epochs_completed"] == 2
+    assert info["model"] == {"name": "vae", "config": {**info["model"]["config"], **SMALL_VAE}}
+    assert info["data"]["spec"] == "digits" and info["data"]["shape"]["height"] == 8
+    assert info["train"] == {"epochs": 2, "batch_size": 64, "seed": 3}
+    for record in run.history:
+        assert {"epoch", "seconds", "images_per_second", "loss", "test_loss", "recon_accuracy"} <= record.keys()
+        assert record["images_per_second"] > 0 and 0 <= record["recon_accuracy"] <= 1
+    # run.json alone rebuilds the model: Run.load needs no flags
+    loaded = Run.load(tmp_path / "run")
+    g = torch.Generator
+    assert torch.equal(loaded.sample(4, generator=g().manual_seed(0)), run.sample(4, generator=g().manual_seed(0)))
+
+
+def test_loss_falls_and_test_loss_is_reported(tmp_path):
+    history = train_digits(tmp_path / "run", 5).history
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"]
+    assert history[-1]["test_loss"] < history[0]["test_loss"]
+
+
+def test_same_seed_same_weights_and_samples(tmp_path):
+    train_digits(tmp_path / "a", 1)
+    train_digits(tmp_path / "b", 1)
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "a/samples/epoch_0001.png").read_bytes() == (tmp_path / "b/samples/epoch_0001.png").read_bytes()
+
+
+class InjectNaN(Callback):
+    """Makes the model report a NaN loss from a given epoch and step on."""
+
+    def __init__(self, epoch, step):
+        self.epoch, self.step = epoch, step
+
+    def on_epoch_start(self, trainer):
+        if trainer.epoch == self.epoch:
+            original = trainer.model.training_step
+            calls = iter(range(1, 10**6))
+
+            def poisoned(batch, optimizers):
+                metrics = original(batch, optimizers)
+                return {**metrics, "loss": float("nan")} if next(calls) >= self.step else metrics
+
+            trainer.model.training_step = poisoned
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2, step 3"):
+        train_digits(out, 4, callbacks=[InjectNaN(epoch=2, step=3)])
+    info = read_run_info(out)
+    assert info["status"] == "diverged" and "epoch 2, step 3" in info["message"]
+    assert info["epochs_completed"] == 1
+    assert load_tensors(out / "model.safetensors")[1]["epoch"] == 1
+    assert [r["epoch"] for r in read_history(out)] == [1]
+    train_digits(tmp_path / "one", 1)
+    assert_same_weights(out, tmp_path / "one")  # exactly epoch 1's weights, not the poisoned ones
+
+
+class InterruptAt(Callback):
+    def __init__(self, epoch, step):
+        self.epoch, self.step = epoch, step
+
+    def on_step_end(self, trainer, metrics):
+        if (trainer.epoch, trainer.step) == (self.epoch, self.step):
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_keeps_the_last_epoch_and_resumes_exactly(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train_digits(tmp_path / "run", 3, callbacks=[InterruptAt(epoch=2, step=5)])
+    info = read_run_info(tmp_path / "run")
+    assert info["status"] == "interrupted" and info["epochs_completed"] == 1
+    genlab.train(out=tmp_path / "run", epochs=3, resume=True, progress=False)
+    train_digits(tmp_path / "straight", 3)
+    assert_same_weights(tmp_path / "run", tmp_path / "straight")
+    assert read_run_info(tmp_path / "run")["status"] == "completed"
+
+
+def test_resume_refuses_changed_settings_and_missing_runs(tmp_path):
+    train_digits(tmp_path / "run", 1)
+    before = (tmp_path / "run" / "state.safetensors").read_bytes()
+    with pytest.raises(GenlabError, match="seed 5 \\(the run uses 3\\)"):
+        genlab.train(out=tmp_path / "run", epochs=2, seed=5, resume=True, progress=False)
+    with pytest.raises(GenlabError, match="latent_dim=3 \\(the run has 8\\)"):
+        genlab.train(out=tmp_path / "run", epochs=2, resume=True, progress=False, model_config={"latent_dim": 3})
+    with pytest.raises(GenlabError, match="no run to resume"):
+        genlab.train(out=tmp_path / "nothing", epochs=2, resume=True, progress=False)
+    assert (tmp_path / "run" / "state.safetensors").read_bytes() == before
+
+
+def test_resume_of_a_finished_run_changes_nothing(tmp_path):
+    train_digits(tmp_path / "run", 2)
+    before = weights(tmp_path / "run")
+    run = genlab.train(out=tmp_path / "run", epochs=2, resume=True, progress=False)
+    assert run.info["status"] == "completed"
+    after = weights(tmp_path / "run")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_trainer_alone_knows_no_run_directory(digits):
+    train, test = digits
+    torch.manual_seed(0)
+    model = genlab.build_model("vae", train, SMALL_VAE)
+    seen = []
+
+    class Record(Callback):
+        def on_epoch_end(self, trainer, record):
+            seen.append(record)
+
+    trainer = Trainer(model, train, test, TrainConfig(epochs=2, batch_size=100, device="cpu"), callbacks=[Record()])
+    history = trainer.fit()
+    assert history == seen and [r["epoch"] for r in history] == [1, 2]
+    assert trainer.steps_per_epoch == 15  # ceil(1437 / 100)
+
+
+def test_bad_loop_settings():
+    with pytest.raises(GenlabError, match="epochs must be a positive integer"):
+        TrainConfig(epochs=0).validate()
+    with pytest.raises(GenlabError, match="batch size must be a positive integer"):
+        TrainConfig(batch_size=-1).validate()
+
+
+def test_sigkill_mid_epoch_then_resume_gives_the_straight_run(tmp_path):
+    """Kill -9 at a random moment of training; the run stays loadable and resumes exactly."""
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "genlab", "train", "vae", "--data", "digits", "--epochs", "6", "--seed", "3",
+               "--set", "hidden_dim=64", "--latent-dim", "8", "--out", str(out), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    history = out / "history.jsonl"
+    deadline = time.time() + 120
+    while not (history.exists() and history.read_text().count("\n") >= 1) and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(random.Random().uniform(0.0, 0.4))  # somewhere within the next epochs
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
+
+    killed_at = read_run_info(out)["epochs_completed"]
+    assert 1 <= killed_at <= 6
+    Run.load(out)  # loadable as it lies
+    resumed = subprocess.run(
+        [sys.executable, "-m", "genlab", "train", "--resume", "--out", str(out), "--epochs", "6", "--quiet"],
+        capture_output=True, text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    train_digits(tmp_path / "straight", 6)
+    assert_same_weights(out, tmp_path / "straight")
+    assert [r["epoch"] for r in read_history(out)] == [1, 2, 3, 4, 5, 6]
+    assert not list(out.glob(".*.tmp"))  # a write cut off by the kill leaves no debris after resume
