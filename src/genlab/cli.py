@@ -218,7 +218,10 @@ def _sample(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `genlab` command; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # --help, --version, or a usage error already printed
+        return int(exit.code or 0)
     from genlab.errors import GenlabError, TrainingDiverged
 
     try:
