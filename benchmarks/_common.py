@@ -11,7 +11,9 @@ import datetime
 import os
 import platform
 import re
+import resource
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -103,6 +105,45 @@ def examples_train_epoch(model, loader, optimizer, device="cpu") -> tuple[float,
         optimizer.step()
         seen += len(data)
     return train_loss, seen
+
+
+# ---------------------------------------------------------------- load from other processes
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds all processes on this machine have spent busy (user+nice+system+irq+steal)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class LoadMeter:
+    """How many cores *other* processes kept busy while the block ran (from /proc/stat).
+
+    The machine is shared: a test suite started elsewhere takes a core, and torch's two
+    threads then wait on each other, so a timing taken then says little. `other_cores`
+    lets a benchmark retry such a measurement and report how quiet the machine was.
+    """
+
+    def __enter__(self):
+        self.start = (time.perf_counter(), _busy_seconds(), _own_seconds())
+        return self
+
+    def __exit__(self, *exc):
+        wall, busy, own = time.perf_counter(), _busy_seconds(), _own_seconds()
+        if busy is None or self.start[1] is None:
+            self.other_cores = float("nan")
+        else:
+            self.other_cores = max(0.0, (busy - self.start[1]) - (own - self.start[2])) / (wall - self.start[0])
+        return False
 
 
 # ---------------------------------------------------------------- reporting

@@ -129,7 +129,7 @@ def _datasets(args: argparse.Namespace) -> int:
             f"{info.test_size:,}" if info.test_size else "-",
             "x".join(map(str, info.image_shape)) if info.image_shape else "any",
             str(info.num_classes) if info.num_classes else "-",
-            "yes" if info.available else "no",
+            "-" if info.image_shape is None else "yes" if info.available else "no",  # PATH forms: the user's files
             info.description,
         ]
         for info in catalog

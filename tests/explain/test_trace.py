@@ -70,6 +70,12 @@ def test_text_chart_puts_the_highest_value_on_top():
     assert chart[5].strip() == "1  4  epoch"  # first and last epoch under their columns
 
 
+def test_text_chart_marks_where_series_meet():
+    chart = text_chart({"loss": [2.0, 1.0], "test_loss": [2.0, 1.5]}, height=3)
+    assert chart.splitlines()[0].endswith("|# ")
+    assert chart.splitlines()[-1].strip() == "* loss   o test_loss   # both"
+
+
 def test_text_chart_resamples_long_series_to_its_width():
     chart = text_chart({"loss": [float(i) for i in range(200)]}, height=5, width=40)
     assert all(len(line.split("|", 1)[1]) == 40 for line in chart.splitlines()[:5])

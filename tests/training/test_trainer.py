@@ -186,27 +186,42 @@ def test_bad_loop_settings():
 def test_sigkill_mid_epoch_then_resume_gives_the_straight_run(tmp_path):
     """Kill -9 at a random moment of training; the run stays loadable and resumes exactly."""
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "genlab", "train", "vae", "--data", "digits", "--epochs", "6", "--seed", "3",
+    command = [sys.executable, "-m", "genlab", "train", "vae", "--data", "mnist-5k", "--epochs", "8", "--seed", "3",
                "--set", "hidden_dim=64", "--latent-dim", "8", "--out", str(out), "--quiet"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     history = out / "history.jsonl"
+    chance = random.Random()
+    kill_after = chance.randint(1, 6)  # completed epochs before the kill
     deadline = time.time() + 120
-    while not (history.exists() and history.read_text().count("\n") >= 1) and time.time() < deadline:
-        time.sleep(0.01)
-    time.sleep(random.Random().uniform(0.0, 0.4))  # somewhere within the next epochs
+    while not (history.exists() and history.read_text().count("\n") >= kill_after) and time.time() < deadline:
+        time.sleep(0.005)
+    epoch_seconds = json.loads(history.read_text().splitlines()[0])["seconds"]
+    time.sleep(chance.uniform(0.0, epoch_seconds))  # somewhere inside the next epoch or its checkpoint
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
 
     killed_at = read_run_info(out)["epochs_completed"]
-    assert 1 <= killed_at <= 6
+    assert 1 <= killed_at < 8
     Run.load(out)  # loadable as it lies
     resumed = subprocess.run(
-        [sys.executable, "-m", "genlab", "train", "--resume", "--out", str(out), "--epochs", "6", "--quiet"],
+        [sys.executable, "-m", "genlab", "train", "--resume", "--out", str(out), "--epochs", "8", "--quiet"],
         capture_output=True, text=True,
     )
     assert resumed.returncode == 0, resumed.stderr
-    train_digits(tmp_path / "straight", 6)
+    genlab.train("vae", "mnist-5k", tmp_path / "straight", epochs=8, seed=3, progress=False, model_config=SMALL_VAE)
     assert_same_weights(out, tmp_path / "straight")
-    assert [r["epoch"] for r in read_history(out)] == [1, 2, 3, 4, 5, 6]
+    assert [r["epoch"] for r in read_history(out)] == list(range(1, 9))
     assert not list(out.glob(".*.tmp"))  # a write cut off by the kill leaves no debris after resume
+
+
+def test_default_vae_reaches_the_quality_bar_on_mnist_5k(tmp_path):
+    """The issue's bar: the default MLP VAE, 20 epochs, seed 0, test loss <= 120 nats per image.
+
+    (A plain loop of the same network with Adam 1e-3 and batch 128 reaches about 124.)
+    """
+    run = genlab.train("vae", "mnist-5k", tmp_path / "vae", epochs=20, seed=0, progress=False)
+    history = run.history
+    assert history[-1]["test_loss"] <= 120.0
+    assert history[-1]["recon_accuracy"] >= 0.95
+    assert history[-1]["loss"] < history[0]["loss"] - 50

@@ -7,6 +7,8 @@ from typing import Any, Sequence
 
 from genlab.explain.observations import observe
 
+OVERLAP = "#"  # chart cell where two series meet
+
 
 def trace_rows(history: list[dict[str, Any]], max_rows: int = 20) -> list[int]:
     """Indices of the epochs to show: all of them, or an even spread that keeps first and last."""
@@ -58,8 +60,9 @@ def text_chart(
 ) -> str:
     """Draw one or more series (same length, one value per epoch) as a text chart.
 
-    Each series gets a marker; rows are labelled with the value they stand for, and the
-    x axis runs from the first to the last epoch (long series are resampled to `width`).
+    Each series gets a marker ('#' where two series share a cell); rows are labelled with
+    the value they stand for, and the x axis runs from the first to the last epoch (long
+    series are resampled to `width`).
     """
     series = {name: [v for v in values] for name, values in series.items() if values}
     if not series:
@@ -77,7 +80,7 @@ def text_chart(
             value = values[min(len(values) - 1, round(col * (len(values) - 1) / max(columns - 1, 1)))]
             if math.isfinite(value):
                 row = round((high - value) / span * (height - 1))  # row 0 is the top (highest value)
-                grid[row][col] = marker
+                grid[row][col] = marker if grid[row][col] in (" ", marker) else OVERLAP
     labels = [f"{high - r * span / (height - 1):.4g}" for r in range(height)]
     label_width = max(len(s) for s in labels)
     lines = [f"{labels[r].rjust(label_width)} |{''.join(grid[r])}" for r in range(height)]
@@ -85,6 +88,8 @@ def text_chart(
     axis = f"1{str(length).rjust(columns - 1)}" if columns > 1 else "1"
     lines.append(" " * (label_width + 2) + axis + "  epoch")
     legend = "   ".join(f"{m} {name}" for m, name in zip(markers, series))
+    if any(OVERLAP in row for row in grid):
+        legend += f"   {OVERLAP} both"
     lines.append(" " * (label_width + 2) + legend)
     return "\n".join(lines)
 
