@@ -133,3 +133,14 @@ def test_loaded_images_match_served(genlab_data, mirror, tmp_path):
     served = gzip.decompress((tmp_path / "mirror" / "t10k-images-idx3-ubyte.gz").read_bytes())[16:]
     loaded = load_dataset("mnist", "test").images.flatten()
     assert torch.equal(loaded, torch.frombuffer(bytearray(served), dtype=torch.uint8))
+
+
+def test_cli_download_verifies_the_published_checksums(genlab_data, mirror, capsys):
+    """`genlab datasets --download mnist` checks the real MNIST MD5s: a mirror serving other files is refused."""
+    from genlab.cli import main
+
+    url, _, _ = mirror
+    assert main(["datasets", "--download", "mnist", "--mirror", url]) == 2
+    err = capsys.readouterr().err.strip()  # the download progress bar, then the error
+    assert "checksum mismatch" in err.splitlines()[-1] and "Traceback" not in err
+    assert not (genlab_data / "mnist").exists() or not any((genlab_data / "mnist").iterdir())
