@@ -16,6 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,9 +87,30 @@ class PerSampleImages(Dataset):
         return self.images[index].float().div(255.0), int(self.labels[index])
 
 
-def examples_loader(dataset, batch_size: int, shuffle: bool = True) -> DataLoader:
-    """The example's loader: per-sample dataset, default collate, num_workers=0 on the CPU."""
-    return DataLoader(PerSampleImages(dataset.images, dataset.labels), batch_size=batch_size, shuffle=shuffle, num_workers=0)
+class MNISTAsTorchvision(PerSampleImages):
+    """What pytorch/examples actually runs: torchvision's `MNIST.__getitem__` + `ToTensor()`.
+
+    torchvision cannot be imported here, so its per-sample path is restated: the uint8 image
+    becomes a PIL image (`Image.fromarray(img.numpy(), mode="L")`), and ToTensor turns it
+    back into a float tensor (np.array -> from_numpy -> permute -> float / 255).
+    """
+
+    def __getitem__(self, index):
+        from PIL import Image
+
+        image = Image.fromarray(self.images[index, 0].numpy(), mode="L")  # MNIST.__getitem__
+        array = np.array(image, np.uint8, copy=True)  # ToTensor on a mode-L image
+        tensor = torch.from_numpy(array).view(image.size[1], image.size[0], 1).permute(2, 0, 1).contiguous()
+        return tensor.float().div(255.0), int(self.labels[index])
+
+
+def examples_loader(dataset, batch_size: int, shuffle: bool = True, as_torchvision: bool = False) -> DataLoader:
+    """The example's loader: per-sample dataset, default collate, num_workers=0 on the CPU.
+
+    `as_torchvision=True` adds torchvision's per-sample PIL round trip, as the example really has it.
+    """
+    kind = MNISTAsTorchvision if as_torchvision else PerSampleImages
+    return DataLoader(kind(dataset.images, dataset.labels), batch_size=batch_size, shuffle=shuffle, num_workers=0)
 
 
 def examples_train_epoch(model, loader, optimizer, device="cpu") -> tuple[float, int]:

@@ -105,6 +105,12 @@ def test_conditional_decoder_depends_on_the_label():
     assert not torch.equal(threes, sevens)
 
 
+def test_learning_rate_defaults_per_arch_and_is_recorded():
+    assert build_model("vae", MNIST_SPEC).config.lr == 2e-3
+    assert build_model("vae", MNIST_SPEC, arch="conv").config.lr == 1e-3
+    assert build_model("vae", MNIST_SPEC, arch="conv", lr=5e-4).config.lr == 5e-4
+
+
 def test_conv_vae_rejects_sizes_not_divisible_by_4():
     with pytest.raises(GenlabError, match="divisible by 4"):
         build_model("vae", DataSpec(1, 30, 30), arch="conv")

@@ -225,3 +225,10 @@ def test_default_vae_reaches_the_quality_bar_on_mnist_5k(tmp_path):
     assert history[-1]["test_loss"] <= 120.0
     assert history[-1]["recon_accuracy"] >= 0.95
     assert history[-1]["loss"] < history[0]["loss"] - 50
+
+
+def test_conv_vae_beats_the_mlp_bar_on_mnist_5k(tmp_path):
+    """The conv variant with its defaults (Adam 1e-3, batch 64), 20 epochs, seed 0: about 110.5 nats."""
+    run = genlab.train("vae", "mnist-5k", tmp_path / "conv", epochs=20, seed=0, progress=False,
+                       model_config={"arch": "conv"})
+    assert run.history[-1]["test_loss"] <= 115.0
