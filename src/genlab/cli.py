@@ -161,11 +161,11 @@ def _train(args: argparse.Namespace) -> int:
             progress=not args.quiet, sample_every=args.sample_every, model_config=model_config,
         )
     except KeyboardInterrupt:
-        print(
-            f"genlab: interrupted; {out} keeps its last completed epoch. "
-            f"Continue with: genlab train --resume --out {out} --epochs {args.epochs}",
-            file=sys.stderr,
-        )
+        from genlab.run import read_run_info
+
+        message = (read_run_info(out).get("message") if (out / "run.json").exists() else "") or "interrupted"
+        print(f"genlab train: {message}; continue with: genlab train --resume --out {out} --epochs {args.epochs}",
+              file=sys.stderr)
         return EXIT_INTERRUPTED
     print()
     print(training_trace(run.history, type(run.model)))

@@ -86,8 +86,10 @@ def model_from_info(info: dict[str, Any]) -> GenerativeModel:
 # ---------------------------------------------------------------- weights and training state
 
 
-def save_model(path: str | Path, model: GenerativeModel, epoch: int) -> None:
-    save_tensors(Path(path) / MODEL_FILE, model.state_dict(), {"format": "genlab-model", "family": model.family, "epoch": epoch})
+def save_model(path: str | Path, model: GenerativeModel, epoch: int, step: int = 0) -> None:
+    """model.safetensors: the weights after `epoch` whole epochs and `step` steps of the next."""
+    metadata = {"format": "genlab-model", "family": model.family, "epoch": epoch, "step": step}
+    save_tensors(Path(path) / MODEL_FILE, model.state_dict(), metadata)
 
 
 def load_model_weights(model: GenerativeModel, tensors: dict[str, torch.Tensor], source: Path) -> None:
@@ -102,10 +104,20 @@ def load_model_weights(model: GenerativeModel, tensors: dict[str, torch.Tensor],
     model.load_state_dict(tensors)
 
 
-def save_checkpoint(path: str | Path, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer], epoch: int) -> None:
-    """Write state.safetensors (resume) and then model.safetensors (sampling), each atomically."""
+def save_checkpoint(
+    path: str | Path,
+    model: GenerativeModel,
+    optimizers: dict[str, torch.optim.Optimizer],
+    epoch: int,
+    progress: dict[str, Any] | None = None,
+) -> None:
+    """Write state.safetensors (resume) and then model.safetensors (sampling), each atomically.
+
+    `epoch` is the number of whole epochs done; `progress` (a trainer's EpochProgress as a
+    dict) marks a stop inside the next epoch, at a step boundary.
+    """
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    metadata: dict[str, Any] = {"format": "genlab-state", "epoch": epoch, "optimizers": {}}
+    metadata: dict[str, Any] = {"format": "genlab-state", "epoch": epoch, "progress": progress, "optimizers": {}}
     for name, optimizer in optimizers.items():
         state_tensors, state_json = _flatten_optimizer_state(optimizer.state_dict())
         tensors.update({f"optimizer.{name}.{k}": v for k, v in state_tensors.items()})
@@ -115,11 +127,16 @@ def save_checkpoint(path: str | Path, model: GenerativeModel, optimizers: dict[s
         for index, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{index}"] = state
     save_tensors(Path(path) / STATE_FILE, tensors, metadata)
-    save_model(path, model, epoch)
+    save_model(path, model, epoch, progress["step"] if progress else 0)
 
 
-def load_checkpoint(path: str | Path, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer]) -> int:
-    """Restore weights, optimizer state and RNG state from state.safetensors; return its epoch."""
+def load_checkpoint(
+    path: str | Path, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer]
+) -> tuple[int, dict[str, Any] | None]:
+    """Restore weights, optimizer state and RNG state from state.safetensors.
+
+    Returns (whole epochs done, progress inside the next epoch or None).
+    """
     source = Path(path) / STATE_FILE
     tensors, metadata = load_tensors(source, "training state")
     if metadata.get("format") != "genlab-state":
@@ -136,7 +153,7 @@ def load_checkpoint(path: str | Path, model: GenerativeModel, optimizers: dict[s
     cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states)
-    return int(metadata["epoch"])
+    return int(metadata["epoch"]), metadata.get("progress")
 
 
 def _flatten_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:

@@ -17,7 +17,7 @@ class TestMLPVAE(FamilyConformance):
 
 class TestConvVAE(FamilyConformance):
     family = "vae"
-    settings = {"arch": "conv", "hidden_dim": 32, "latent_dim": 4, "conv_channels": 4}
+    settings = {"arch": "conv", "hidden_dim": 32, "latent_dim": 4, "conv_channels": 4, "lr": 3e-3}
 
 
 class TestConditionalVAE(FamilyConformance):
@@ -27,7 +27,7 @@ class TestConditionalVAE(FamilyConformance):
 
 class TestConditionalConvVAE(FamilyConformance):
     family = "vae"
-    settings = {"arch": "conv", "hidden_dim": 32, "latent_dim": 4, "conv_channels": 4, "conditional": True}
+    settings = {"arch": "conv", "hidden_dim": 32, "latent_dim": 4, "conv_channels": 4, "conditional": True, "lr": 3e-3}
 
 
 MNIST_SPEC = DataSpec(1, 28, 28, 10)

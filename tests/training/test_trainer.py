@@ -112,6 +112,7 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         train_digits(out, 4, callbacks=[InjectNaN(epoch=2, step=3)])
     info = read_run_info(out)
     assert info["status"] == "diverged" and "epoch 2, step 3" in info["message"]
+    assert load_tensors(out / "state.safetensors")[1]["progress"] is None
     assert info["epochs_completed"] == 1
     assert load_tensors(out / "model.safetensors")[1]["epoch"] == 1
     assert [r["epoch"] for r in read_history(out)] == [1]
@@ -120,23 +121,79 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 class InterruptAt(Callback):
-    def __init__(self, epoch, step):
-        self.epoch, self.step = epoch, step
+    """Acts like Ctrl-C at (epoch, step): a clean stop request, or (abort=True) a raw KeyboardInterrupt."""
+
+    def __init__(self, epoch, step, abort=False):
+        self.epoch, self.step, self.abort = epoch, step, abort
 
     def on_step_end(self, trainer, metrics):
         if (trainer.epoch, trainer.step) == (self.epoch, self.step):
-            raise KeyboardInterrupt
+            if self.abort:
+                raise KeyboardInterrupt
+            trainer.request_stop()
 
 
-def test_ctrl_c_keeps_the_last_epoch_and_resumes_exactly(tmp_path):
+def test_ctrl_c_saves_inside_the_epoch_and_resumes_exactly(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train_digits(tmp_path / "run", 3, callbacks=[InterruptAt(epoch=2, step=5)])
     info = read_run_info(tmp_path / "run")
     assert info["status"] == "interrupted" and info["epochs_completed"] == 1
+    assert info["message"] == "interrupted in epoch 2, step 5; saved there"
+    state = load_tensors(tmp_path / "run" / "state.safetensors")[1]
+    assert state["epoch"] == 1 and state["progress"]["step"] == 5 and state["progress"]["images_seen"] == 5 * 64
+    assert load_tensors(tmp_path / "run" / "model.safetensors")[1]["step"] == 5
+    Run.load(tmp_path / "run")  # the saved weights load for sampling
+    with pytest.raises(GenlabError, match="stopped inside epoch 2; resume with --epochs 2 or more"):
+        genlab.train(out=tmp_path / "run", epochs=1, resume=True, progress=False)
+
     genlab.train(out=tmp_path / "run", epochs=3, resume=True, progress=False)
     train_digits(tmp_path / "straight", 3)
     assert_same_weights(tmp_path / "run", tmp_path / "straight")
+    resumed, straight = read_history(tmp_path / "run"), read_history(tmp_path / "straight")
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]  # epoch 2's mean spans the stop
     assert read_run_info(tmp_path / "run")["status"] == "completed"
+
+
+def test_a_stop_on_the_last_step_of_an_epoch_resumes_into_validation(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train_digits(tmp_path / "run", 2, callbacks=[InterruptAt(epoch=1, step=23)])  # ceil(1437 / 64) = 23 steps
+    genlab.train(out=tmp_path / "run", epochs=2, resume=True, progress=False)
+    train_digits(tmp_path / "straight", 2)
+    assert_same_weights(tmp_path / "run", tmp_path / "straight")
+    assert read_history(tmp_path / "run") [0]["test_loss"] == read_history(tmp_path / "straight")[0]["test_loss"]
+
+
+def test_an_abort_keeps_the_last_whole_epoch(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train_digits(tmp_path / "run", 3, callbacks=[InterruptAt(epoch=2, step=5, abort=True)])
+    info = read_run_info(tmp_path / "run")
+    assert info["status"] == "interrupted" and info["message"] == "interrupted in epoch 2"
+    assert load_tensors(tmp_path / "run" / "state.safetensors")[1]["progress"] is None
+    genlab.train(out=tmp_path / "run", epochs=3, resume=True, progress=False)
+    train_digits(tmp_path / "straight", 3)
+    assert_same_weights(tmp_path / "run", tmp_path / "straight")
+
+
+def test_real_ctrl_c_on_the_command_line(tmp_path):
+    """SIGINT to `genlab train`: it finishes the step, saves, says how to resume, exits 130."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "genlab", "train", "vae", "--data", "mnist-5k", "--epochs", "8", "--seed", "3",
+               "--set", "hidden_dim=64", "--latent-dim", "8", "--out", str(out), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not ((out / "history.jsonl").exists() and (out / "history.jsonl").read_text()) and time.time() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and f"genlab train --resume --out {out}" in err
+    info = read_run_info(out)
+    assert info["status"] == "interrupted" and info["message"].endswith("saved there")
+    resumed = subprocess.run(command[:4] + ["--resume", "--out", str(out), "--epochs", "8", "--quiet"],
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    genlab.train("vae", "mnist-5k", tmp_path / "straight", epochs=8, seed=3, progress=False, model_config=SMALL_VAE)
+    assert_same_weights(out, tmp_path / "straight")
 
 
 def test_resume_refuses_changed_settings_and_missing_runs(tmp_path):

@@ -60,17 +60,18 @@ class ImageDataset:
         return ImageDataset(self.images[index], labels, list(self.class_names), self.name)
 
     def batches(
-        self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True
+        self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True, skip: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """Yield (images uint8 (B, C, H, W), labels (B,) or None) slices.
 
         With `shuffle`, the order is a permutation drawn from `generator` (on the CPU, so the
-        order is the same on every device); the last batch may be smaller.
+        order is the same on every device); the last batch may be smaller. `skip` leaves out
+        the first batches of that same order (resuming inside an epoch).
         """
         n = len(self)
         if shuffle:
             order = torch.randperm(n, generator=generator).to(self.images.device)
-        for start in range(0, n, batch_size):
+        for start in range(skip * batch_size, n, batch_size):
             if shuffle:
                 index = order[start : start + batch_size]
                 images = self.images[index]

@@ -2,6 +2,6 @@
 
 from genlab.training.api import train
 from genlab.training.callbacks import ProgressBar, RunWriter, SampleGrids
-from genlab.training.trainer import Callback, TrainConfig, Trainer, pick_device
+from genlab.training.trainer import Callback, EpochProgress, TrainConfig, Trainer, pick_device
 
-__all__ = ["Callback", "ProgressBar", "RunWriter", "SampleGrids", "TrainConfig", "Trainer", "pick_device", "train"]
+__all__ = ["Callback", "EpochProgress", "ProgressBar", "RunWriter", "SampleGrids", "TrainConfig", "Trainer", "pick_device", "train"]

@@ -25,7 +25,7 @@ from genlab.run import (
     write_run_info,
 )
 from genlab.training.callbacks import ProgressBar, RunWriter, SampleGrids
-from genlab.training.trainer import Callback, TrainConfig, Trainer, pick_device
+from genlab.training.trainer import Callback, EpochProgress, TrainConfig, Trainer, pick_device
 
 
 def train(
@@ -83,12 +83,16 @@ def train(
     network.to(run_device)
     optimizers = network.configure_optimizers()
 
-    start_epoch = 0
+    start_epoch, epoch_progress = 0, None
     if resume:
         for debris in out.glob(".*.tmp"):  # atomic writes cut off by a crash
             debris.unlink()
         if (out / STATE_FILE).exists():
-            start_epoch = load_checkpoint(out, network, optimizers)
+            start_epoch, epoch_progress = load_checkpoint(out, network, optimizers)
+        if epoch_progress and config.epochs <= start_epoch:
+            raise GenlabError(
+                f"{out} stopped inside epoch {start_epoch + 1}; resume with --epochs {start_epoch + 1} or more"
+            )
         truncate_history(out, start_epoch)
         info.update(epochs_completed=start_epoch)
         info["train"]["epochs"] = config.epochs
@@ -109,6 +113,7 @@ def train(
         network, train_data, test_data, config,
         callbacks=standard + ([ProgressBar()] if progress else []) + list(callbacks),
         optimizers=optimizers, start_epoch=start_epoch, device=run_device,
+        progress=EpochProgress.from_dict(epoch_progress) if epoch_progress else None,
     )
     trainer.fit()
     return Run.load(out, device=run_device)

@@ -35,6 +35,9 @@ class RunWriter(Callback):
         write_run_info(self.path, self.info)
 
     def on_train_end(self, trainer: Trainer, status: str) -> None:
+        if status == "interrupted" and trainer.stopped_cleanly:  # a step boundary: save where it stopped
+            save_checkpoint(self.path, trainer.model, trainer.optimizers, trainer.epoch - 1, trainer.progress.to_dict())
+            trainer.message += "; saved there"
         self.info.update(status=status, message=trainer.message)
         write_run_info(self.path, self.info)
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import sys
+import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -50,6 +54,23 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+@dataclass
+class EpochProgress:
+    """How far the current epoch has got, at a step boundary: enough to resume inside it."""
+
+    step: int = 0  # steps done in this epoch
+    images_seen: int = 0
+    seconds: float = 0.0  # training seconds spent in this epoch so far
+    totals: dict[str, float] = field(default_factory=dict)  # sum over images of each step metric
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "images_seen": self.images_seen, "seconds": self.seconds, "totals": self.totals}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "EpochProgress":
+        return cls(int(values["step"]), int(values["images_seen"]), float(values["seconds"]), dict(values["totals"]))
+
+
 class Callback:
     """Hooks around the loop; every method is optional."""
 
@@ -82,6 +103,7 @@ class Trainer:
         optimizers: dict[str, torch.optim.Optimizer] | None = None,
         start_epoch: int = 0,
         device: torch.device | None = None,
+        progress: EpochProgress | None = None,
     ):
         self.config = config or TrainConfig()
         self.config.validate()
@@ -95,6 +117,10 @@ class Trainer:
         self.start_epoch = start_epoch
         self.epoch = start_epoch
         self.step = 0  # step within the current epoch
+        # Where epoch start_epoch + 1 resumes, then the live progress of the current epoch.
+        self.progress = progress or EpochProgress()
+        self.stop_requested = False  # set by request_stop(): stop at the next step boundary
+        self.stopped_cleanly = False  # True when training stopped at a step boundary on request
         self.history: list[dict[str, Any]] = []
         self.message = ""
 
@@ -106,13 +132,40 @@ class Trainer:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
 
+    def request_stop(self) -> None:
+        """Stop after the step under way; `fit` then raises KeyboardInterrupt with `stopped_cleanly` set."""
+        self.stop_requested = True
+
+    @contextlib.contextmanager
+    def _ctrl_c_stops_cleanly(self) -> Iterator[None]:
+        """While training, a first Ctrl-C asks for a clean stop at the next step; a second one aborts."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+
+        def on_sigint(signum, frame):
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            print("\nstopping after this step to save the run (Ctrl-C again to abort at once)", file=sys.stderr)
+            self.request_stop()
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
     def fit(self) -> list[dict[str, Any]]:
         """Train from `start_epoch` to `config.epochs`; return the new epochs' records.
 
-        A non-finite loss stops training (TrainingDiverged) and Ctrl-C stops it
-        (KeyboardInterrupt); in both cases callbacks hear the status first, and the last
-        checkpoint written at an epoch's end stays the run's state.
+        A non-finite loss stops training (TrainingDiverged); Ctrl-C (or `request_stop`) stops
+        it at the next step boundary and raises KeyboardInterrupt with `stopped_cleanly` set,
+        so callbacks can save a checkpoint inside the epoch. Callbacks hear the status first.
         """
+        with self._ctrl_c_stops_cleanly():
+            return self._fit()
+
+    def _fit(self) -> list[dict[str, Any]]:
         self._call("on_train_start")
         status = "completed"
         try:
@@ -128,7 +181,8 @@ class Trainer:
             raise
         except KeyboardInterrupt:
             status = "interrupted"
-            self.message = f"interrupted at epoch {self.epoch}, step {self.step}"
+            where = f"epoch {self.epoch}, step {self.progress.step}" if self.stopped_cleanly else f"epoch {self.epoch}"
+            self.message = f"interrupted in {where}"
             raise
         finally:
             self._call("on_train_end", status)
@@ -138,25 +192,28 @@ class Trainer:
         self.model.train()
         self._call("on_epoch_start")
         order = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-        totals: dict[str, float] = {}
-        images_seen = 0
-        start = time.perf_counter()
-        for self.step, (images, labels) in enumerate(self.train_data.batches(self.batch_size, order), start=1):
+        progress = self.progress  # empty, or where a resumed run stopped inside this epoch
+        batches = self.train_data.batches(self.batch_size, order, skip=progress.step)
+        for self.step, (images, labels) in enumerate(batches, start=progress.step + 1):
+            start = time.perf_counter()
             metrics = self.model.training_step((to_unit(images), labels), self.optimizers)
             bad = [k for k, v in metrics.items() if not math.isfinite(v)]
             if bad:
                 raise TrainingDiverged(
                     f"{bad[0]} became {metrics[bad[0]]} at epoch {epoch}, step {self.step}; "
-                    f"the run keeps the weights of epoch {epoch - 1} (try a lower learning rate)"
+                    f"the run keeps its last checkpoint (try a lower learning rate)"
                 )
-            batch = len(images)
-            images_seen += batch
+            progress.seconds += time.perf_counter() - start
+            progress.step, progress.images_seen = self.step, progress.images_seen + len(images)
             for key, value in metrics.items():
-                totals[key] = totals.get(key, 0.0) + value * batch
+                progress.totals[key] = progress.totals.get(key, 0.0) + value * len(images)
             self._call("on_step_end", metrics)
-        seconds = time.perf_counter() - start
-        record = {key: total / images_seen for key, total in totals.items()}
-        return {"seconds": seconds, "images_per_second": images_seen / seconds, **record}
+            if self.stop_requested:
+                self.stopped_cleanly = True
+                raise KeyboardInterrupt
+        self.progress = EpochProgress()  # the next epoch starts from nothing
+        record = {key: total / progress.images_seen for key, total in progress.totals.items()}
+        return {"seconds": progress.seconds, "images_per_second": progress.images_seen / progress.seconds, **record}
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
