@@ -96,6 +96,30 @@ def test_labels_on_a_conditional_model(conditional, tmp_path, capsys):
     assert code == 2 and "label 10 is outside the model's classes 0..9" in err
 
 
+def test_conditional_grids_put_one_class_per_column(conditional, tmp_path, capsys):
+    epoch_grid = Image.open(conditional / "samples" / "epoch_0002.png")
+    assert epoch_grid.size == (10 * 10 + 2, 8 * 10 + 2)  # 10 classes across, 8 rows
+    path = tmp_path / "all.png"
+    assert run_cli(capsys, "sample", conditional, "--n", 30, "--out", path)[0] == 0
+    assert Image.open(path).size == (10 * 10 + 2, 3 * 10 + 2)
+
+
+def test_rgb_folder_end_to_end(tmp_path, capsys):
+    """Colour images in class folders: train a conv VAE, sample an RGB grid."""
+    rng = np.random.default_rng(0)
+    for label, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+        (tmp_path / "data" / f"class{label}").mkdir(parents=True)
+        for index in range(20):
+            pixels = (rng.random((12, 12, 1)) * np.array(colour)).astype(np.uint8)
+            Image.fromarray(pixels, mode="RGB").save(tmp_path / "data" / f"class{label}" / f"{index}.png")
+    code, _, err = run_cli(capsys, "train", "vae", "--data", f"folder:{tmp_path / 'data'}", "--arch", "conv",
+                           "--epochs", 2, "--out", tmp_path / "run", "--quiet")
+    assert code == 0, err
+    assert run_cli(capsys, "sample", tmp_path / "run", "--n", 4, "--out", tmp_path / "rgb.png")[0] == 0
+    grid = Image.open(tmp_path / "rgb.png")
+    assert grid.mode == "RGB" and grid.size == (4 * 14 + 2, 14 + 2)
+
+
 def test_datasets_lists_everything_and_how_to_get_it(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("GENLAB_DATA", str(tmp_path))
     code, out, _ = run_cli(capsys, "datasets")

@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--interpolate", action="store_true", help="decode a straight line between two latents")
     sample.add_argument("--steps", type=_positive_int, default=10, help="images per interpolation strip (default 10)")
     sample.add_argument("--format", choices=("png", "npz"), help="png grid or npz of raw images and labels")
-    sample.add_argument("--nrow", type=_positive_int, default=8, help="images per grid row (default 8)")
+    sample.add_argument("--nrow", type=_positive_int,
+                        help="images per grid row (default 8; a conditional model drawing every class: one column per class)")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     sample.set_defaults(handler=_sample)
     return parser
@@ -202,7 +203,8 @@ def _sample(args: argparse.Namespace) -> int:
         n = args.n or 64
         labels = model.check_labels(n, args.labels)
         images = run.sample(n, generator=generator, labels=labels)
-        nrow = args.nrow
+        cycling = model.conditional and args.labels is None  # labels 0, 1, ..., K-1, 0, ...
+        nrow = args.nrow or (model.data.num_classes if cycling else 8)
     if fmt == "npz":
         arrays = {"images": images.to("cpu", torch.float32).numpy()}
         if labels is not None:

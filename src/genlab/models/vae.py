@@ -227,11 +227,12 @@ class VAE(GenerativeModel):
         onehot = self._onehot(labels)
         mean, logvar = self.coder.encode(x, onehot)
         std = (0.5 * logvar).exp()
+        zeros = torch.zeros_like(mean)  # the prior N(0, I): mean 0, log-variance 0
         log_weights = []
-        for _ in range(k):
+        for _ in range(k):  # one importance sample per pass keeps memory at one batch
             z = mean + torch.randn_like(mean) * std  # (B, latent)
             log_p_x_given_z = bernoulli_log_likelihood(self.coder.decode_logits(z, onehot), x)
-            log_p_z = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z))
+            log_p_z = gaussian_log_density(z, zeros, zeros)
             log_q_z = gaussian_log_density(z, mean, logvar)
             log_weights.append(log_p_x_given_z + log_p_z - log_q_z)
         return torch.logsumexp(torch.stack(log_weights), dim=0) - math.log(k)

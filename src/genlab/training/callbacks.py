@@ -43,7 +43,10 @@ class RunWriter(Callback):
 
 
 class SampleGrids(Callback):
-    """A grid of samples from the same fixed noise after every `every` epochs (samples/epoch_0001.png)."""
+    """A grid of samples from the same fixed noise after every `every` epochs (samples/epoch_0001.png).
+
+    A conditional model's grid has one column per class (8 rows), so each column is one label.
+    """
 
     def __init__(self, path: str | Path, every: int = 1, n: int = 64, seed: int = 0):
         self.folder = Path(path) / SAMPLES_DIR
@@ -53,11 +56,14 @@ class SampleGrids(Callback):
         if self.every <= 0 or (trainer.epoch % self.every and trainer.epoch != trainer.config.epochs):
             return
         self.folder.mkdir(exist_ok=True)
-        trainer.model.eval()
-        with torch.no_grad():
-            images = trainer.model.sample(self.n, generator=torch.Generator().manual_seed(self.seed))
-        trainer.model.train()
-        save_grid(images, self.folder / f"epoch_{trainer.epoch:04d}.png")
+        model = trainer.model
+        classes = model.data.num_classes if model.conditional else 0
+        n, nrow = (8 * classes, classes) if classes else (self.n, 8)
+        model.eval()
+        with torch.no_grad():  # a conditional model given no labels cycles through the classes
+            images = model.sample(n, generator=torch.Generator().manual_seed(self.seed))
+        model.train()
+        save_grid(images, self.folder / f"epoch_{trainer.epoch:04d}.png", nrow=nrow)
 
 
 def format_record(record: dict[str, Any], total_epochs: int) -> str:
