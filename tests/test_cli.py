@@ -1,6 +1,7 @@
 """The `genlab` command end to end: datasets, train, sample, and every bad input."""
 
 import hashlib
+import json
 import io
 import pickle
 import subprocess
@@ -88,7 +89,9 @@ def test_labels_on_a_conditional_model(conditional, tmp_path, capsys):
     assert run_cli(capsys, "sample", conditional, "--n", 6, "--labels", 3, "--out", path)[0] == 0
     with np.load(path) as arrays:
         assert arrays["labels"].tolist() == [3] * 6
+        assert arrays["class_names"].tolist() == [str(d) for d in range(10)]
         threes = arrays["images"]
+    assert genlab.load_dataset(f"npz:{path}", split="train").num_classes == 10  # loads back as data
     run_cli(capsys, "sample", conditional, "--n", 6, "--labels", 5, "--out", path)
     with np.load(path) as arrays:
         assert not np.array_equal(arrays["images"], threes)
@@ -256,3 +259,50 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert one_error_line(result.stderr).startswith("genlab train: error: unknown dataset 'nothing-here'")
+
+
+def test_interpolation_as_npz(trained, tmp_path, capsys):
+    path = tmp_path / "strip.npz"
+    assert run_cli(capsys, "sample", trained, "--interpolate", "--steps", 5, "--n", 2, "--out", path)[0] == 0
+    with np.load(path) as arrays:
+        assert arrays["images"].shape == (10, 1, 8, 8)
+
+
+def test_labels_alone_set_the_number_of_images(conditional, tmp_path, capsys):
+    path = tmp_path / "three.npz"
+    assert run_cli(capsys, "sample", conditional, "--labels", "0,1,2", "--out", path)[0] == 0
+    with np.load(path) as arrays:
+        assert arrays["labels"].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "100000000000000000000"], "--seed: expected an integer from 0 to 4294967295"),
+    (["--device", "meta"], "unknown device 'meta'"),
+    (["--device", "cpu:1"], "unknown device 'cpu:1'"),
+    (["--lr", "-1"], "lr must be a positive number"),
+    (["--set", "hidden_dim=0"], "hidden_dim must be a positive integer"),
+])
+def test_more_bad_train_input(argv, message, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "vae", "--data", "digits", "--epochs", 1, "--out", tmp_path / "r", *argv)
+    assert code == 2 and message in one_error_line(err)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("out, message", [
+    ("grid.jpg", "must end in .png"),
+    ("folder", "must end in .png"),
+    ("x.png --format npz", "must end in .npz"),
+])
+def test_bad_sample_outputs(trained, tmp_path, capsys, out, message):
+    name, *extra = out.split()
+    code, _, err = run_cli(capsys, "sample", trained, "--out", tmp_path / name, *extra)
+    assert code == 2 and message in one_error_line(err)
+
+
+def test_divergence_on_the_command_line_is_exit_1_and_one_line(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "vae", "--data", "digits", "--epochs", 2, "--lr", "1e30",
+                           "--out", tmp_path / "run", "--quiet")
+    assert code == 1
+    line = one_error_line(err)
+    assert "training diverged" in line and "at epoch 1, step" in line and "--lr" in line
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "diverged"

@@ -50,6 +50,16 @@ def _setting(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {2**32 - 1}, got {text!r}")
+    return value
+
+
 def _labels(text: str) -> list[int]:
     try:
         return [int(p) for p in text.split(",") if p.strip()]
@@ -66,15 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = commands.add_parser("datasets", help="list the datasets, where they are, and how to get the rest")
     datasets.add_argument("--download", metavar="NAME", help="download NAME (mnist, fashion-mnist), checksums verified")
     datasets.add_argument("--mirror", metavar="URL", help="base URL to download from instead of the default mirror")
-    datasets.add_argument("--root", metavar="DIR", help="where to put downloaded files (default: $GENLAB_DATA)")
+    datasets.add_argument("--root", metavar="DIR",
+                          help="data root to download into, as $GENLAB_DATA (default: $GENLAB_DATA or ~/.local/share/genlab)")
     datasets.set_defaults(handler=_datasets)
 
     train = commands.add_parser("train", help="train a model family on a dataset into a run directory")
     train.add_argument("model", nargs="?", help="model family (e.g. vae); optional with --resume")
     train.add_argument("--data", help="dataset: mnist-5k, mnist, fashion-mnist, digits, folder:PATH, npz:PATH")
-    train.add_argument("--epochs", type=_positive_int, default=20, help="total epochs (default 20)")
+    train.add_argument("--epochs", type=_positive_int, help="total epochs (default 20; with --resume: the run's)")
     train.add_argument("--batch-size", type=_positive_int, help="images per step (default: the family's)")
-    train.add_argument("--seed", type=int, help="seed for weights, order and noise (default 0)")
+    train.add_argument("--seed", type=_seed, help="seed for weights, order and noise (default 0)")
     train.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
     train.add_argument("--size", type=_image_size, help="resize images to S or HxW (folder data of mixed sizes)")
     train.add_argument("--out", help="run directory (default runs/MODEL)")
@@ -94,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="draw images from a trained run")
     sample.add_argument("run", help="run directory written by `genlab train`")
-    sample.add_argument("--n", type=_positive_int, help="images (default 64), or strips with --interpolate (default 1)")
-    sample.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same file")
+    sample.add_argument("--n", type=_positive_int,
+                        help="images (default 64, or one per --labels entry), or strips with --interpolate (default 1)")
+    sample.add_argument("--seed", type=_seed, default=0, help="noise seed: the same seed gives the same file")
     sample.add_argument("--out", help="output file (default RUN/samples/seed_SEED.png or .npz)")
     sample.add_argument("--labels", type=_labels, help="class(es) to draw on a conditional model: 3 or 0,1,2")
     sample.add_argument("--interpolate", action="store_true", help="decode a straight line between two latents")
@@ -162,11 +174,13 @@ def _train(args: argparse.Namespace) -> int:
             progress=not args.quiet, sample_every=args.sample_every, model_config=model_config,
         )
     except KeyboardInterrupt:
-        from genlab.run import read_run_info
+        from genlab.run import is_run_dir, read_run_info
 
-        message = (read_run_info(out).get("message") if (out / "run.json").exists() else "") or "interrupted"
-        print(f"genlab train: {message}; continue with: genlab train --resume --out {out} --epochs {args.epochs}",
-              file=sys.stderr)
+        info = read_run_info(out) if is_run_dir(out) else {}
+        if info.get("status") == "interrupted":
+            print(f"genlab train: {info['message']}; continue with: genlab train --resume --out {out}", file=sys.stderr)
+        else:
+            print("genlab train: interrupted before the run was written; nothing was saved", file=sys.stderr)
         return EXIT_INTERRUPTED
     print()
     print(training_trace(run.history, type(run.model)))
@@ -175,43 +189,32 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    import io
-
-    import numpy as np
     import torch
 
-    from genlab.images import save_grid
-    from genlab.io import atomic_write_bytes
+    from genlab.errors import GenlabError
+    from genlab.images import save_grid, save_npz
     from genlab.run import SAMPLES_DIR, Run
     from genlab.training.trainer import pick_device
 
+    suffix = Path(args.out).suffix.lower() if args.out else ""
+    fmt = args.format or ("npz" if suffix == ".npz" else "png")
+    if args.out and suffix != f".{fmt}":
+        raise GenlabError(f"--out {args.out} must end in .{fmt} (genlab writes {fmt.upper()} {'grids' if fmt == 'png' else 'arrays'})")
     run = Run.load(args.run, device=pick_device(args.device))
-    fmt = args.format or ("npz" if args.out and args.out.endswith(".npz") else "png")
     out = Path(args.out or Path(args.run) / SAMPLES_DIR / f"seed_{args.seed}.{fmt}")
     out.parent.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(args.seed)
-    model = run.model
     if args.interpolate:
-        strips = args.n or 1
-        labels = model.check_labels(strips, args.labels)
-        images = torch.cat([
-            model.interpolate(args.steps, generator, None if labels is None else labels[i]) for i in range(strips)
-        ])
-        labels = None if labels is None else labels.repeat_interleave(args.steps)
+        images, labels = run.interpolate(args.n or 1, args.steps, generator, args.labels)
         nrow = args.steps
     else:
-        n = args.n or 64
-        labels = model.check_labels(n, args.labels)
+        n = args.n or (len(args.labels) if args.labels and len(args.labels) > 1 else 64)
+        labels = run.model.check_labels(n, args.labels)
         images = run.sample(n, generator=generator, labels=labels)
-        cycling = model.conditional and args.labels is None  # labels 0, 1, ..., K-1, 0, ...
-        nrow = args.nrow or (model.data.num_classes if cycling else 8)
+        cycling = run.model.conditional and args.labels is None  # labels 0, 1, ..., K-1, 0, ...
+        nrow = args.nrow or (run.model.data.num_classes if cycling else 8)
     if fmt == "npz":
-        arrays = {"images": images.to("cpu", torch.float32).numpy()}
-        if labels is not None:
-            arrays["labels"] = labels.cpu().numpy()
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        atomic_write_bytes(out, buffer.getvalue())
+        save_npz(images, out, labels, run.model.data.class_names)
     else:
         save_grid(images, out, nrow=nrow)
     print(f"wrote {len(images)} images to {out}")

@@ -1,11 +1,13 @@
-"""Image grids and PNG files (Pillow), without torchvision."""
+"""Writing images: grids as PNG files (Pillow, no torchvision), and raw arrays as .npz."""
 
 from __future__ import annotations
 
 import io
 import math
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import torch
 
 from genlab.data.transforms import to_uint8
@@ -40,4 +42,22 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, padding: in
     """Write images (N, C, H, W) in [0, 1] as one PNG grid, atomically; the same images give the same bytes."""
     path = Path(path)
     atomic_write_bytes(path, png_bytes(make_grid(images, nrow=nrow, padding=padding)))
+    return path
+
+
+def save_npz(
+    images: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None, class_names: Sequence[str] = ()
+) -> Path:
+    """Write float32 `images` (N, C, H, W) in [0, 1], optional `labels` (N,) and the model's
+    `class_names` as an .npz, atomically. The file loads back as the dataset `npz:PATH`.
+    """
+    arrays = {"images": images.detach().to("cpu", torch.float32).numpy()}
+    if labels is not None:
+        arrays["labels"] = labels.detach().cpu().numpy()
+        if class_names:  # the label space, even when only some classes were drawn
+            arrays["class_names"] = np.array(list(class_names), dtype=str)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path = Path(path)
+    atomic_write_bytes(path, buffer.getvalue())
     return path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +23,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with one rename; the folder is fsynced so the rename survives a power cut.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise GenlabError(f"{path} is a folder; give a file name to write")
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # O_EXCL: never reuse a name; mode 0o666 lets the kernel apply the user's umask.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -55,6 +52,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def atomic_write_json(path: str | Path, value: Any) -> None:
+    """Write `value` as indented JSON, atomically."""
     atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
@@ -70,6 +68,18 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     atomic_write_bytes(path, save(cpu, metadata={"genlab": json.dumps(metadata, sort_keys=True)}))
 
 
+def refuse_pickle(path: Path, head: bytes | None = None) -> None:
+    """Raise a clear GenlabError if `path` (or its first bytes `head`) is a pickle or torch.save file."""
+    if head is None:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    if head.startswith(_PICKLE_MAGICS):
+        raise GenlabError(
+            f"{path} is a pickled PyTorch file; genlab never unpickles checkpoints (it can run code): "
+            "give a genlab run directory or a .safetensors file"
+        )
+
+
 def load_tensors(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a safetensors file: (tensors on CPU, genlab's metadata or {}). Never unpickles.
 
@@ -81,11 +91,7 @@ def load_tensors(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, 
     if not path.is_file():
         raise GenlabError(f"{path} does not exist: no {what} there")
     data = path.read_bytes()
-    if data.startswith(_PICKLE_MAGICS):
-        raise GenlabError(
-            f"{path} is a pickled PyTorch file; genlab never unpickles checkpoints (it can run code): "
-            "give a genlab run directory or a .safetensors file"
-        )
+    refuse_pickle(path, data[:8])
     try:
         tensors = load(data)
         # The format: an 8-byte little-endian header length, then a JSON header.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ import torch
 
 import genlab
 from genlab.errors import GenlabError
-from genlab.io import atomic_write_bytes, atomic_write_json, load_tensors, read_json, save_tensors
+from genlab import rng
+from genlab.io import atomic_write_bytes, atomic_write_json, load_tensors, read_json, refuse_pickle, save_tensors
 from genlab.models import DataSpec, GenerativeModel, build_model, make_config
 
 FORMAT_VERSION = 1
@@ -34,7 +36,15 @@ HISTORY_FILE = "history.jsonl"
 SAMPLES_DIR = "samples"
 
 
+# Keys run.json must have, as paths into its JSON object.
+REQUIRED_KEYS = (
+    ("model", "name"), ("model", "config"), ("data", "spec"), ("data", "shape"),
+    ("train", "epochs"), ("train", "batch_size"), ("train", "seed"), ("status",), ("epochs_completed",),
+)
+
+
 def is_run_dir(path: str | Path) -> bool:
+    """Whether `path` is a folder holding a run.json."""
     return (Path(path) / RUN_FILE).is_file()
 
 
@@ -42,7 +52,7 @@ def read_run_info(path: str | Path) -> dict[str, Any]:
     """Parse and check run.json of the run at `path`."""
     path = Path(path)
     if path.is_file():
-        load_tensors(path)  # refuses pickles and corrupt files with their own message
+        refuse_pickle(path)
         raise GenlabError(f"{path} is a file; give the run directory that holds {RUN_FILE} and {MODEL_FILE}")
     if not path.is_dir():
         raise GenlabError(f"{path} does not exist: give a run directory written by `genlab train`")
@@ -54,6 +64,12 @@ def read_run_info(path: str | Path) -> dict[str, Any]:
             f"{path} was written by a newer genlab (run format {info['format_version']}, this one reads "
             f"{FORMAT_VERSION}); upgrade genlab to read it"
         )
+    for keys in REQUIRED_KEYS:
+        value = info
+        for key in keys:
+            if not isinstance(value, dict) or key not in value:
+                raise GenlabError(f"{path / RUN_FILE} lacks {'.'.join(keys)}: the run description is incomplete")
+            value = value[key]
     return info
 
 
@@ -73,6 +89,7 @@ def new_run_info(model: GenerativeModel, data: dict[str, Any], train: dict[str, 
 
 
 def write_run_info(path: str | Path, info: dict[str, Any]) -> None:
+    """Write run.json atomically."""
     atomic_write_json(Path(path) / RUN_FILE, info)
 
 
@@ -122,10 +139,8 @@ def save_checkpoint(
         state_tensors, state_json = _flatten_optimizer_state(optimizer.state_dict())
         tensors.update({f"optimizer.{name}.{k}": v for k, v in state_tensors.items()})
         metadata["optimizers"][name] = state_json
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for index, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{index}"] = state
+    device = next(model.parameters()).device
+    tensors.update({f"rng.{kind}": state for kind, state in rng.capture(device).items()})
     save_tensors(Path(path) / STATE_FILE, tensors, metadata)
     save_model(path, model, epoch, progress["step"] if progress else 0)
 
@@ -149,10 +164,10 @@ def load_checkpoint(
         if name not in metadata["optimizers"]:
             raise GenlabError(f"{source} has no state for optimizer {name!r}")
         optimizer.load_state_dict(_unflatten_optimizer_state(state_tensors, metadata["optimizers"][name]))
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda_states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda_states)
+    if "rng.cpu" not in tensors:
+        raise GenlabError(f"{source} has no random-number state; it cannot resume exactly")
+    states = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
+    rng.restore(states, next(model.parameters()).device)  # a state from another device kind is ignored
     return int(metadata["epoch"]), metadata.get("progress")
 
 
@@ -182,16 +197,28 @@ def _unflatten_optimizer_state(tensors: dict[str, torch.Tensor], state_json: dic
 
 
 def read_history(path: str | Path) -> list[dict[str, Any]]:
+    """The records of history.jsonl, oldest first; a last line cut off by a crash is left out."""
     file = Path(path) / HISTORY_FILE
     if not file.exists():
         return []
-    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    lines = [line for line in file.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # an append cut off by a crash: that epoch was never checkpointed
+                break
+            raise GenlabError(f"{file} line {number} is not valid JSON: the history is corrupt") from None
+    return records
 
 
 def append_history(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one epoch's record to history.jsonl and fsync it."""
     with open(Path(path) / HISTORY_FILE, "a") as handle:
         handle.write(json.dumps(record) + "\n")
         handle.flush()
+        os.fsync(handle.fileno())
 
 
 def truncate_history(path: str | Path, epochs: int) -> None:
@@ -218,8 +245,11 @@ class Run:
         model = model_from_info(info)
         source = Path(path) / MODEL_FILE
         if not source.exists():
+            if info["status"] == "running":
+                raise GenlabError(f"{path} has no {MODEL_FILE} yet: it is still in its first epoch; wait for it to end")
             raise GenlabError(
-                f"{path} has no {MODEL_FILE}: the run ended before its first epoch did; train it with --resume"
+                f"{path} has no {MODEL_FILE}: the run stopped ({info['status']}) before its first epoch ended; "
+                f"continue it with: genlab train --resume --out {path}"
             )
         tensors, metadata = load_tensors(source, "model checkpoint")
         if metadata.get("family") not in (None, model.family):
@@ -229,16 +259,50 @@ class Run:
 
     @property
     def family(self) -> str:
+        """The model family's registry name, e.g. "vae"."""
         return self.model.family
 
     @property
     def history(self) -> list[dict[str, Any]]:
+        """The per-epoch records of history.jsonl."""
         return read_history(self.path)
 
-    def sample(self, n: int, generator: torch.Generator | None = None, labels=None) -> torch.Tensor:
-        """n images (n, C, H, W) in [0, 1] from the trained model."""
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, labels=None, batch_size: int = 1000
+    ) -> torch.Tensor:
+        """n images (n, C, H, W) in [0, 1] on the CPU, drawn `batch_size` at a time.
+
+        `labels` (conditional models): one class for all, or one per image; by default the
+        classes in turn. The same generator seed gives the same images for any batch size
+        that divides the draws the same way (keep the default to reproduce a file).
+        """
+        self._check_size(n)
+        labels = self.model.check_labels(n, labels)
+        chunks = []
         with torch.no_grad():
-            return self.model.sample(n, generator=generator, labels=labels)
+            for start in range(0, n, batch_size):
+                part = None if labels is None else labels[start : start + batch_size]
+                count = min(batch_size, n - start)
+                chunks.append(self.model.sample(count, generator=generator, labels=part).cpu())
+        return torch.cat(chunks)
+
+    def interpolate(
+        self, strips: int, steps: int, generator: torch.Generator | None = None, labels=None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`strips` latent interpolations of `steps` images each: images (strips*steps, C, H, W) and their labels."""
+        self._check_size(strips * steps)
+        labels = self.model.check_labels(strips, labels)
+        with torch.no_grad():
+            images = torch.cat([
+                self.model.interpolate(steps, generator, None if labels is None else labels[i]).cpu()
+                for i in range(strips)
+            ])
+        return images, None if labels is None else labels.cpu().repeat_interleave(steps)
+
+    def _check_size(self, n: int) -> None:
+        gigabytes = n * self.model.data.num_pixels * 4 / 1e9  # float32 images
+        if gigabytes > 4:
+            raise GenlabError(f"{n:,} images would take {gigabytes:.0f} GB of memory; draw fewer at a time")
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, family={self.family!r}, epochs={self.info.get('epochs_completed')})"

@@ -56,6 +56,17 @@ def test_download_then_load(genlab_data, mirror):
     assert len(requests) == 4
 
 
+def test_root_is_a_data_root(tmp_path, mirror, monkeypatch):
+    """root=R puts the files in R/mnist, where loading with GENLAB_DATA=R looks for them."""
+    url, md5, _ = mirror
+    root = tmp_path / "data-root"
+    folder = download_dataset("mnist", root=root, mirror=url, checksums=md5, progress=False)
+    assert folder == root / "mnist"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
+    monkeypatch.setenv("GENLAB_DATA", str(root))
+    assert len(load_dataset("mnist", "test")) == 10
+
+
 def test_checksum_mismatch_leaves_nothing(tmp_path, mirror):
     url, md5, _ = mirror
     wrong = dict(md5, **{"train-images-idx3-ubyte.gz": "0" * 32})
@@ -66,21 +77,21 @@ def test_checksum_mismatch_leaves_nothing(tmp_path, mirror):
     assert "checksum mismatch" in message and "train-images-idx3-ubyte.gz" in message
     assert f"expected {'0' * 32}, got {md5['train-images-idx3-ubyte.gz']}" in message
     assert "--mirror" in message
-    assert list(root.iterdir()) == []  # neither the file nor its temp file
+    assert not root.exists()  # neither the file nor its temp file, nor an empty folder
 
 
 def test_published_checksums_reject_other_files(tmp_path, mirror):
     url, _, _ = mirror
     with pytest.raises(GenlabError, match="expected f68b3c2dcbeaaa9fbdd348bbdeb94873"):
         download_dataset("mnist", root=tmp_path / "dest", mirror=url, progress=False)
-    assert list((tmp_path / "dest").iterdir()) == []
+    assert not (tmp_path / "dest").exists()
 
 
 def test_missing_file_on_mirror(tmp_path, mirror):
     url, md5, _ = mirror
     with pytest.raises(GenlabError, match="could not download .*404"):
         download_dataset("mnist", root=tmp_path / "dest", mirror=url + "nothing-here/", checksums=md5, progress=False)
-    assert list((tmp_path / "dest").iterdir()) == []
+    assert not (tmp_path / "dest").exists()
 
 
 def test_unreachable_mirror(tmp_path):
@@ -91,11 +102,11 @@ def test_unreachable_mirror(tmp_path):
 
 def test_bad_present_file_is_replaced(tmp_path, mirror):
     url, md5, requests = mirror
-    root = tmp_path / "dest"
-    root.mkdir()
-    (root / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"garbage"))
-    download_dataset("mnist", root=root, mirror=url, checksums=md5, progress=False)
-    fixed = root / "t10k-labels-idx1-ubyte.gz"
+    folder = tmp_path / "dest" / "mnist"
+    folder.mkdir(parents=True)
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"garbage"))
+    download_dataset("mnist", root=tmp_path / "dest", mirror=url, checksums=md5, progress=False)
+    fixed = folder / "t10k-labels-idx1-ubyte.gz"
     assert hashlib.md5(fixed.read_bytes()).hexdigest() == md5["t10k-labels-idx1-ubyte.gz"]
     assert len(requests) == 4
 
@@ -103,14 +114,23 @@ def test_bad_present_file_is_replaced(tmp_path, mirror):
 def test_local_folder_mirror(tmp_path, mirror):
     _, md5, requests = mirror
     root = tmp_path / "dest"
-    download_dataset("fashion-mnist", root=root, mirror=str(tmp_path / "mirror"), checksums=md5, progress=False)
-    assert sorted(p.name for p in root.iterdir()) == sorted(FILES) and requests == []
+    local = str(tmp_path / "mirror")
+    folder = download_dataset("fashion-mnist", root=root, mirror=local, checksums=md5, progress=False)
+    assert folder == root / "fashion-mnist"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(FILES) and requests == []
 
 
 def test_progress_bar_does_not_break(tmp_path, mirror, capsys):
     url, md5, _ = mirror
     download_dataset("mnist", root=tmp_path / "dest", mirror=url, checksums=md5, progress=True)
-    assert len(list((tmp_path / "dest").iterdir())) == 4
+    assert len(list((tmp_path / "dest" / "mnist").iterdir())) == 4
+
+
+def test_root_that_is_a_file(tmp_path, mirror):
+    url, md5, _ = mirror
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(GenlabError, match="cannot create .*; choose another data root"):
+        download_dataset("mnist", root=tmp_path / "file", mirror=url, checksums=md5, progress=False)
 
 
 @pytest.mark.parametrize(

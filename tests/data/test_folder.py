@@ -165,3 +165,117 @@ def test_loose_images_beside_classes(tmp_path):
     save(root / "stray.png", 7)
     with pytest.raises(GenlabError, match="stray.png"):
         load_dataset(f"folder:{root}")
+
+
+# --------------------------------------------------------------------------- bit depth and transparency
+
+
+def load_all(root):
+    """Every image of a folder (train then test), as uint8 (N, C, H, W)."""
+    return torch.cat([load_dataset(f"folder:{root}", split).images for split in ("train", "test")])
+
+
+def test_16_bit_png_is_scaled_not_clipped(tmp_path):
+    for i, value in enumerate([0, 257 * 100, 65535, 257 * 7, 30000]):
+        Image.fromarray(np.full((4, 6), value, np.uint16)).save(tmp_path / f"{i}.png")
+    assert Image.open(tmp_path / "1.png").mode == "I;16"
+    images = load_all(tmp_path)
+    assert images.shape == (5, 1, 4, 6)
+    assert sorted(images[:, 0, 0, 0].tolist()) == [0, 7, 100, round(30000 * 255 / 65535), 255]
+
+
+@pytest.mark.parametrize(
+    "mode, values, expected",
+    [
+        ("I;16B", np.array([[0, 257 * 100], [65535, 514]]), [[0, 100], [255, 2]]),
+        ("I", np.array([[0, 1000], [2000, -5]]), [[0, 128], [255, 0]]),  # max 2000 -> 255
+        ("I", np.array([[0, 10], [200, 255]]), [[0, 10], [200, 255]]),  # within 0..255: as is
+        ("F", np.array([[0.0, 0.5], [300.0, 150.0]]), [[0, 0], [255, 128]]),  # max 300 -> 255
+        ("F", np.array([[0.0, 12.4], [254.6, 100.0]]), [[0, 12], [255, 100]]),
+    ],
+)
+def test_high_bit_modes(mode, values, expected):
+    from genlab.data.folder import _pixels
+
+    if mode == "I;16B":
+        image = Image.frombytes(mode, (2, 2), values.astype(">u2").tobytes())
+    else:
+        image = Image.fromarray(values.astype(np.int32 if mode == "I" else np.float32))
+    assert image.mode == mode
+    assert _pixels(image, gray=True).tolist() == expected
+    assert _pixels(image, gray=False).tolist() == [[[v] * 3 for v in row] for row in expected]
+
+
+def test_rgba_composited_onto_black(tmp_path):
+    pixels = np.zeros((4, 6, 4), np.uint8)
+    pixels[..., :3] = (200, 100, 50)
+    pixels[..., 3] = 255
+    pixels[0, 0, 3] = 0  # fully transparent: black, whatever its colour
+    pixels[0, 1, 3] = 128  # half transparent: half the colour
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "a.png")
+    save(tmp_path / "b.png", (200, 100, 50), mode="RGB")
+    images = load_all(tmp_path)
+    assert images.shape == (2, 3, 4, 6)
+    rgba = images[(images[:, 0, 0, 0] == 0)][0]  # (3, H, W)
+    assert rgba[:, 0, 0].tolist() == [0, 0, 0]
+    assert rgba[:, 0, 1].tolist() == [round(200 * 128 / 255), round(100 * 128 / 255), round(50 * 128 / 255)]
+    assert rgba[:, 3, 5].tolist() == [200, 100, 50]
+
+
+def test_la_composited_onto_black_stays_gray(tmp_path):
+    values = np.stack([np.full((4, 6), 200, np.uint8), np.full((4, 6), 255, np.uint8)], axis=-1)
+    values[0, 0, 1] = 0
+    Image.fromarray(values, "LA").save(tmp_path / "a.png")
+    save(tmp_path / "b.png", 90)
+    images = load_all(tmp_path)
+    assert images.shape == (2, 1, 4, 6)  # LA is gray, so nothing turns RGB
+    la = images[images[:, 0, 3, 5] == 200][0, 0]
+    assert la[0, 0] == 0 and la[1, 1] == 200  # the transparent pixel became black, not 200
+
+
+def test_palette_transparency_composited_onto_black(tmp_path):
+    image = Image.new("P", (6, 4), 1)
+    image.putpalette([0, 0, 0, 255, 255, 255, 120, 120, 120] + [0] * (3 * 253))  # a gray palette
+    image.putpixel((0, 0), 2)
+    image.save(tmp_path / "p.png", transparency=1)  # index 1 (white) is transparent
+    images = load_all(tmp_path)
+    assert images.shape == (1, 1, 4, 6)  # gray palette: one channel
+    assert images[0, 0, 0, 0] == 120 and images[0, 0, 3, 5] == 0  # white-but-transparent -> black
+
+
+# --------------------------------------------------------------------------- both splits at once, bad paths
+
+
+def test_load_splits_decodes_each_file_once(tmp_path, monkeypatch):
+    from genlab.data import folder, load_splits
+
+    root = make_classes(tmp_path / "pets")
+    expected = [load_dataset(f"folder:{root}", split, size=5) for split in ("train", "test")]
+    decoded = []
+    real = folder._pixels
+    monkeypatch.setattr(folder, "_pixels", lambda image, gray: decoded.append(image.filename) or real(image, gray))
+    train, test = load_splits(f"folder:{root}", size=5)
+    assert sorted(decoded) == sorted(str(p) for p in root.rglob("*.png"))  # 15 files, once each
+    for got, want in zip((train, test), expected):
+        assert torch.equal(got.images, want.images) and torch.equal(got.labels, want.labels)
+        assert got.class_names == want.class_names and got.name == want.name
+    decoded.clear()
+    load_dataset(f"folder:{root}", "test")
+    assert len(decoded) == 3  # the test split decodes only its own files
+
+
+def test_load_splits_official_layout(tmp_path):
+    from genlab.data import load_splits
+
+    make_classes(tmp_path / "train", {"a": 4, "b": 3})
+    make_classes(tmp_path / "test", {"b": 2})
+    train, test = load_splits(f"folder:{tmp_path}")
+    assert torch.equal(train.images, load_dataset(f"folder:{tmp_path}", "train").images)
+    assert test.labels.tolist() == load_dataset(f"folder:{tmp_path}", "test").labels.tolist() == [1, 1]
+
+
+def test_single_image_has_an_empty_test_split(tmp_path):
+    save(tmp_path / "only.png", 9)
+    test = load_dataset(f"folder:{tmp_path}", "test")
+    assert test.images.shape == (0, 1, 4, 6) and test.labels is None
+    assert len(load_dataset(f"folder:{tmp_path}", "train")) == 1

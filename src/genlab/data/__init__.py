@@ -1,6 +1,7 @@
 """Datasets: every source returns an ImageDataset (uint8 (N, C, H, W), optional labels).
 
     load_dataset("mnist-5k", split="test")          # a builtin name
+    train, test = load_splits("folder:~/pets")       # both splits, each file decoded once
     load_dataset("folder:~/pets", size=64)           # the user's images, one subfolder per class
     load_dataset("npz:samples.npz")                  # arrays, e.g. from `genlab sample --format npz`
     dataset_catalog()                                # what is here, and how to get the rest
@@ -24,7 +25,7 @@ from genlab.errors import GenlabError
 from . import digits, folder, idx, mnist5k, npz
 from .dataset import ImageDataset
 from .idx import data_root
-from .splits import check_split
+from .splits import SPLITS, check_split
 
 __all__ = [
     "DATASET_NAMES",
@@ -34,9 +35,11 @@ __all__ = [
     "dataset_catalog",
     "download_dataset",
     "load_dataset",
+    "load_splits",
 ]
 
 DATASET_NAMES = ("mnist-5k", "mnist", "fashion-mnist", "digits")
+MAX_SIDE = 4096  # pixels per side: beyond it one image alone is tens of MB, a dataset many GB
 RESIZE_BUDGET = 1 << 25  # float32 values per interpolate call (128 MiB): bounds the temporary copies
 
 
@@ -59,7 +62,7 @@ def _as_hw(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
     """`size` as (H, W): S -> (S, S); None stays None."""
 
     def positive(s: object) -> bool:
-        return isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0
+        return isinstance(s, numbers.Integral) and not isinstance(s, bool) and 0 < s <= MAX_SIDE
 
     if size is None:
         return None
@@ -67,7 +70,10 @@ def _as_hw(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
         return int(size), int(size)
     if isinstance(size, (tuple, list)) and len(size) == 2 and all(positive(s) for s in size):
         return int(size[0]), int(size[1])
-    raise GenlabError(f"size must be a positive int S (for SxS) or a pair (H, W), got {size!r}")
+    raise GenlabError(
+        f"size must be a positive int S (for SxS) or a pair (H, W), each at most {MAX_SIDE}, got {size!r}; "
+        "pass e.g. size=28 or size=(28, 28)"
+    )
 
 
 def _resize(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -87,7 +93,10 @@ def _resize(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 def _unknown_spec(spec: str) -> GenlabError:
     hint = ""
     close = difflib.get_close_matches(spec, DATASET_NAMES, n=1)
-    path = Path(spec).expanduser()
+    try:
+        path = Path(spec).expanduser()
+    except RuntimeError:  # ~nosuchuser
+        path = Path(spec)
     if close:
         hint = f" (did you mean {close[0]}?)"
     elif spec and path.is_dir():
@@ -100,29 +109,52 @@ def _unknown_spec(spec: str) -> GenlabError:
     )
 
 
+def _load(spec: str, splits: tuple[str, ...], hw: tuple[int, int] | None) -> list[ImageDataset]:
+    """The `splits` (valid names) of `spec`, each source read once, resized to `hw` when given."""
+    if not isinstance(spec, str):
+        raise GenlabError(
+            f"a dataset spec is a string such as 'mnist-5k' or 'folder:PATH', got {type(spec).__name__} {spec!r}; "
+            "pass it as a string"
+        )
+    kind, _, path = spec.partition(":")
+    if kind == "folder" and path:
+        return folder.load(path, splits, hw, spec)  # resizes each file as it decodes it
+    if kind == "npz" and path:
+        datasets = npz.load(path, splits, spec)
+    elif spec == "mnist-5k":
+        datasets = mnist5k.load(splits)
+    elif spec in idx.SOURCES:
+        datasets = idx.load(spec, splits)
+    elif spec == "digits":
+        datasets = digits.load(splits)
+    else:
+        raise _unknown_spec(spec)
+    return [
+        ImageDataset(d.images if hw is None else _resize(d.images, hw), d.labels, list(d.class_names), spec)
+        for d in datasets
+    ]
+
+
 def load_dataset(spec: str, split: str = "train", size: int | tuple[int, int] | None = None) -> ImageDataset:
     """The `split` ("train" or "test") of the dataset named by `spec`, optionally resized.
 
     `spec` is a builtin name (DATASET_NAMES), `folder:PATH` or `npz:PATH`; the returned
     dataset's `name` is `spec`. `size` (S for SxS, or (H, W)) resizes every image.
+    Only what `split` needs is decoded (a folder's test split reads only its test files).
     """
     check_split(split)
-    hw = _as_hw(size)
-    kind, _, path = spec.partition(":")
-    if kind in ("folder", "npz") and path:
-        if kind == "folder":
-            return folder.load(path, split, hw, spec)  # resizes each file as it decodes it
-        dataset = npz.load(path, split, spec)
-    elif spec == "mnist-5k":
-        dataset = mnist5k.load(split)
-    elif spec in ("mnist", "fashion-mnist"):
-        dataset = idx.load(spec, split)
-    elif spec == "digits":
-        dataset = digits.load(split)
-    else:
-        raise _unknown_spec(spec)
-    images = dataset.images if hw is None else _resize(dataset.images, hw)
-    return ImageDataset(images, dataset.labels, list(dataset.class_names), spec)
+    (dataset,) = _load(spec, (split,), _as_hw(size))
+    return dataset
+
+
+def load_splits(spec: str, size: int | tuple[int, int] | None = None) -> tuple[ImageDataset, ImageDataset]:
+    """(train, test) of `spec`, equal to load_dataset(spec, "train", size) and load_dataset(spec, "test", size).
+
+    Each source is read and decoded once for both splits (a folder's files, an .npz, a
+    builtin's file), where two load_dataset calls would read it twice.
+    """
+    train, test = _load(spec, SPLITS, _as_hw(size))
+    return train, test
 
 
 def download_dataset(
@@ -132,12 +164,19 @@ def download_dataset(
     checksums: dict[str, str] | None = None,
     progress: bool = True,
 ) -> Path:
-    """Download `mnist` or `fashion-mnist` into `root` (default data_root()/name), MD5-verified; return the folder.
+    """Download `mnist` or `fashion-mnist` into `root`/`name`, MD5-verified; return that folder.
 
-    `mirror` is a base URL (or a local folder) holding the four .gz files; `checksums`
-    (file name -> md5 hex) overrides the published ones. Files already present and verified
-    are skipped; a failed or mismatched download leaves no file behind.
+    `root` is a data root, like data_root() (the default: $GENLAB_DATA, ...): after
+    download_dataset("mnist", root=R), loading "mnist" with GENLAB_DATA=R finds the files
+    in R/mnist. `mirror` is a base URL (or a local folder) holding the four .gz files;
+    `checksums` (file name -> md5 hex) overrides the published ones. Files already present
+    and verified are skipped; a failed or mismatched download leaves no file behind.
     """
+    if not isinstance(name, str) or name not in idx.SOURCES:
+        no_download = {"mnist-5k": mnist5k.HOW_TO_GET, "digits": digits.HOW_TO_GET}
+        how = no_download.get(name) if isinstance(name, str) else None
+        hint = f"; {name} needs no download: {how}" if how else ""
+        raise GenlabError(f"cannot download {name!r}; downloadable datasets: {', '.join(idx.SOURCES)}{hint}")
     return idx.download(name, root, mirror, checksums, progress)
 
 

@@ -42,7 +42,7 @@ class ImageDataset:
         """Number of classes (0 for unlabelled data)."""
         if self.class_names:
             return len(self.class_names)
-        return 0 if self.labels is None else int(self.labels.max().item()) + 1
+        return 0 if self.labels is None or not len(self.labels) else int(self.labels.max().item()) + 1
 
     @property
     def device(self) -> torch.device:

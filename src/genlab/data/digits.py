@@ -10,10 +10,9 @@ import torch
 from genlab.errors import GenlabError
 
 from .dataset import ImageDataset
-from .splits import package_file, select_split
+from .splits import DIGIT_CLASSES, SPLITS, package_file, select_splits
 
 HOW_TO_GET = "pip install scikit-learn"
-CLASS_NAMES = tuple(str(d) for d in range(10))
 DATA_RELATIVE = Path("datasets", "data", "digits.csv.gz")
 
 
@@ -22,8 +21,8 @@ def data_path() -> Path | None:
     return package_file("sklearn", DATA_RELATIVE)
 
 
-def load(split: str) -> ImageDataset:
-    """The fixed stratified 1,437 train / 360 test split of scikit-learn's digits."""
+def load(splits: tuple[str, ...] = SPLITS) -> list[ImageDataset]:
+    """The `splits` of the fixed stratified 1,437 train / 360 test split of scikit-learn's digits."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -32,5 +31,5 @@ def load(split: str) -> ImageDataset:
     # (1797, 8, 8) float in 0..16 -> uint8 0..255 (16 -> 255, 8 -> 128).
     images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
     labels = np.asarray(bunch.target, dtype=np.int64)
-    dataset = ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), list(CLASS_NAMES), "digits")
-    return select_split(dataset, split)
+    dataset = ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), list(DIGIT_CLASSES), "digits")
+    return select_splits(dataset, splits)

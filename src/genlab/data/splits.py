@@ -1,4 +1,4 @@
-"""What every data source shares: the one train/test split, and finding bundled data files.
+"""What every data source shares: the one train/test split, digit class names, and finding bundled files.
 
 The split is stratified by class (unlabelled data counts as one class) and drawn from a
 fixed seed, so a given file always splits the same way on every machine and every run.
@@ -17,6 +17,7 @@ from genlab.errors import GenlabError
 from .dataset import ImageDataset
 
 SPLITS = ("train", "test")
+DIGIT_CLASSES = tuple(str(d) for d in range(10))  # mnist-5k, mnist and digits: class k is the digit k
 TEST_FRACTION = 0.2
 # Changing the seed changes every derived split (and so every reported test number).
 SPLIT_SEED = 0
@@ -55,17 +56,29 @@ def split_indices(
 
 
 def check_split(split: str) -> None:
-    """Raise a GenlabError unless `split` is "train" or "test"."""
+    """Raise a GenlabError unless `split` is "train" or "test" (checked once, where the user's call enters)."""
     if split not in SPLITS:
         raise GenlabError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
 
 
-def select_split(dataset: ImageDataset, split: str, test_fraction: float = TEST_FRACTION) -> ImageDataset:
-    """The `split` part of `dataset` under `split_indices` (stratified when labelled)."""
-    check_split(split)
-    labels = None if dataset.labels is None else dataset.labels.numpy()
+def select_splits(
+    dataset: ImageDataset, splits: tuple[str, ...] = SPLITS, test_fraction: float = TEST_FRACTION
+) -> list[ImageDataset]:
+    """The parts of `dataset` named by `splits` (valid names) under `split_indices`, stratified when labelled."""
+    labels = None if dataset.labels is None else dataset.labels.cpu().numpy()
     train, test = split_indices(len(dataset), labels, test_fraction)
-    return dataset.subset(train if split == "train" else test)
+    indices = {"train": train, "test": test}
+    return [dataset.subset(indices[split]) for split in splits]
+
+
+def user_path(path: str | Path, spec: str) -> Path:
+    """`path` with a leading ~ or ~user expanded, or a GenlabError when that user has no home."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # ~nosuchuser
+        raise GenlabError(
+            f"{spec}: cannot expand {path}, that user has no home folder here; give the full path"
+        ) from None
 
 
 def package_file(package: str, relative: Path) -> Path | None:

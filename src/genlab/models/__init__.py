@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any
 
 from genlab.errors import GenlabError
@@ -23,21 +24,31 @@ def model_class(name: str) -> type[GenerativeModel]:
 def make_config(name: str, overrides: dict[str, Any] | None = None):
     """The family's config dataclass with `overrides` applied (strings are parsed to the field's type)."""
     config_class = model_class(name).config_class
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    hints = typing.get_type_hints(config_class)
+    fields = [f.name for f in dataclasses.fields(config_class)]
     values = {}
     for key, value in (overrides or {}).items():
         key = key.replace("-", "_")
         if key not in fields:
             raise GenlabError(f"{name} has no setting {key!r}; its settings are: {', '.join(fields)}")
-        values[key] = _coerce(key, value, type(getattr(config_class(), key)))
+        values[key] = _parse(key, value, hints[key])
     return config_class(**values)
 
 
-def _coerce(key: str, value: Any, kind: type) -> Any:
-    """Parse a command-line string into bool/int/float/str, the type of the field's default."""
-    if not isinstance(value, str) or kind is str:
+def _parse(key: str, value: Any, hint: Any) -> Any:
+    """Parse a command-line string by the field's annotation: bool, int, float, str, X | None, tuple[X, ...]."""
+    if not isinstance(value, str):
         return value
+    options = [h for h in typing.get_args(hint) if h is not type(None)] if _is_optional(hint) else [hint]
+    if len(options) != 1:
+        raise GenlabError(f"setting {key} has a type genlab cannot parse from text: {hint}")
+    kind = options[0]
+    if _is_optional(hint) and value.lower() in ("none", "null", ""):
+        return None
     try:
+        if typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
+            return tuple(_parse(key, part.strip(), item) for part in value.split(",") if part.strip())
         if kind is bool:
             if value.lower() in ("1", "true", "yes", "on"):
                 return True
@@ -46,7 +57,11 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
             raise ValueError(value)
         return kind(value)
     except ValueError:
-        raise GenlabError(f"setting {key}={value!r} is not a valid {kind.__name__}") from None
+        raise GenlabError(f"setting {key}={value!r} is not a valid {getattr(kind, '__name__', kind)}") from None
+
+
+def _is_optional(hint: Any) -> bool:
+    return type(None) in typing.get_args(hint)
 
 
 def build_model(name: str, data, config=None, **overrides) -> GenerativeModel:

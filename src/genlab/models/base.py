@@ -37,10 +37,12 @@ class DataSpec:
         return cls(c, h, w, dataset.num_classes, tuple(dataset.class_names))
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON-ready values (for run.json)."""
         return {**dataclasses.asdict(self), "class_names": list(self.class_names)}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "DataSpec":
+        """The spec back from `to_dict`'s values."""
         return cls(
             int(values["channels"]),
             int(values["height"]),
@@ -99,19 +101,27 @@ class GenerativeModel(nn.Module):
         one is about 5% faster overall, with the same update up to float rounding.
         """
         parameters = list(parameters)
-        try:
-            return torch.optim.Adam(parameters, lr=lr, betas=betas, fused=True)
-        except (RuntimeError, TypeError):  # older torch, or a device without a fused kernel
-            return torch.optim.Adam(parameters, lr=lr, betas=betas)
+        # torch checks `fused` only at the first step, so decide here: CUDA has the kernel
+        # since 2.0, the CPU since 2.4; elsewhere (MPS, older torch) use the plain Adam.
+        cpu_ok = torch.torch_version.TorchVersion(torch.__version__) >= "2.4"
+        fused = all(p.device.type == "cuda" or (p.device.type == "cpu" and cpu_ok) for p in parameters)
+        return torch.optim.Adam(parameters, lr=lr, betas=betas, fused=fused or None)
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The family's optimizers by name (saved and restored by name in state.safetensors)."""
         raise NotImplementedError
 
     def training_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, float]:
+        """One step on `batch` (images in [0, 1], labels): compute losses, backward, step the optimizers.
+
+        Returns the step's numbers as floats (their per-image means go into history.jsonl).
+        Randomness comes from torch's global generators, which checkpoints save.
+        """
         raise NotImplementedError
 
     def validation_step(self, batch: Batch) -> dict[str, float]:
-        raise NotImplementedError
+        """Numbers on a held-out batch (no gradient), e.g. {"test_loss": ...}; none by default."""
+        return {}
 
     def sample(
         self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
@@ -146,14 +156,19 @@ class GenerativeModel(nn.Module):
         """n draws from the prior over the latent space, for families that have one."""
         raise GenlabError(f"the {self.family} family has no latent space to interpolate in")
 
+    @torch.no_grad()
     def interpolate(
         self, steps: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Decode `steps` latents on the straight line between two prior draws: (steps, C, H, W)."""
+        """Decode `steps` latents on the straight line between two prior draws: (steps, C, H, W).
+
+        Families whose latent is not Gaussian-like, or who prefer spherical paths, override this.
+        """
         z0, z1 = self.sample_latent(2, generator)
         weights = torch.linspace(0.0, 1.0, steps, device=z0.device).reshape(-1, *([1] * z0.dim()))
         z = (1 - weights) * z0 + weights * z1  # (steps, *latent_shape)
         return self.decode(z, self.check_labels(steps, labels))
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] from latents z, for families that have a decoder."""
         raise GenlabError(f"the {self.family} family has no decoder")

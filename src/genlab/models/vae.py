@@ -38,8 +38,15 @@ class VAEConfig:
     iw_samples: int = 100  # importance samples k for log_likelihood (IWAE bound)
 
     def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise GenlabError(f"unknown VAE arch {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
         if self.lr is None:
-            self.lr = DEFAULT_LR.get(self.arch, DEFAULT_LR["mlp"])
+            self.lr = DEFAULT_LR[self.arch]
+        for name in ("latent_dim", "hidden_dim", "conv_channels", "iw_samples"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise GenlabError(f"VAE setting {name} must be a positive integer, got {getattr(self, name)!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise GenlabError(f"VAE setting lr must be a positive number, got {self.lr!r}")
 
 
 class MLPCoder(nn.Module):
@@ -145,8 +152,6 @@ class VAE(GenerativeModel):
 
     def __init__(self, config: VAEConfig, data: DataSpec):
         super().__init__(config, data)
-        if config.arch not in ARCHITECTURES:
-            raise GenlabError(f"unknown VAE arch {config.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
         if config.conditional and data.num_classes < 2:
             raise GenlabError("a conditional VAE needs labelled data with at least 2 classes")
         self.coder = (MLPCoder if config.arch == "mlp" else ConvCoder)(config, data)
@@ -156,15 +161,15 @@ class VAE(GenerativeModel):
             return None
         if labels is None:
             raise GenlabError("a conditional VAE needs labels")
-        return F.one_hot(labels, self.data.num_classes).to(torch.float32)
+        return F.one_hot(labels.to(self.device), self.data.num_classes).to(torch.float32)
 
     def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Parameters of q(z|x): mean and log-variance, each (B, latent_dim)."""
-        return self.coder.encode(x, self._onehot(labels))
+        return self.coder.encode(x.to(self.device), self._onehot(labels))
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Bernoulli means p(x|z) as images (B, C, H, W) in [0, 1]."""
-        return torch.sigmoid(self.coder.decode_logits(z, self._onehot(labels)))
+        return torch.sigmoid(self.coder.decode_logits(z.to(self.device), self._onehot(labels)))
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None):
         """Decoder logits for a reparameterized z ~ q(z|x), plus q's mean and log-variance."""
@@ -224,6 +229,7 @@ class VAE(GenerativeModel):
         likelihood in the strict sense for binary pixels.
         """
         k = k or self.config.iw_samples
+        x = x.to(self.device)
         onehot = self._onehot(labels)
         mean, logvar = self.coder.encode(x, onehot)
         std = (0.5 * logvar).exp()

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from genlab.data import ImageDataset, load_dataset
+from genlab.data import ImageDataset, load_splits
 from genlab.errors import GenlabError
-from genlab.models import build_model
+from genlab.models import build_model, make_config
 from genlab.run import (
     STATE_FILE,
     Run,
@@ -27,13 +28,15 @@ from genlab.run import (
 from genlab.training.callbacks import ProgressBar, RunWriter, SampleGrids
 from genlab.training.trainer import Callback, EpochProgress, TrainConfig, Trainer, pick_device
 
+DEFAULT_EPOCHS = 20
+
 
 def train(
     model: str | None = None,
     data: str | ImageDataset | None = None,
     out: str | Path | None = None,
     *,
-    epochs: int = 20,
+    epochs: int | None = None,
     batch_size: int | None = None,
     seed: int | None = None,
     device: str = "auto",
@@ -50,29 +53,41 @@ def train(
 
     `data` is a dataset name ("mnist-5k", "folder:PATH", ...) whose train split is used for
     training and test split for validation, or an ImageDataset (then pass `test_data` for
-    validation). `resume=True` continues the run at `out` exactly where its last epoch
-    ended, with its stored settings; only `epochs` (the new total) may change.
-    Nothing at `out` is touched until every input has been checked.
+    validation). `epochs` is the total (default 20). `resume=True` continues the run at `out`
+    exactly where it stopped, with its stored settings and the same data (checked by
+    fingerprint); `epochs` may raise its total. Nothing at `out` is touched until every
+    input has been checked.
     """
     out = Path(out if out is not None else f"runs/{model or 'run'}")
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, seed=0 if seed is None else seed, device=device)
-    config.validate()
+    if out.exists() and not out.is_dir():
+        raise GenlabError(f"{out} is a file; give a folder for the run (--out)")
     if resume:
-        info = _resumable_info(out, model, data, batch_size, seed, model_config)
-        data, size = info["data"]["spec"], info["data"]["size"]
-        config = dataclasses.replace(config, batch_size=info["train"]["batch_size"], seed=info["train"]["seed"])
-    elif is_run_dir(out) or (out.exists() and any(out.iterdir())):
-        if not overwrite:
-            raise GenlabError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
-    if model is None and not resume:
-        raise GenlabError("name a model family to train, e.g. `genlab train vae`")
-    if data is None:
-        raise GenlabError("name the data to train on, e.g. --data mnist-5k")
+        info = _resumable_info(out, model, data, batch_size, seed, size, model_config)
+        stored = info["train"]
+        config = TrainConfig(epochs or stored["epochs"], stored["batch_size"], stored["seed"], device)
+        size = info["data"]["size"]
+        if data is None:
+            if info["data"].get("in_memory"):
+                raise GenlabError(f"{out} was trained on a dataset in memory; pass it again to resume")
+            data = info["data"]["spec"]
+    else:
+        _check_new_out(out, overwrite)
+        if model is None:
+            raise GenlabError("name a model family to train, e.g. `genlab train vae`")
+        if data is None:
+            raise GenlabError("name the data to train on, e.g. --data mnist-5k")
+        config = TrainConfig(epochs or DEFAULT_EPOCHS, batch_size, 0 if seed is None else seed, device)
+    config.validate()
 
     train_data, test_data, data_info = _load_data(data, size, test_data)
     run_device = pick_device(device)
     torch.manual_seed(config.seed)  # the initial weights depend on the seed only
     if resume:
+        if data_info["fingerprint"] != info["data"]["fingerprint"]:
+            raise GenlabError(
+                f"the data {data_info['spec']} is not what {out} was trained on (its images or labels changed); "
+                "a resumed run must see the same data"
+            )
         network = model_from_info(info)
     else:
         network = build_model(model, train_data, model_config)
@@ -95,18 +110,17 @@ def train(
             )
         truncate_history(out, start_epoch)
         info.update(epochs_completed=start_epoch)
+        if start_epoch >= config.epochs:  # nothing left to train: make sure the run is whole
+            if start_epoch:
+                save_model(out, network, start_epoch)
+            info.update(status="completed", message=f"already trained for {start_epoch} epochs")
+            write_run_info(out, info)
+            return Run.load(out, device=run_device)
         info["train"]["epochs"] = config.epochs
     else:
         if out.exists() and overwrite:
-            shutil.rmtree(out)
+            shutil.rmtree(out)  # _check_new_out made sure it is a run
         out.mkdir(parents=True, exist_ok=True)
-
-    if start_epoch >= config.epochs:  # nothing left to train: make sure the run is whole
-        if start_epoch:
-            save_model(out, network, start_epoch)
-        info.update(status="completed", message=f"already trained for {start_epoch} epochs")
-        write_run_info(out, info)
-        return Run.load(out, device=run_device)
 
     standard = [RunWriter(out, info), SampleGrids(out, every=sample_every, seed=config.seed)]
     trainer = Trainer(
@@ -119,7 +133,17 @@ def train(
     return Run.load(out, device=run_device)
 
 
-def _resumable_info(out: Path, model, data, batch_size, seed, model_config) -> dict[str, Any]:
+def _check_new_out(out: Path, overwrite: bool) -> None:
+    """A new run goes into a missing or empty folder, or replaces a run with `overwrite`; never anything else."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not is_run_dir(out):
+        raise GenlabError(f"{out} is not empty and is not a genlab run; choose another --out")
+    if not overwrite:
+        raise GenlabError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
+
+
+def _resumable_info(out: Path, model, data, batch_size, seed, size, model_config) -> dict[str, Any]:
     """run.json of the run to resume, checked against what the caller asked for."""
     if not is_run_dir(out):
         raise GenlabError(f"there is no run to resume at {out} (no run.json); drop --resume to start one")
@@ -134,24 +158,45 @@ def _resumable_info(out: Path, model, data, batch_size, seed, model_config) -> d
         conflicts.append(f"batch size {batch_size} (the run uses {info['train']['batch_size']})")
     if seed is not None and seed != info["train"]["seed"]:
         conflicts.append(f"seed {seed} (the run uses {info['train']['seed']})")
-    for key, value in (model_config or {}).items():
-        if str(stored["config"].get(key.replace("-", "_"))) != str(value):
-            conflicts.append(f"{key}={value} (the run has {stored['config'].get(key.replace('-', '_'))})")
+    stored_size = info["data"]["size"]
+    if size is not None and (list(size) if isinstance(size, tuple) else size) != stored_size:
+        conflicts.append(f"size {size} (the run uses {stored_size})")
+    if model_config:
+        asked = dataclasses.asdict(make_config(stored["name"], {**stored["config"], **model_config}))
+        for key, value in asked.items():
+            if value != stored["config"].get(key):
+                conflicts.append(f"{key}={value} (the run has {stored['config'].get(key)})")
     if conflicts:
         raise GenlabError(f"a resumed run keeps its settings; drop these or start a new run: {'; '.join(conflicts)}")
     return info
 
 
+def dataset_fingerprint(*datasets: ImageDataset | None) -> str:
+    """A short sha256 of the images and labels of `datasets`: the same data gives the same string."""
+    digest = hashlib.sha256()
+    for dataset in datasets:
+        if dataset is None:
+            digest.update(b"none")
+            continue
+        digest.update(str(tuple(dataset.images.shape)).encode())
+        digest.update(dataset.images.cpu().contiguous().numpy().tobytes())
+        if dataset.labels is not None:
+            digest.update(dataset.labels.cpu().to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _load_data(data, size, test_data) -> tuple[ImageDataset, ImageDataset | None, dict[str, Any]]:
-    if isinstance(data, ImageDataset):
+    in_memory = isinstance(data, ImageDataset)
+    if in_memory:
         train_data = data
     else:
-        train_data = load_dataset(data, split="train", size=size)
-        test_data = load_dataset(data, split="test", size=size)
+        train_data, test_data = load_splits(data, size=size)
     info = {
-        "spec": train_data.name if isinstance(data, ImageDataset) else data,
+        "spec": train_data.name if in_memory else data,
+        "in_memory": in_memory,
         "size": list(size) if isinstance(size, tuple) else size,
         "train_images": len(train_data),
         "test_images": 0 if test_data is None else len(test_data),
+        "fingerprint": dataset_fingerprint(train_data, test_data),
     }
     return train_data, test_data, info

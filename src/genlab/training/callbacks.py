@@ -42,10 +42,14 @@ class RunWriter(Callback):
         write_run_info(self.path, self.info)
 
 
+MAX_GRID_CLASSES = 16  # more classes than this: a plain 8-wide grid cycling through them
+
+
 class SampleGrids(Callback):
     """A grid of samples from the same fixed noise after every `every` epochs (samples/epoch_0001.png).
 
-    A conditional model's grid has one column per class (8 rows), so each column is one label.
+    A conditional model's grid has one column per class (8 rows), so each column is one label
+    (up to MAX_GRID_CLASSES classes).
     """
 
     def __init__(self, path: str | Path, every: int = 1, n: int = 64, seed: int = 0):
@@ -58,7 +62,7 @@ class SampleGrids(Callback):
         self.folder.mkdir(exist_ok=True)
         model = trainer.model
         classes = model.data.num_classes if model.conditional else 0
-        n, nrow = (8 * classes, classes) if classes else (self.n, 8)
+        n, nrow = (8 * classes, classes) if 0 < classes <= MAX_GRID_CLASSES else (self.n, 8)
         model.eval()
         with torch.no_grad():  # a conditional model given no labels cycles through the classes
             images = model.sample(n, generator=torch.Generator().manual_seed(self.seed))

@@ -13,10 +13,14 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from genlab import rng
 from genlab.data.dataset import ImageDataset
 from genlab.data.transforms import to_unit
 from genlab.errors import GenlabError, TrainingDiverged
 from genlab.models.base import GenerativeModel
+
+
+MAX_SEED = 2**32  # seeds are 32-bit, so (seed, epoch) -> one 64-bit generator seed never overflows
 
 
 @dataclass
@@ -29,6 +33,9 @@ class TrainConfig:
     device: str = "auto"
 
     def validate(self) -> None:
+        """Raise GenlabError for settings the loop cannot run with."""
+        if not isinstance(self.seed, int) or not 0 <= self.seed < MAX_SEED:
+            raise GenlabError(f"seed must be an integer from 0 to {MAX_SEED - 1}, got {self.seed!r}")
         if not isinstance(self.epochs, int) or self.epochs <= 0:
             raise GenlabError(f"epochs must be a positive integer, got {self.epochs!r}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size <= 0):
@@ -36,20 +43,24 @@ class TrainConfig:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' picks cuda, then mps, then cpu; any other name is checked to exist."""
+    """'auto' picks cuda, then mps, then cpu; otherwise cpu, cuda, cuda:N or mps, checked to exist."""
+    mps = getattr(torch.backends, "mps", None)
+    mps_available = mps is not None and mps.is_available()
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("mps" if mps_available else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise GenlabError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps") or (device.type != "cuda" and device.index):
+        raise GenlabError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise GenlabError(f"device {name!r} asked for, but this torch sees no CUDA GPU; use --device cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise GenlabError(f"device {name!r} asked for, but there are {torch.cuda.device_count()} CUDA GPUs")
+    if device.type == "mps" and not mps_available:
         raise GenlabError(f"device {name!r} asked for, but MPS is not available; use --device cpu")
     return device
 
@@ -129,8 +140,11 @@ class Trainer:
         return math.ceil(len(self.train_data) / self.batch_size)
 
     def _call(self, hook: str, *args) -> None:
+        # Each callback runs with the generators put back afterwards: whatever it draws
+        # (sample grids, metrics) never shifts the stream training sees, so resume stays exact.
         for callback in self.callbacks:
-            getattr(callback, hook)(self, *args)
+            with rng.preserved(self.device):
+                getattr(callback, hook)(self, *args)
 
     def request_stop(self) -> None:
         """Stop after the step under way; `fit` then raises KeyboardInterrupt with `stopped_cleanly` set."""
@@ -167,7 +181,7 @@ class Trainer:
 
     def _fit(self) -> list[dict[str, Any]]:
         self._call("on_train_start")
-        status = "completed"
+        status = "failed"
         try:
             for epoch in range(self.start_epoch + 1, self.config.epochs + 1):
                 self.epoch = epoch
@@ -176,6 +190,7 @@ class Trainer:
                     record.update(self.validate())
                 self.history.append(record)
                 self._call("on_epoch_end", record)
+            status = "completed"
         except TrainingDiverged as error:
             status, self.message = "diverged", str(error)
             raise
@@ -183,6 +198,9 @@ class Trainer:
             status = "interrupted"
             where = f"epoch {self.epoch}, step {self.progress.step}" if self.stopped_cleanly else f"epoch {self.epoch}"
             self.message = f"interrupted in {where}"
+            raise
+        except Exception as error:  # a bug or an environment problem: say so in run.json, keep the traceback
+            self.message = f"failed in epoch {self.epoch}: {type(error).__name__}: {error}"
             raise
         finally:
             self._call("on_train_end", status)
@@ -195,13 +213,14 @@ class Trainer:
         progress = self.progress  # empty, or where a resumed run stopped inside this epoch
         batches = self.train_data.batches(self.batch_size, order, skip=progress.step)
         for self.step, (images, labels) in enumerate(batches, start=progress.step + 1):
-            start = time.perf_counter()
+            start = time.perf_counter()  # times the step alone: images/s leaves out callbacks and validation
             metrics = self.model.training_step((to_unit(images), labels), self.optimizers)
             bad = [k for k, v in metrics.items() if not math.isfinite(v)]
             if bad:
+                kept = f"the weights of epoch {epoch - 1}" if epoch > 1 else "no weights (it never finished an epoch)"
                 raise TrainingDiverged(
-                    f"{bad[0]} became {metrics[bad[0]]} at epoch {epoch}, step {self.step}; "
-                    f"the run keeps its last checkpoint (try a lower learning rate)"
+                    f"{bad[0]} became {metrics[bad[0]]} at epoch {epoch}, step {self.step}; the run keeps {kept}; "
+                    "start a new run with a lower learning rate (--lr)"
                 )
             progress.seconds += time.perf_counter() - start
             progress.step, progress.images_seen = self.step, progress.images_seen + len(images)
@@ -219,9 +238,8 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """The family's validation numbers over the whole test set, under a fixed RNG."""
         self.model.eval()
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
         totals: dict[str, float] = {}
-        with torch.random.fork_rng(devices=devices):
+        with rng.preserved(self.device):
             torch.manual_seed(self.config.seed)
             for images, labels in self.test_data.batches(max(self.batch_size, 500), shuffle=False):
                 for key, value in self.model.validation_step((to_unit(images), labels)).items():
