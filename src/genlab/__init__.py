@@ -39,7 +39,12 @@ if TYPE_CHECKING:
     from genlab.training.trainer import TrainConfig, Trainer
 
 
+_SUBMODULES = ("data", "models", "training", "explain", "run", "io", "images", "rng", "errors", "cli")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:  # `import genlab; genlab.data.load_dataset(...)` works too
+        return importlib.import_module(f"genlab.{name}")
     if name not in _EXPORTS:
         raise AttributeError(f"module 'genlab' has no attribute {name!r}")
     return getattr(importlib.import_module(_EXPORTS[name]), name)

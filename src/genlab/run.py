@@ -14,11 +14,12 @@ two files can never pair weights of one epoch with optimizer state of another.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -34,6 +35,7 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
 HISTORY_FILE = "history.jsonl"
 SAMPLES_DIR = "samples"
+LOCK_FILE = ".lock"
 
 
 # Keys run.json must have, as paths into its JSON object.
@@ -41,6 +43,29 @@ REQUIRED_KEYS = (
     ("model", "name"), ("model", "config"), ("data", "spec"), ("data", "shape"),
     ("train", "epochs"), ("train", "batch_size"), ("train", "seed"), ("status",), ("epochs_completed",),
 )
+
+
+@contextlib.contextmanager
+def run_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run at `path` (its .lock file) while training it.
+
+    A second `genlab train` on the same run (say, two --resume at once) is refused instead
+    of two writers interleaving their checkpoints. Where there is no fcntl (Windows), no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(Path(path) / LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GenlabError(f"another genlab process is training {path}; wait for it or stop it first") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def is_run_dir(path: str | Path) -> bool:

@@ -150,3 +150,16 @@ def test_bad_seeds_are_refused(tmp_path):
         with pytest.raises(GenlabError, match="seed must be an integer from 0 to"):
             genlab.train("vae", "digits", tmp_path / "run", epochs=1, seed=seed, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_being_trained_is_locked(tmp_path):
+    from genlab.run import run_lock
+
+    train_digits(tmp_path / "run", 1)
+    with run_lock(tmp_path / "run"):  # as if another process were training it
+        with pytest.raises(GenlabError, match="another genlab process is training"):
+            genlab.train(out=tmp_path / "run", epochs=2, resume=True, progress=False)
+        with pytest.raises(GenlabError, match="another genlab process is training"):
+            train_digits(tmp_path / "run", 1, overwrite=True)
+    assert read_run_info(tmp_path / "run")["epochs_completed"] == 1
+    genlab.train(out=tmp_path / "run", epochs=2, resume=True, progress=False)  # free again

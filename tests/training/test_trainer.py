@@ -59,7 +59,7 @@ def test_resume_is_bitwise_identical_to_a_straight_run(tmp_path):
 def test_run_directory_format(tmp_path):
     run = train_digits(tmp_path / "run", 2)
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert files == ["history.jsonl", "model.safetensors", "run.json", "samples", "state.safetensors"]
+    assert files == [".lock", "history.jsonl", "model.safetensors", "run.json", "samples", "state.safetensors"]
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["epoch_0001.png", "epoch_0002.png"]
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["status"] == "completed" and info["epochs_completed"] == 2

@@ -21,6 +21,7 @@ from genlab.run import (
     model_from_info,
     new_run_info,
     read_run_info,
+    run_lock,
     save_model,
     truncate_history,
     write_run_info,
@@ -98,6 +99,20 @@ def train(
     network.to(run_device)
     optimizers = network.configure_optimizers()
 
+    if not resume:
+        if out.exists() and overwrite:
+            with run_lock(out):  # refuses to delete a run another process is training
+                pass
+            shutil.rmtree(out)  # _check_new_out made sure it is a run
+        out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out):
+        return _fit(out, info, network, optimizers, train_data, test_data, config, run_device, resume,
+                    [RunWriter(out, info), SampleGrids(out, every=sample_every, seed=config.seed)]
+                    + ([ProgressBar()] if progress else []) + list(callbacks))
+
+
+def _fit(out, info, network, optimizers, train_data, test_data, config, device, resume, callbacks) -> Run:
+    """Restore a resumed run's state, then train; the caller holds the run's lock."""
     start_epoch, epoch_progress = 0, None
     if resume:
         for debris in out.glob(".*.tmp"):  # atomic writes cut off by a crash
@@ -115,22 +130,15 @@ def train(
                 save_model(out, network, start_epoch)
             info.update(status="completed", message=f"already trained for {start_epoch} epochs")
             write_run_info(out, info)
-            return Run.load(out, device=run_device)
+            return Run.load(out, device=device)
         info["train"]["epochs"] = config.epochs
-    else:
-        if out.exists() and overwrite:
-            shutil.rmtree(out)  # _check_new_out made sure it is a run
-        out.mkdir(parents=True, exist_ok=True)
-
-    standard = [RunWriter(out, info), SampleGrids(out, every=sample_every, seed=config.seed)]
     trainer = Trainer(
-        network, train_data, test_data, config,
-        callbacks=standard + ([ProgressBar()] if progress else []) + list(callbacks),
-        optimizers=optimizers, start_epoch=start_epoch, device=run_device,
+        network, train_data, test_data, config, callbacks=callbacks, optimizers=optimizers,
+        start_epoch=start_epoch, device=device,
         progress=EpochProgress.from_dict(epoch_progress) if epoch_progress else None,
     )
     trainer.fit()
-    return Run.load(out, device=run_device)
+    return Run.load(out, device=device)
 
 
 def _check_new_out(out: Path, overwrite: bool) -> None:
