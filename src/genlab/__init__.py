@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from genlab.training.trainer import TrainConfig, Trainer
 
 
-_SUBMODULES = ("data", "models", "training", "explain", "run", "io", "images", "rng", "errors", "cli")
+_SUBMODULES = ("data", "models", "training", "eval", "explain", "run", "io", "images", "rng", "errors", "cli")
 
 
 def __getattr__(name: str) -> Any:
