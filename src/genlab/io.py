@@ -85,13 +85,18 @@ def load_tensors(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, 
 
     A missing, pickled, truncated or otherwise invalid file raises GenlabError naming it.
     """
-    from safetensors.torch import load
-
     path = Path(path)
     if not path.is_file():
         raise GenlabError(f"{path} does not exist: no {what} there")
     data = path.read_bytes()
     refuse_pickle(path, data[:8])
+    return parse_tensors(data, path, what)
+
+
+def parse_tensors(data: bytes, source: Path, what: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, genlab's metadata or {}) from the bytes of a safetensors file read from `source`."""
+    from safetensors.torch import load
+
     try:
         tensors = load(data)
         # The format: an 8-byte little-endian header length, then a JSON header.
@@ -99,7 +104,7 @@ def load_tensors(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, 
         metadata = json.loads(data[8 : 8 + header_length]).get("__metadata__") or {}
         metadata = json.loads(metadata.get("genlab", "{}"))
     except Exception as error:  # safetensors raises its own error types for corrupt headers
-        raise GenlabError(f"{path} is not a valid safetensors {what} (truncated or corrupt: {error})") from None
+        raise GenlabError(f"{source} is not a valid safetensors {what} (truncated or corrupt: {error})") from None
     return tensors, metadata
 
 
