@@ -160,13 +160,13 @@ def _datasets(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from genlab.explain.trace import training_trace
-    from genlab.training.api import train
+    from genlab.training.api import default_out, train
 
     model_config = dict(args.set)
     for key in ("conditional", "arch", "latent_dim", "lr"):
         if getattr(args, key) is not None:
             model_config[key] = getattr(args, key)
-    out = Path(args.out or f"runs/{args.model or 'run'}")
+    out = Path(args.out) if args.out else default_out(args.model)
     try:
         run = train(
             args.model, args.data, out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,

@@ -1,7 +1,6 @@
 """The loop: exact resume, the NaN guard, Ctrl-C, and a SIGKILL in the middle of an epoch."""
 
 import json
-import os
 import random
 import signal
 import subprocess

@@ -59,7 +59,7 @@ def train(
     fingerprint); `epochs` may raise its total. Nothing at `out` is touched until every
     input has been checked.
     """
-    out = Path(out if out is not None else f"runs/{model or 'run'}")
+    out = Path(out if out is not None else default_out(model))
     if out.exists() and not out.is_dir():
         raise GenlabError(f"{out} is a file; give a folder for the run (--out)")
     if resume:
@@ -139,6 +139,11 @@ def _fit(out, info, network, optimizers, train_data, test_data, config, device, 
     )
     trainer.fit()
     return Run.load(out, device=device)
+
+
+def default_out(model: str | None) -> Path:
+    """Where a run goes when no folder is named: runs/MODEL."""
+    return Path("runs") / (model or "run")
 
 
 def _check_new_out(out: Path, overwrite: bool) -> None:
