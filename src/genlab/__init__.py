@@ -4,6 +4,7 @@
     train, test = genlab.load_dataset("mnist-5k"), genlab.load_dataset("mnist-5k", split="test")
     run = genlab.train("vae", "mnist-5k", out="runs/vae", epochs=20, seed=0)
     images = genlab.Run.load("runs/vae").sample(64, generator=torch.Generator().manual_seed(1))
+    print(genlab.evaluate("runs/vae").table())   # FID, precision/recall ... beside the real-vs-real floor
 
 Names are imported on first use, so `import genlab` (and `genlab --help`) stays fast.
 """
@@ -27,12 +28,14 @@ _EXPORTS = {
     "TrainConfig": "genlab.training.trainer",
     "Trainer": "genlab.training.trainer",
     "Run": "genlab.run",
+    "evaluate": "genlab.eval.evaluate",
     "GenlabError": "genlab.errors",
 }
 
 if TYPE_CHECKING:
     from genlab.data import ImageDataset, dataset_catalog, load_dataset
     from genlab.errors import GenlabError
+    from genlab.eval.evaluate import evaluate
     from genlab.models import MODELS, DataSpec, build_model
     from genlab.run import Run
     from genlab.training.api import train

@@ -117,6 +117,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="images per grid row (default 8; a conditional model drawing every class: one column per class)")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     sample.set_defaults(handler=_sample)
+
+    evaluate = commands.add_parser(
+        "eval", help="FID/KID, precision/recall, memorization ... of a run or any images, beside the real-vs-real floor"
+    )
+    evaluate.add_argument("run", nargs="?", help="run directory written by `genlab train`")
+    evaluate.add_argument("--samples", metavar="FILE.npz", help="evaluate these images instead of a run (needs --data)")
+    evaluate.add_argument("--real-vs-real", action="store_true",
+                          help="only the floor: held-out real images against the reference")
+    evaluate.add_argument("--data", help="real data to compare with (default: the run's)")
+    evaluate.add_argument("--reference", choices=("test", "train"), default="test",
+                          help="real split the samples are compared with (default test)")
+    evaluate.add_argument("--n", type=_positive_int, help="samples (default: as many as the reference has, up to 10,000)")
+    evaluate.add_argument("--seed", type=_seed, default=0, help="seed for sampling and every random subset (default 0)")
+    evaluate.add_argument("--metrics", metavar="NAMES",
+                          help="comma-separated subset of: fid, kid, precision, recall, density, coverage, "
+                               "classifier_score, mode_coverage, memorization, cas, nll (default all)")
+    evaluate.add_argument("--inception", metavar="PATH",
+                          help="pytorch-fid's Inception-v3 weight file: use it as the feature extractor")
+    evaluate.add_argument("--out", metavar="DIR",
+                          help="folder for metrics.json and memorization.png (default: the run; FILE_eval for --samples)")
+    evaluate.add_argument("--no-cache", action="store_true", help="recompute the real features and the floor")
+    evaluate.set_defaults(handler=_eval)
     return parser
 
 
@@ -219,6 +241,48 @@ def _sample(args: argparse.Namespace) -> int:
         save_grid(images, out, nrow=nrow)
     print(f"wrote {len(images)} images to {out}")
     return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from genlab.errors import GenlabError
+    from genlab.eval.evaluate import evaluate, parse_metrics, write_results
+
+    given = [name for name, value in (("RUN", args.run), ("--samples", args.samples),
+                                      ("--real-vs-real", args.real_vs_real)) if value]
+    if len(given) != 1:
+        raise GenlabError(
+            "give one of: a run directory, --samples FILE.npz (with --data), or --real-vs-real (with --data)"
+            + (f"; got {' and '.join(given)}" if given else "")
+        )
+    if (args.samples or args.real_vs_real) and not args.data:
+        raise GenlabError(f"{given[0]} needs --data: the real images to compare with, e.g. --data fashion-mnist")
+    parse_metrics(args.metrics)  # a typo fails before any work
+    source = args.run or args.samples
+    result = evaluate(source, args.data, reference=args.reference, n=args.n, seed=args.seed, metrics=args.metrics,
+                      inception=args.inception, use_cache=not args.no_cache)
+    print(_eval_header(result.info))
+    print(result.table())
+    out = args.out or (args.run if args.run else Path(args.samples).with_suffix("").as_posix() + "_eval" if args.samples
+                       else None)
+    if out is not None:
+        written = write_results(result, out)
+        extra = " and memorization.png (the 16 samples closest to a training image, over them)" if "memorization" in written else ""
+        print(f"\nwrote {written['metrics']}{extra}")
+    return 0
+
+
+def _eval_header(info: dict) -> str:
+    source, data, counts = info["source"], info["data"], info["counts"]
+    if source["kind"] == "run":
+        what = f"{source['family']} run {source['path']} ({source['epochs']} epochs), {counts['samples']:,} samples"
+    elif source["kind"] == "samples":
+        what = f"{counts['samples']:,} images from {source['path']}"
+    else:
+        what = f"{counts['held_out']:,} held-out real images"
+    extractor = info["extractor"]
+    return (f"{what} vs {data['spec']} {data['reference']} ({counts['reference']:,} images); "
+            f"floor: {counts['held_out']:,} held-out real images; extractor {extractor['name']} "
+            f"({extractor['sha256'][:12]}), seed {info['seed']}, {info['seconds']:.1f} s\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from genlab.errors import GenlabError
 
 from . import digits, folder, idx, mnist5k, npz
-from .dataset import ImageDataset
+from .dataset import ImageDataset, fingerprint
 from .idx import data_root
 from .splits import SPLITS, check_split
 
@@ -34,8 +34,10 @@ __all__ = [
     "data_root",
     "dataset_catalog",
     "download_dataset",
+    "fingerprint",
     "load_dataset",
     "load_splits",
+    "read_npz",
 ]
 
 DATASET_NAMES = ("mnist-5k", "mnist", "fashion-mnist", "digits")
@@ -221,3 +223,8 @@ def dataset_catalog() -> list[DatasetInfo]:
             None, None, None, None, True, None, None,
         ),
     ]  # fmt: skip
+
+
+def read_npz(path: str | Path) -> ImageDataset:
+    """Every image (and label) in an .npz file, unsplit, checked as for `npz:PATH` (e.g. samples to evaluate)."""
+    return npz.read(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -80,3 +81,17 @@ class ImageDataset:
                 images = self.images[start : start + batch_size]
                 labels = None if self.labels is None else self.labels[start : start + batch_size]
             yield images, labels
+
+
+def fingerprint(*datasets: ImageDataset | None) -> str:
+    """A short sha256 of the images and labels of `datasets`: the same data gives the same string."""
+    digest = hashlib.sha256()
+    for dataset in datasets:
+        if dataset is None:
+            digest.update(b"none")
+            continue
+        digest.update(str(tuple(dataset.images.shape)).encode())
+        digest.update(dataset.images.cpu().contiguous().numpy().tobytes())
+        if dataset.labels is not None:
+            digest.update(dataset.labels.cpu().to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -148,6 +148,11 @@ def _read(file: Path, spec: str) -> dict[str, np.ndarray]:
 
 def load(path: str | Path, splits: tuple[str, ...] = SPLITS, spec: str | None = None) -> list[ImageDataset]:
     """The `splits` (seeded 80/20, stratified when labelled) of the arrays in the .npz at `path`."""
+    return select_splits(read(path, spec), splits)
+
+
+def read(path: str | Path, spec: str | None = None) -> ImageDataset:
+    """Every image (and label) in the .npz at `path`, unsplit: e.g. samples to evaluate."""
     spec = spec or f"npz:{path}"
     file = user_path(path, spec)
     if not file.is_file():
@@ -169,4 +174,4 @@ def load(path: str | Path, splits: tuple[str, ...] = SPLITS, spec: str | None = 
         names = names or [str(k) for k in range(int(labels.max()) + 1)]
     elif "class_names" in arrays:
         raise GenlabError(f"{spec}: `class_names` without `labels`; add `labels` (N,) or drop `class_names`")
-    return select_splits(ImageDataset(images, labels, names, spec), splits)
+    return ImageDataset(images, labels, names, spec)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from genlab.data import ImageDataset, load_splits
+from genlab.data import ImageDataset, fingerprint, load_splits
 from genlab.errors import GenlabError
 from genlab.models import build_model, make_config
 from genlab.run import (
@@ -184,20 +183,6 @@ def _resumable_info(out: Path, model, data, batch_size, seed, size, model_config
     return info
 
 
-def dataset_fingerprint(*datasets: ImageDataset | None) -> str:
-    """A short sha256 of the images and labels of `datasets`: the same data gives the same string."""
-    digest = hashlib.sha256()
-    for dataset in datasets:
-        if dataset is None:
-            digest.update(b"none")
-            continue
-        digest.update(str(tuple(dataset.images.shape)).encode())
-        digest.update(dataset.images.cpu().contiguous().numpy().tobytes())
-        if dataset.labels is not None:
-            digest.update(dataset.labels.cpu().to(torch.int64).contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def _load_data(data, size, test_data) -> tuple[ImageDataset, ImageDataset | None, dict[str, Any]]:
     in_memory = isinstance(data, ImageDataset)
     if in_memory:
@@ -210,6 +195,6 @@ def _load_data(data, size, test_data) -> tuple[ImageDataset, ImageDataset | None
         "size": list(size) if isinstance(size, tuple) else size,
         "train_images": len(train_data),
         "test_images": 0 if test_data is None else len(test_data),
-        "fingerprint": dataset_fingerprint(train_data, test_data),
+        "fingerprint": fingerprint(train_data, test_data),
     }
     return train_data, test_data, info
