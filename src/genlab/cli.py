@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_settings.add_argument("--set", type=_setting, action="append", default=[], metavar="KEY=VALUE",
                                 help="any other config field, e.g. --set hidden_dim=512 (repeatable)")
     train.add_argument("--sample-every", type=int, default=1, metavar="N", help="sample grid every N epochs (0: none)")
+    train.add_argument("--eval-every", type=int, default=0, metavar="N",
+                       help="FID, precision and recall of 1,000 samples every N epochs, into history.jsonl (0: never)")
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     train.set_defaults(handler=_train)
 
@@ -193,7 +195,8 @@ def _train(args: argparse.Namespace) -> int:
         run = train(
             args.model, args.data, out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
             device=args.device, size=args.size, resume=args.resume, overwrite=args.overwrite,
-            progress=not args.quiet, sample_every=args.sample_every, model_config=model_config,
+            progress=not args.quiet, sample_every=args.sample_every, eval_every=args.eval_every,
+            model_config=model_config,
         )
     except KeyboardInterrupt:
         from genlab.run import is_run_dir, read_run_info

@@ -148,13 +148,18 @@ EXTRACTORS = MappingProxyType({
 class Extractor:
     """A loaded, verified classifier that turns images into features and class probabilities.
 
-    Every call runs in eval mode without autograd, in batches of `batch_size`; a batch's
-    results do not depend on the other images in it (BatchNorm uses its stored statistics).
-    Images are float (N, 1, 28, 28) in [0, 1] (uint8 0..255 is accepted too); results are
-    float32 on the CPU.
+    Every call runs in eval mode without autograd, in batches of `batch_size` (None: the
+    extractor's `default_batch_size`); a batch's results do not depend on the other images
+    in it (BatchNorm uses its stored statistics). Images are float (N, 1, 28, 28) in [0, 1]
+    (uint8 0..255 is accepted too); results are float32 on the CPU. Subclasses (Inception-v3)
+    change the accepted shapes (`check`), the sizes and the memory layout.
     """
 
-    def __init__(self, name: str, sha256: str, model: DomainClassifier, info: dict[str, Any] | None = None):
+    default_batch_size = DEFAULT_BATCH_SIZE
+    # NHWC lets oneDNN run these small convolutions about twice as fast on a CPU; same numbers to ~1e-6.
+    memory_format = torch.channels_last
+
+    def __init__(self, name: str, sha256: str, model: nn.Module, info: dict[str, Any] | None = None):
         self.name = name
         self.sha256 = sha256
         self.model = model  # each call runs it in eval mode and restores its mode after
@@ -183,30 +188,35 @@ class Extractor:
 
     def __repr__(self) -> str:
         return (
-            f"Extractor(name={self.name!r}, sha256={self.sha256[:12]}..., feature_dim={self.feature_dim}, "
-            f"num_classes={self.num_classes})"
+            f"{type(self).__name__}(name={self.name!r}, sha256={self.sha256[:12]}..., "
+            f"feature_dim={self.feature_dim}, num_classes={self.num_classes})"
         )
 
-    def features(self, images: torch.Tensor, batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
+    def check(self, images: Any) -> torch.Tensor:
+        """`images` as a tensor this extractor takes, or a GenlabError saying why not."""
+        return check_images(images)
+
+    def features(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """float32 (N, feature_dim): the penultimate layer for each image."""
         return self._map(self.model.features, images, batch_size, self.feature_dim)
 
-    def logits(self, images: torch.Tensor, batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
+    def logits(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """float32 (N, num_classes): the classifier's logits."""
         return self._map(self.model, images, batch_size, self.num_classes)
 
-    def probabilities(self, images: torch.Tensor, batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
+    def probabilities(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """float32 (N, num_classes): softmax of the logits; each row sums to 1."""
         return torch.softmax(self.logits(images, batch_size), dim=1)
 
-    def predict(self, images: torch.Tensor, batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
+    def predict(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """int64 (N,): the most probable class of each image."""
         return self.logits(images, batch_size).argmax(dim=1)
 
     def _map(
-        self, fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int, width: int
+        self, fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int | None, width: int
     ) -> torch.Tensor:
-        images = check_images(images)
+        images = self.check(images)
+        batch_size = self.default_batch_size if batch_size is None else batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise GenlabError(f"batch_size must be a positive int, got {batch_size!r}")
         out = torch.empty((len(images), width), dtype=torch.float32)
@@ -216,25 +226,25 @@ class Extractor:
         try:
             with torch.inference_mode():
                 for start in range(0, len(images), batch_size):
-                    x = to_unit_float(images[start : start + batch_size]).to(device)
-                    x = x.contiguous(memory_format=torch.channels_last)  # (B, 1, 28, 28), NHWC in memory
-                    out[start : start + len(x)] = fn(x).float().cpu()
+                    x = to_unit_float(images[start : start + batch_size]).to(device)  # (B, C, H, W)
+                    out[start : start + len(x)] = fn(x.contiguous(memory_format=self.memory_format)).float().cpu()
         finally:
             self.model.train(was_training)
         return out
 
 
-def check_images(images: Any) -> torch.Tensor:
-    """`images` as a tensor, after checking it is (N, 1, 28, 28), uint8 or float in [0, 1]."""
-    if not isinstance(images, torch.Tensor):
-        try:
-            images = torch.as_tensor(images)
-        except (TypeError, ValueError, RuntimeError):
-            raise GenlabError(f"images must be a tensor or array (N, 1, 28, 28), got {type(images).__name__}") from None
-    if images.ndim != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE:
-        raise GenlabError(
-            f"the shipped extractors take images of shape (N, 1, 28, 28), got {tuple(images.shape)}"
-        )
+def as_image_tensor(images: Any) -> torch.Tensor:
+    """`images` (a tensor or array) as a tensor, or a GenlabError naming what it was."""
+    if isinstance(images, torch.Tensor):
+        return images
+    try:
+        return torch.as_tensor(images)
+    except (TypeError, ValueError, RuntimeError):
+        raise GenlabError(f"images must be a tensor or array (N, C, H, W), got {type(images).__name__}") from None
+
+
+def check_pixel_values(images: torch.Tensor) -> torch.Tensor:
+    """`images` unchanged when uint8, or float with every value in [0, 1]; else a GenlabError."""
     if images.dtype == torch.uint8:
         return images
     if not images.is_floating_point():
@@ -244,6 +254,16 @@ def check_images(images: Any) -> torch.Tensor:
         if not (0.0 <= low and high <= 1.0):  # also false for NaN
             raise GenlabError(f"images must be in [0, 1], got values from {low:.4g} to {high:.4g}")
     return images
+
+
+def check_images(images: Any) -> torch.Tensor:
+    """`images` as a tensor, after checking it is (N, 1, 28, 28), uint8 or float in [0, 1]."""
+    images = as_image_tensor(images)
+    if images.ndim != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE:
+        raise GenlabError(
+            f"the shipped extractors take images of shape (N, 1, 28, 28), got {tuple(images.shape)}"
+        )
+    return check_pixel_values(images)
 
 
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:
@@ -284,8 +304,7 @@ def load_extractor(name: str, path: str | Path | None = None) -> Extractor:
     try:
         model = DomainClassifier(ClassifierConfig.from_dict(metadata["config"]))
         model.load_state_dict(tensors, strict=True)
-        # NHWC lets oneDNN run these convolutions about twice as fast on a CPU; same numbers to ~1e-6.
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=Extractor.memory_format)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise GenlabError(f"{path} does not hold a {name!r} extractor ({error})") from None
     return Extractor(name, digest, model.eval(), metadata)

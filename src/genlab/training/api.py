@@ -25,7 +25,7 @@ from genlab.run import (
     truncate_history,
     write_run_info,
 )
-from genlab.training.callbacks import ProgressBar, RunWriter, SampleGrids
+from genlab.training.callbacks import EvalEvery, ProgressBar, RunWriter, SampleGrids
 from genlab.training.trainer import Callback, EpochProgress, TrainConfig, Trainer, pick_device
 
 DEFAULT_EPOCHS = 20
@@ -46,6 +46,8 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     sample_every: int = 1,
+    eval_every: int = 0,
+    eval_n: int = 1000,
     callbacks: Sequence[Callback] = (),
     model_config: dict[str, Any] | None = None,
 ) -> Run:
@@ -55,8 +57,9 @@ def train(
     training and test split for validation, or an ImageDataset (then pass `test_data` for
     validation). `epochs` is the total (default 20). `resume=True` continues the run at `out`
     exactly where it stopped, with its stored settings and the same data (checked by
-    fingerprint); `epochs` may raise its total. Nothing at `out` is touched until every
-    input has been checked.
+    fingerprint); `epochs` may raise its total. `eval_every` N > 0 adds FID, precision and
+    recall of `eval_n` samples to history.jsonl every N epochs. Nothing at `out` is touched
+    until every input has been checked.
     """
     out = Path(out if out is not None else default_out(model))
     if out.exists() and not out.is_dir():
@@ -80,6 +83,7 @@ def train(
     config.validate()
 
     train_data, test_data, data_info = _load_data(data, size, test_data)
+    monitoring = _monitor(eval_every, eval_n, train_data, test_data, config.seed)
     run_device = pick_device(device)
     torch.manual_seed(config.seed)  # the initial weights depend on the seed only
     if resume:
@@ -106,7 +110,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
         return _fit(out, info, network, optimizers, train_data, test_data, config, run_device, resume,
-                    [RunWriter(out, info), SampleGrids(out, every=sample_every, seed=config.seed)]
+                    monitoring + [RunWriter(out, info), SampleGrids(out, every=sample_every, seed=config.seed)]
                     + ([ProgressBar()] if progress else []) + list(callbacks))
 
 
@@ -138,6 +142,17 @@ def _fit(out, info, network, optimizers, train_data, test_data, config, device, 
     )
     trainer.fit()
     return Run.load(out, device=device)
+
+
+def _monitor(every: int, n: int, train_data, test_data, seed: int) -> list[Callback]:
+    """[EvalEvery] when asked for (checked, reference features ready), else []."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise GenlabError(f"--eval-every must be a number of epochs (0: never), got {every!r}")
+    if not every:
+        return []
+    from genlab.eval.evaluate import TrainingMonitor
+
+    return [EvalEvery(TrainingMonitor(train_data, test_data, n=n, seed=seed), every)]
 
 
 def default_out(model: str | None) -> Path:

@@ -70,6 +70,21 @@ class SampleGrids(Callback):
         save_grid(images, self.folder / f"epoch_{trainer.epoch:04d}.png", nrow=nrow)
 
 
+class EvalEvery(Callback):
+    """Adds FID, precision and recall to the epoch's record every `every` epochs (and after the last).
+
+    `monitor(model) -> dict` measures the model (genlab.eval.evaluate.TrainingMonitor); this
+    callback must run before RunWriter so that history.jsonl holds the numbers.
+    """
+
+    def __init__(self, monitor, every: int):
+        self.monitor, self.every = monitor, every
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if self.every > 0 and (trainer.epoch % self.every == 0 or trainer.epoch == trainer.config.epochs):
+            record.update(self.monitor(trainer.model))
+
+
 def format_record(record: dict[str, Any], total_epochs: int) -> str:
     """One line per epoch: 'epoch  3/20  loss 120.31  test_loss 118.20  ...  9,812 img/s  0.4s'."""
     width = len(str(total_epochs))
