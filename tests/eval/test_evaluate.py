@@ -246,3 +246,12 @@ def test_inception_weights_from_a_file_drive_the_whole_evaluation(tmp_path, caps
     assert document["extractor"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert math.isfinite(document["metrics"]["fid"]) and 1 <= document["metrics"]["classifier_score"] <= 1008
     assert "mode_coverage" in document["skipped"]  # ImageNet's classes are not the data's
+
+
+def test_a_conditional_run_gets_cas_with_its_floor(tmp_path):
+    out = tmp_path / "cvae"
+    assert main(["train", "vae", "--data", "mnist-5k", "--epochs", "1", "--conditional", "--out", str(out),
+                 "--quiet", "--sample-every", "0"]) == 0
+    result = evaluate(out, n=200, metrics="cas", cas_steps=40)
+    assert 0.1 < result.metrics["cas"] <= 1 and result.floor["cas"] > 0.5  # labels drawn 0..9 in turn
+    assert result.info["source"]["conditional"] is True and "cas" not in result.skipped
