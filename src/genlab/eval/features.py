@@ -156,6 +156,10 @@ class Extractor:
     """
 
     default_batch_size = DEFAULT_BATCH_SIZE
+    # The most images one network call sees, whatever batch_size asks: at 500 images the
+    # activations (50 MB a layer) exceed glibc's mmap threshold, and fresh pages for every call
+    # cost more page faults than the convolutions themselves (benchmarks/fid_speed.md).
+    network_batch = 64
     # NHWC lets oneDNN run these small convolutions about twice as fast on a CPU; same numbers to ~1e-6.
     memory_format = torch.channels_last
 
@@ -219,6 +223,7 @@ class Extractor:
         batch_size = self.default_batch_size if batch_size is None else batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise GenlabError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = min(batch_size, self.network_batch)  # results do not depend on it; speed does
         out = torch.empty((len(images), width), dtype=torch.float32)
         device = self.device
         was_training = self.model.training

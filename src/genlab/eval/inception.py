@@ -300,7 +300,7 @@ class InceptionExtractor(Extractor):
     classes, so `class_names` is empty.
     """
 
-    default_batch_size = DEFAULT_BATCH_SIZE  # 50 images at 299x299 (pytorch-fid's default)
+    default_batch_size = network_batch = DEFAULT_BATCH_SIZE  # 50 images at 299x299 (pytorch-fid's default)
     memory_format = torch.contiguous_format
 
     def __init__(self, model: InceptionV3, sha256: str = RANDOM_INIT, info: dict[str, Any] | None = None):
