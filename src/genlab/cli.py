@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.set_defaults(handler=_datasets)
 
     train = commands.add_parser("train", help="train a model family on a dataset into a run directory")
-    train.add_argument("model", nargs="?", help="model family (e.g. vae); optional with --resume")
+    train.add_argument("model", nargs="?", help="model family: vae, gan, dcgan, wgan-gp; optional with --resume")
     train.add_argument("--data", help="dataset: mnist-5k, mnist, fashion-mnist, digits, folder:PATH, npz:PATH")
     train.add_argument("--epochs", type=_positive_int, help="total epochs (default 20; with --resume: the run's)")
     train.add_argument("--batch-size", type=_positive_int, help="images per step (default: the family's)")
@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_settings.add_argument("--arch", help="architecture variant (vae: mlp, conv)")
     model_settings.add_argument("--latent-dim", type=_positive_int, help="size of the latent space")
     model_settings.add_argument("--lr", type=float, help="learning rate")
+    model_settings.add_argument("--ema", type=float, metavar="DECAY",
+                                help="GANs: sample from a moving average of G's weights, e.g. --ema 0.999")
     model_settings.add_argument("--set", type=_setting, action="append", default=[], metavar="KEY=VALUE",
                                 help="any other config field, e.g. --set hidden_dim=512 (repeatable)")
     train.add_argument("--sample-every", type=int, default=1, metavar="N", help="sample grid every N epochs (0: none)")
@@ -187,7 +189,7 @@ def _train(args: argparse.Namespace) -> int:
     from genlab.training.api import default_out, train
 
     model_config = dict(args.set)
-    for key in ("conditional", "arch", "latent_dim", "lr"):
+    for key in ("conditional", "arch", "latent_dim", "lr", "ema"):
         if getattr(args, key) is not None:
             model_config[key] = getattr(args, key)
     out = Path(args.out) if args.out else default_out(args.model)

@@ -2,12 +2,21 @@
 
 Each rule reads only the history records up to the epoch it comments on, so the sentence
 beside epoch 5 is what could be said at epoch 5.
+
+A family picks its rules with the class attribute ``observer`` (read with getattr):
+``"loss"`` (the default) follows one loss, ``monitor``, lower being better (`observe`);
+``"contest"`` reads a GAN's discriminator/generator contest (`observe_contest`).
+`observe_history` dispatches between them.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 from typing import Any
+
+OBSERVERS = ("loss", "contest")  # the values a family's `observer` attribute may take
 
 CONVERGED_CHANGE = 0.01  # relative change under 1% ...
 CONVERGED_WINDOW = 3  # ... over this many epochs counts as converged
@@ -57,3 +66,183 @@ def _overfitting(history: list[dict[str, Any]], monitor: str, train_key: str) ->
         return False
     pairs = list(zip(recent, recent[1:]))
     return all(b[monitor] > a[monitor] and b[train_key] < a[train_key] for a, b in pairs)
+
+
+def observer_of(model_class) -> str:
+    """The family's observer: its `observer` class attribute, "loss" when it has none."""
+    return getattr(model_class, "observer", "loss")
+
+
+def observe_with(history: list[dict[str, Any]], observer: str = "loss", monitor: str = "loss") -> list[str]:
+    """One observation per epoch of `history`, by the rules `observer` names ("loss" or "contest")."""
+    if observer == "loss":
+        return observe(history, monitor)
+    if observer == "contest":
+        return observe_contest(history)
+    raise ValueError(f"unknown observer {observer!r}; expected one of {', '.join(OBSERVERS)}")
+
+
+def observe_history(history: list[dict[str, Any]], model_class) -> list[str]:
+    """One observation per epoch of `history`, by the rules the family `model_class` chose."""
+    return observe_with(history, observer_of(model_class), getattr(model_class, "monitor", "loss"))
+
+
+# --- The "contest" rules: a GAN's discriminator (D) against its generator (G). ---------------
+#
+# The history contract, one record per epoch (averages over the epoch's steps): d_loss,
+# g_loss, d_accuracy (share of real and fake images D classifies correctly; for WGAN-GP the
+# share of (real, fake) pairs the critic ranks correctly), d_real, d_fake (mean D output on
+# real / fake images: a probability, or the raw critic value for WGAN-GP), d_grad_norm,
+# g_grad_norm, optional wasserstein (WGAN-GP: E[critic(real)] - E[critic(fake)]), diversity
+# (mean pairwise L2 distance between generated images over that between real test images) and,
+# every few epochs, fid, precision, recall. Any key may be missing from a record.
+
+# Healthy samples are about as spread out as real data (diversity ~1); a generator collapsing
+# onto a few modes drives it toward 0. Half leaves room for the noise of a small validation set.
+COLLAPSE_DIVERSITY = 0.5
+# Low recall with decent precision: the samples look real but cover little of the real data,
+# the precision/recall signature of mode collapse (recall, unlike diversity, needs --eval-every).
+COLLAPSE_RECALL = 0.1
+COLLAPSE_PRECISION = 0.5
+# A discriminator right about nearly every image for several epochs gives the generator
+# almost no gradient to learn from (saturated loss); one such epoch alone can be a blip.
+DOMINANT_ACCURACY = 0.95
+DOMINANT_EPOCHS = 3
+# A generator loss that keeps rising is losing the contest. For the cross-entropy losses
+# (positive, scale-free) require it to be over twice its best; WGAN-GP's loss is a raw critic
+# value, of any sign and scale, so there require the rise to be large against the loss's usual
+# epoch-to-epoch movement instead (the median absolute change before the rising epochs, of
+# which at least G_BASELINE_CHANGES are needed: a median of fewer is noise).
+G_RISE_EPOCHS = 3
+G_RISE_FACTOR = 2.0
+G_BASELINE_CHANGES = 2
+
+
+def observe_contest(history: list[dict[str, Any]]) -> list[str]:
+    """One observation per epoch of a GAN's `history`, by the contest rules."""
+    return [observe_contest_epoch(history[: i + 1]) for i in range(len(history))]
+
+
+def observe_contest_epoch(history: list[dict[str, Any]]) -> str:
+    """The contest observation for the last record of `history`.
+
+    Rules, first match wins: a non-finite D or G loss; the first epoch; mode collapse
+    suspected; the discriminator dominating; the generator loss diverging; a FID change;
+    otherwise the contest is balanced.
+    """
+    record = history[-1]
+    bad = [f"{key} is {record[key]}" for key in ("d_loss", "g_loss") if _non_finite(record.get(key))]
+    if bad:
+        return f"training diverged: {', '.join(bad)}"
+    if len(history) == 1:
+        return f"starts learning: {_contest_numbers(record)}"
+    collapse = _collapse(history)
+    if collapse:
+        return f"mode collapse suspected: {collapse}"
+    accuracies = [r.get("d_accuracy") for r in history[-DOMINANT_EPOCHS:]]
+    if len(accuracies) == DOMINANT_EPOCHS and all(
+        _finite(a) and a >= DOMINANT_ACCURACY for a in accuracies
+    ):
+        listed = ", ".join(f"{a:.2f}" for a in accuracies)
+        return f"discriminator dominating: D accuracy {listed} over the last {DOMINANT_EPOCHS} epochs"
+    diverging = _g_diverging(history)
+    if diverging:
+        return f"generator loss diverging: {diverging}"
+    balanced = f"contest balanced: {_contest_numbers(record, history)}"
+    if _finite(record.get("fid")):
+        earlier = [(i, r["fid"]) for i, r in enumerate(history[:-1]) if _finite(r.get("fid"))]
+        if earlier:
+            i, old = earlier[-1]
+            change = _relative_change(record["fid"], old)
+            return f"FID {record['fid']:.3g} ({change:+.0%} since epoch {_epoch(history, i)}); {balanced}"
+    return balanced
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not math.isfinite(value)
+
+
+def _epoch(history: list[dict[str, Any]], i: int) -> Any:
+    return history[i].get("epoch", i + 1)
+
+
+def _contest_numbers(record: dict[str, Any], history: list[dict[str, Any]] | None = None) -> str:
+    """D accuracy and D's outputs (or the Wasserstein estimate) from `record`, as far as present."""
+    parts = []
+    if _finite(record.get("d_accuracy")):
+        parts.append(f"D accuracy {record['d_accuracy']:.2f}")
+    if _finite(record.get("wasserstein")):
+        parts.append(_wasserstein(record["wasserstein"], history or []))
+    else:
+        parts += _present(record, (("d_real", "D(real)"), ("d_fake", "D(fake)")))
+    if not parts:  # a record with the losses only
+        parts = _present(record, (("d_loss", "D loss"), ("g_loss", "G loss")))
+    return ", ".join(parts) or "no D/G numbers recorded"
+
+
+def _present(record: dict[str, Any], keys: tuple[tuple[str, str], ...]) -> list[str]:
+    return [f"{title} {record[key]:.3g}" for key, title in keys if _finite(record.get(key))]
+
+
+def _wasserstein(current: float, history: list[dict[str, Any]]) -> str:
+    """The Wasserstein estimate and its trend since the previous record that had one."""
+    earlier = [r["wasserstein"] for r in history[:-1] if _finite(r.get("wasserstein"))]
+    if not earlier:
+        return f"Wasserstein estimate {current:.3g}"
+    trend = "falling" if current < earlier[-1] else "rising" if current > earlier[-1] else "unchanged"
+    return f"Wasserstein estimate {current:.3g} ({trend} from {earlier[-1]:.3g})"
+
+
+def _collapse(history: list[dict[str, Any]]) -> str:
+    """Why mode collapse is suspected at the last record, or "" if it is not.
+
+    Diversity is measured every epoch, so only the last record's counts; precision and recall
+    come every few epochs, so the latest measurement so far counts (its epoch named if older).
+    """
+    diversity = history[-1].get("diversity")
+    if _finite(diversity) and diversity < COLLAPSE_DIVERSITY:
+        return f"samples are {diversity:.2f} of real data's diversity"
+    measured = [i for i, r in enumerate(history) if _finite(r.get("precision")) and _finite(r.get("recall"))]
+    if measured:
+        i = measured[-1]
+        precision, recall = history[i]["precision"], history[i]["recall"]
+        if recall < COLLAPSE_RECALL and precision > COLLAPSE_PRECISION:
+            when = "" if i == len(history) - 1 else f" at epoch {_epoch(history, i)}"
+            return (
+                f"recall {recall:.2f} with precision {precision:.2f}{when}:"
+                " samples look real but cover little of the data"
+            )
+    return ""
+
+
+def _g_diverging(history: list[dict[str, Any]]) -> str:
+    """Why the generator loss is diverging at the last record, or "" if it is not."""
+    recent = history[-(G_RISE_EPOCHS + 1):]
+    if len(recent) < G_RISE_EPOCHS + 1 or not all(_finite(r.get("g_loss")) for r in recent):
+        return ""
+    losses = [r["g_loss"] for r in recent]
+    if not all(b > a for a, b in itertools.pairwise(losses)):
+        return ""
+    so_far = [r["g_loss"] for r in history if _finite(r.get("g_loss"))]
+    current = losses[-1]
+    rose = f"g_loss rose {G_RISE_EPOCHS} epochs in a row"
+    wasserstein = any("wasserstein" in r for r in history)
+    if not wasserstein and min(so_far) > 0:
+        best = min(so_far)
+        if current > G_RISE_FACTOR * best:
+            return f"{rose} to {current:.3g}, {current / best:.1f}x its minimum {best:.3g}"
+        return ""
+    # WGAN-GP, or a loss that went non-positive: compare the rise with the usual movement
+    before = [r["g_loss"] for r in history[: -G_RISE_EPOCHS] if _finite(r.get("g_loss"))]
+    changes = [abs(b - a) for a, b in itertools.pairwise(before)]
+    if len(changes) < G_BASELINE_CHANGES:
+        return ""
+    typical = statistics.median(changes)
+    rise = current - losses[0]
+    if rise > G_RISE_FACTOR * typical:
+        return f"{rose} by {rise:.3g} in all, over {G_RISE_FACTOR:g}x its typical epoch change {typical:.3g}"
+    return ""

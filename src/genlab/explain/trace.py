@@ -1,13 +1,18 @@
-"""The training trace: a per-epoch table with observations and a loss chart drawn in text."""
+"""The training trace: a per-epoch table with observations and a loss chart drawn in text.
+
+The family decides what is shown: its ``trace_columns`` (the table's columns), ``monitor``
+and ``observer`` (which rules write the observations; see genlab.explain.observations).
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any, Sequence
 
-from genlab.explain.observations import observe
+from genlab.explain.observations import observe_with, observer_of
 
 OVERLAP = "#"  # chart cell where two series meet
+CONTEST_LOSSES = ("d_loss", "g_loss")  # charted for a "contest" family even if not among its columns
 
 
 def trace_rows(history: list[dict[str, Any]], max_rows: int = 20) -> list[int]:
@@ -31,9 +36,14 @@ def training_trace_table(
     columns: Sequence[tuple[str, str]] = (("loss", "Loss"),),
     monitor: str = "loss",
     max_rows: int = 20,
+    observer: str = "loss",
 ) -> str:
-    """Epoch | <columns> | images/s | Observation, as an aligned text table."""
-    observations = observe(history, monitor)
+    """Epoch | <columns> | images/s | Observation, as an aligned text table.
+
+    The observations follow `monitor` by the "loss" rules, or read the GAN contest by the
+    "contest" rules, as `observer` says.
+    """
+    observations = observe_with(history, observer, monitor)
     header = ["Epoch", *(title for _, title in columns), "images/s", "Observation"]
     rows = [
         [
@@ -98,7 +108,11 @@ def training_trace(history: list[dict[str, Any]], model_class) -> str:
     """The whole trace for a family: its table, then its loss chart(s)."""
     if not history:
         return "no epochs were completed"
-    table = training_trace_table(history, model_class.trace_columns, model_class.monitor)
+    observer = observer_of(model_class)
+    monitor = getattr(model_class, "monitor", "loss")
+    table = training_trace_table(history, model_class.trace_columns, monitor, observer=observer)
     loss_keys = [key for key, _ in model_class.trace_columns if key.endswith("loss")]
+    if observer == "contest":  # the contest is read from D's and G's losses: chart both
+        loss_keys += [k for k in CONTEST_LOSSES if k not in loss_keys and any(k in r for r in history)]
     chart = text_chart({key: [r.get(key, math.nan) for r in history] for key in loss_keys})
     return f"Training trace\n{table}\n\n{chart}"

@@ -8,9 +8,10 @@ from typing import Any
 
 from genlab.errors import GenlabError
 from genlab.models.base import DataSpec, GenerativeModel
+from genlab.models.gan import DCGAN, GAN, WGANGP
 from genlab.models.vae import VAE, VAEConfig
 
-MODELS: dict[str, type[GenerativeModel]] = {"vae": VAE}
+MODELS: dict[str, type[GenerativeModel]] = {"vae": VAE, "gan": GAN, "dcgan": DCGAN, "wgan-gp": WGANGP}
 
 
 def model_class(name: str) -> type[GenerativeModel]:

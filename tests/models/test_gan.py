@@ -1,0 +1,202 @@
+"""The GAN family: the contract, the architectures, the losses, EMA, resume, and training health."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import genlab
+from genlab.errors import GenlabError
+from genlab.models import DataSpec, build_model
+from genlab.models.gan import conv_stages, gradient_penalty
+from tests.models.conformance import FamilyConformance
+
+TINY = {"latent_dim": 8, "lr": 1e-3}
+TINY_CONV = {"latent_dim": 8, "channels": 8, "lr": 1e-3}
+
+
+class GANConformance(FamilyConformance):
+    def test_training_loss_falls_on_a_fixed_batch(self):
+        """A contest has no falling loss: instead samples must move towards the batch's images."""
+        model = self.make_model()
+        optimizers = model.configure_optimizers()
+        batch = self.make_batch(32)
+        real = batch[0].flatten(1)  # (32, D)
+
+        def gap():  # mean pixel distance from each sample to its nearest real image
+            fake = model.sample(64, generator=torch.Generator().manual_seed(0)).flatten(1)
+            return torch.cdist(fake, real, p=1).min(dim=1).values.mean() / real.shape[1]
+
+        before = gap()
+        for _ in range(100):
+            model.training_step(batch, optimizers)
+        assert gap() < 0.8 * before
+
+
+class TestGAN(GANConformance):
+    family, settings = "gan", TINY
+
+
+class TestConditionalGANProjection(GANConformance):
+    family, settings = "gan", {**TINY, "conditional": True}
+
+
+class TestConditionalGANConcat(GANConformance):
+    family, settings = "gan", {**TINY, "conditional": True, "conditioning": "concat"}
+
+
+class TestDCGAN(GANConformance):
+    family, settings = "dcgan", TINY_CONV
+
+
+class TestConditionalDCGANSpectral(GANConformance):
+    family, settings = "dcgan", {**TINY_CONV, "conditional": True, "spectral_norm": True}
+
+
+class TestWGANGP(GANConformance):
+    family, settings = "wgan-gp", {**TINY_CONV, "n_critic": 2, "lr": 1e-3}
+
+
+class TestGANWithEMA(GANConformance):
+    family, settings = "gan", {**TINY, "ema": 0.9}
+
+
+MNIST = DataSpec(1, 28, 28, 10, tuple(str(k) for k in range(10)))
+
+
+def test_the_classic_mlp_generator():
+    model = build_model("gan", MNIST)
+    linears = [m for m in model.generator.net if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(100, 128), (128, 256), (256, 512), (512, 784)]
+    assert [m.num_features for m in model.generator.net if isinstance(m, nn.BatchNorm1d)] == [256, 512]
+    assert [m.negative_slope for m in model.generator.net if isinstance(m, nn.LeakyReLU)] == [0.2] * 3
+    assert isinstance(model.generator.net[-1], nn.Tanh)
+    optimizers = model.configure_optimizers()
+    assert optimizers["generator"].defaults["lr"] == 2e-4 and optimizers["generator"].defaults["betas"] == (0.5, 0.999)
+    wgan = build_model("wgan-gp", MNIST).configure_optimizers()["discriminator"].defaults
+    assert wgan["lr"] == 1e-4 and wgan["betas"] == (0.0, 0.9)
+
+
+@pytest.mark.parametrize("shape, stages", [((28, 28), 2), ((32, 32), 2), ((20, 20), 2), ((64, 64), 3), ((32, 64), 3)])
+def test_dcgan_sizes_itself_from_the_data(shape, stages):
+    spec = DataSpec(3, *shape, 0, ())
+    assert conv_stages(spec, "dcgan") == stages
+    model = build_model("dcgan", spec, channels=8)
+    images = model.sample(2, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (2, 3, *shape)
+    assert model.discriminator(images * 2 - 1).shape == (2,)
+
+
+@pytest.mark.parametrize("shape", [(30, 30), (28, 30), (4, 4)])
+def test_dcgan_names_the_sizes_it_can_take(shape):
+    with pytest.raises(GenlabError, match=r"multiples of 4 and at least 8 \(28x28, 32x32"):
+        build_model("dcgan", DataSpec(1, *shape, 0, ()))
+
+
+def test_gradient_penalty_of_a_linear_critic_is_exact():
+    """C(x) = w.x has gradient w everywhere: the penalty is (||w|| - 1)^2 whatever the mix."""
+    weight = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+
+    def critic(x, labels=None):
+        return (x * weight).flatten(1).sum(dim=1)
+
+    real, fake = torch.rand(5, 1, 4, 4), torch.rand(5, 1, 4, 4)
+    penalty = gradient_penalty(critic, real, fake, None, torch.rand(5, 1, 1, 1))
+    assert penalty.item() == pytest.approx((weight.norm().item() - 1) ** 2, rel=1e-5)
+    unit = weight / weight.norm()
+    assert gradient_penalty(lambda x, y: (x * unit).flatten(1).sum(1), real, fake, None,
+                            torch.rand(5, 1, 1, 1)).item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_projection_discriminator_adds_the_label_inner_product():
+    spec = DataSpec(1, 8, 8, 3, ("a", "b", "c"))
+    torch.manual_seed(0)
+    model = build_model("gan", spec, conditional=True, latent_dim=4)
+    d = model.discriminator
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    labels = torch.tensor([0, 1, 2, 0])
+    h = d.features(x)
+    expected = d.score(h).squeeze(1) + (d.embed(labels) * h).sum(1)
+    assert torch.allclose(d(x, labels), expected)
+    assert not torch.allclose(d(x, labels), d(x, (labels + 1) % 3))  # the label matters
+
+
+def test_ema_follows_the_generator_with_warm_up_and_is_sampled_from():
+    torch.manual_seed(0)
+    model = build_model("gan", DataSpec(1, 8, 8, 0, ()), latent_dim=4, ema=0.999)
+    before = [p.clone() for p in model.ema_generator.parameters()]
+    optimizers = model.configure_optimizers()
+    batch = (torch.rand(16, 1, 8, 8), None)
+    model.training_step(batch, optimizers)
+    decay = min(0.999, 2 / 11)  # warm-up after the first G step: (1 + t) / (10 + t), t = 1
+    for old, new, g in zip(before, model.ema_generator.parameters(), model.generator.parameters()):
+        assert torch.allclose(new, decay * old + (1 - decay) * g, atol=1e-6)
+    z = model.sample_latent(3, torch.Generator().manual_seed(1))
+    model.ema_generator.eval()
+    assert torch.allclose(model.decode(z), (model.ema_generator(z) + 1) / 2)
+
+
+def test_wgan_gp_updates_the_generator_every_n_critic_steps():
+    torch.manual_seed(0)
+    model = build_model("wgan-gp", DataSpec(1, 8, 8, 0, ()), channels=4, latent_dim=4, n_critic=3)
+    optimizers = model.configure_optimizers()
+    batch = (torch.rand(8, 1, 8, 8), None)
+    generator_before = [p.clone() for p in model.generator.parameters()]
+    for step in range(1, 7):
+        stats = model.training_step(batch, optimizers)
+        moved = any(not torch.equal(a, b) for a, b in zip(generator_before, model.generator.parameters()))
+        assert moved == (step >= 3)
+        assert {"wasserstein", "gradient_penalty", "d_accuracy"} <= set(stats)
+    assert int(model.generator_steps) == 2
+
+
+def test_labels_outside_the_classes_and_labels_on_unconditional_models():
+    conditional = build_model("dcgan", MNIST, conditional=True, channels=8)
+    with pytest.raises(GenlabError, match=r"label 10 is outside the model's classes 0..9"):
+        conditional.sample(2, labels=torch.tensor([1, 10]))
+    with pytest.raises(GenlabError, match="unconditional"):
+        build_model("gan", MNIST).sample(2, labels=3)
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(GenlabError, match="conditioning"):
+        build_model("gan", MNIST, conditioning="film")
+    with pytest.raises(GenlabError, match=r"--ema must be in \[0, 1\)"):
+        build_model("gan", MNIST, ema=1.5)
+    with pytest.raises(GenlabError, match="n_critic"):
+        build_model("wgan-gp", MNIST, n_critic=0)
+    with pytest.raises(GenlabError, match="needs labelled data"):
+        build_model("gan", DataSpec(1, 28, 28, 0, ()), conditional=True)
+
+
+@pytest.mark.parametrize("family, settings", [("dcgan", {"channels": 8, "ema": 0.99}),
+                                              ("wgan-gp", {"channels": 8, "n_critic": 3})])
+def test_resume_repeats_the_straight_run_bit_for_bit(tmp_path, family, settings):
+    kwargs = dict(epochs=3, seed=2, progress=False, sample_every=0, model_config={**settings, "latent_dim": 8})
+    genlab.train(family, "digits", tmp_path / "straight", **kwargs)
+    genlab.train(family, "digits", tmp_path / "resumed", **{**kwargs, "epochs": 2})
+    genlab.train(family, "digits", tmp_path / "resumed", resume=True, epochs=3, progress=False, sample_every=0)
+    for name in ("model.safetensors", "state.safetensors"):
+        assert (tmp_path / "straight" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes(), name
+    straight = (tmp_path / "straight" / "history.jsonl").read_text().splitlines()
+    resumed = (tmp_path / "resumed" / "history.jsonl").read_text().splitlines()
+    drop = lambda line: {k: v for k, v in json.loads(line).items() if k not in ("seconds", "images_per_second")}  # noqa: E731
+    assert [drop(line) for line in straight] == [drop(line) for line in resumed]
+
+
+def test_a_short_gan_run_is_a_healthy_contest(tmp_path):
+    """MLP GAN on mnist-5k: D neither loses nor dominates, samples are images, noise matters."""
+    run = genlab.train("gan", "mnist-5k", tmp_path / "gan", epochs=4, seed=0, progress=False, sample_every=0)
+    history = run.history
+    accuracy = sum(r["d_accuracy"] for r in history[-2:]) / 2
+    assert 0.5 < accuracy < 0.99
+    for key in ("d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm", "diversity"):
+        assert all(math.isfinite(r[key]) for r in history), key
+    images = run.sample(16, generator=torch.Generator().manual_seed(0))
+    assert images.min() >= 0 and images.max() <= 1
+    assert (images[0] - images[1]).abs().mean() > 0.05  # different noise, different images
+    assert history[-1]["diversity"] > 0.5
