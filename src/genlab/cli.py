@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=_seed, default=0, help="seed for sampling and every random subset (default 0)")
     evaluate.add_argument("--metrics", metavar="NAMES",
                           help="comma-separated subset of: fid, kid, precision, recall, density, coverage, "
-                               "classifier_score, mode_coverage, memorization, cas, nll (default all)")
+                               "classifier_score, mode_coverage, label_accuracy, memorization, cas, nll (default all)")
     evaluate.add_argument("--inception", metavar="PATH",
                           help="pytorch-fid's Inception-v3 weight file: use it as the feature extractor")
     evaluate.add_argument("--out", metavar="DIR",

@@ -83,13 +83,15 @@ def test_a_single_class_generator_is_flagged_by_mode_coverage(digits, tmp_path):
 def test_cas_on_real_labelled_images_approaches_the_real_accuracy(digits, tmp_path):
     train, _ = digits
     path = save_npz(tmp_path / "labelled.npz", train.images[:1000], train.labels[:1000])
-    result = evaluate(str(path), "mnist-5k", metrics="cas", cas_steps=120)
+    result = evaluate(str(path), "mnist-5k", metrics="cas,label_accuracy", cas_steps=120)
+    assert result.metrics["label_accuracy"] > 0.98 and result.floor["label_accuracy"] > 0.97  # digits: 98.8% on test
     assert result.metrics["cas"] > 0.9  # the shipped digits classifier reaches 0.988 with far more training
     assert abs(result.metrics["cas"] - result.floor["cas"]) < 0.03  # the floor is the same recipe on real data
     shuffled = train.labels[:1000][torch.randperm(1000, generator=torch.Generator().manual_seed(0))]
     noise = evaluate(str(save_npz(tmp_path / "wrong.npz", train.images[:1000], shuffled)), "mnist-5k",
-                     metrics="cas", cas_steps=120)
+                     metrics="cas,label_accuracy", cas_steps=120)
     assert noise.metrics["cas"] < 0.3  # wrong labels teach nothing
+    assert noise.metrics["label_accuracy"] < 0.2  # and are not what the images show
 
 
 def test_eval_of_a_run_writes_metrics_json_with_the_extractor(vae_run, capsys):

@@ -32,7 +32,7 @@ from genlab.eval.reference import FeatureExtractor, RealFeatures, cache_dir, rea
 
 METRIC_NAMES = (
     "fid", "kid", "precision", "recall", "density", "coverage", "classifier_score",
-    "mode_coverage", "memorization", "cas", "nll",
+    "mode_coverage", "label_accuracy", "memorization", "cas", "nll",
 )  # fmt: skip
 DEFAULT_N = 10_000  # samples drawn when --n is not given (fewer when the reference split is smaller)
 MAX_REFERENCE = 10_000  # real reference images: a seeded subset of larger splits
@@ -62,6 +62,7 @@ ROWS = (
     Row("classifier_score", "Classifier score", "higher", "classifier_score"),
     Row("classes_covered", "Classes covered", "higher", "mode_coverage"),
     Row("class_kl", "Class KL to data (nats)", "lower", "mode_coverage"),
+    Row("label_accuracy", "Drawn label recognised", "higher", "label_accuracy"),
     Row("copy_share", "Copies (d1 < 5% held-out)", "lower", "memorization"),
     Row("ratio_test_share", "Ratio test d1/d2 < 1/3", "lower", "memorization"),
     Row("cas", "CAS accuracy", "higher", "cas"),
@@ -376,6 +377,8 @@ class _Context:
             return {"classifier_score": score, "classifier_score_std": std}
         if name == "mode_coverage":
             return self._mode_coverage(fake, details)
+        if name == "label_accuracy":
+            return self._label_accuracy(fake, generated)
         if name == "memorization":
             return self._memorization(fake, generated, details)
         if name == "cas":
@@ -395,6 +398,21 @@ class _Context:
         details["mode_coverage"] = {"counts": coverage["counts"], "min_fraction": coverage["min_fraction"]}
         return {"classes_covered": coverage["classes_covered"], "num_classes": num_classes,
                 "class_kl": coverage["kl_to_reference"]}
+
+    def _label_accuracy(self, fake: RealFeatures, generated: Generated | None) -> dict | None:
+        """Share of labelled samples the domain classifier assigns to the label they were drawn with.
+
+        The floor is the classifier's accuracy on held-out real images with their true labels.
+        """
+        if self.train.num_classes != self.extractor.num_classes or not self.extractor.class_names:
+            self._skip("label_accuracy", "needs the shipped classifier of the data's classes")
+            return None
+        labels = fake.labels if generated is None else generated.labels
+        if labels is None:
+            self._skip("label_accuracy", "needs labelled samples (a conditional model, or `labels` in the .npz)")
+            return None
+        predicted = fake.probabilities.argmax(dim=1)
+        return {"label_accuracy": float((predicted == labels.cpu()).double().mean())}
 
     def _memorization(self, fake: RealFeatures, generated: Generated | None, details: dict) -> dict:
         train = real_features(self.train, "train", self.extractor, use_cache=self.use_cache).features
