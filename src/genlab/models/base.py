@@ -71,6 +71,9 @@ class GenerativeModel(nn.Module):
     trace_columns: ClassVar[tuple[tuple[str, str], ...]] = (("loss", "Loss"),)
     # The history key whose trend the observations follow (lower is better).
     monitor: ClassVar[str] = "loss"
+    # Which rules comment on the training trace (genlab.explain.observations): "loss" follows
+    # `monitor`; "contest" judges a GAN's discriminator/generator balance.
+    observer: ClassVar[str] = "loss"
 
     def __init__(self, config, data: DataSpec):
         super().__init__()
