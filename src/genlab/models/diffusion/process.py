@@ -1,0 +1,103 @@
+"""The Gaussian diffusion process (Ho et al. 2020) with linear or cosine schedules, ε- or v-prediction.
+
+Forward: q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1 − ᾱ_t) I), with ᾱ_t = prod_{s<=t} (1 − β_s) and
+t = 0 .. T−1 (index t here is step t+1 of the papers). Images live in [-1, 1]. A network
+predicts either the noise ε (Ho et al. 2020) or v = sqrt(ᾱ_t) ε − sqrt(1 − ᾱ_t) x_0 (Salimans &
+Ho 2022); `split` turns either prediction into (x̂_0, ε̂). Schedules are computed in float64
+and stored as float32 buffers, indexed by integer timesteps (B,).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.errors import GenlabError
+
+SCHEDULES = ("linear", "cosine")
+PREDICTIONS = ("epsilon", "v")
+
+
+def beta_schedule(name: str, steps: int) -> torch.Tensor:
+    """β_1..β_T in float64 (T,): "linear" 1e-4 → 0.02 scaled to T (Ho et al. 2020), or "cosine"
+    ᾱ(t) = cos²(((t/T) + s) / (1 + s) · π/2), s = 0.008, β clipped at 0.999 (Nichol & Dhariwal 2021)."""
+    if steps < 1:
+        raise GenlabError(f"a diffusion needs at least 1 step, got {steps}")
+    if name == "linear":
+        scale = 1000 / steps  # keeps ᾱ_T near 0 for any T, as improved DDPM does
+        return torch.linspace(scale * 1e-4, scale * 0.02, steps, dtype=torch.float64)
+    if name == "cosine":
+        s = 0.008
+        t = torch.arange(steps + 1, dtype=torch.float64) / steps
+        alpha_bar = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+        return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
+    raise GenlabError(f"unknown noise schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+class GaussianDiffusion(nn.Module):
+    """The schedule's constants as buffers (so they follow the model's device) and the closed forms."""
+
+    def __init__(self, steps: int = 1000, schedule: str = "linear", prediction: str = "epsilon"):
+        super().__init__()
+        if prediction not in PREDICTIONS:
+            raise GenlabError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
+        self.steps, self.schedule, self.prediction = steps, schedule, prediction
+        betas = beta_schedule(schedule, steps)
+        alpha_bar = torch.cumprod(1 - betas, dim=0)  # ᾱ_t (T,)
+        previous = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])  # ᾱ_{t-1}, ᾱ_{-1} = 1
+        posterior_variance = betas * (1 - previous) / (1 - alpha_bar)  # β̃_t (Ho et al. eq. 7)
+        constants = {
+            "betas": betas,
+            "alpha_bar": alpha_bar,
+            "alpha_bar_previous": previous,
+            "posterior_variance": posterior_variance,
+            # log β̃ with β̃_0 = 0 replaced by β̃_1, as the reference code does
+            "posterior_log_variance": torch.log(torch.cat([posterior_variance[1:2], posterior_variance[1:]])),
+            "posterior_mean_x0": betas * previous.sqrt() / (1 - alpha_bar),
+            "posterior_mean_xt": (1 - previous) * (1 - betas).sqrt() / (1 - alpha_bar),
+        }
+        for name, value in constants.items():
+            self.register_buffer(name, value.float(), persistent=False)  # rebuilt from the config
+
+    @staticmethod
+    def _at(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """values[t] shaped (B, 1, 1, 1) to broadcast over images like `like`."""
+        return values[t].reshape(-1, *([1] * (like.dim() - 1)))
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(ᾱ_t) x_0 + sqrt(1 − ᾱ_t) ε: a draw from q(x_t | x_0)."""
+        alpha_bar = self._at(self.alpha_bar, t, x0)
+        return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+
+    def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """What the network learns to output: ε, or v = sqrt(ᾱ_t) ε − sqrt(1 − ᾱ_t) x_0."""
+        if self.prediction == "epsilon":
+            return noise
+        alpha_bar = self._at(self.alpha_bar, t, x0)
+        return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
+
+    def split(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's output at (x_t, t) as (x̂_0, ε̂), exact inverses of q_sample and `target`."""
+        alpha_bar = self._at(self.alpha_bar, t, x_t)
+        a, b = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+        if self.prediction == "epsilon":
+            return (x_t - b * output) / a, output
+        return a * x_t - b * output, b * x_t + a * output  # x_0 = a x_t − b v, ε = b x_t + a v
+
+    def posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, eq. 6-7)."""
+        mean = self._at(self.posterior_mean_x0, t, x_t) * x0 + self._at(self.posterior_mean_xt, t, x_t) * x_t
+        return mean, self._at(self.posterior_log_variance, t, x_t)
+
+    def training_losses(self, network, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None,
+                        **network_kwargs) -> torch.Tensor:
+        """Per-image mean squared error between the network's output at (x_t, t) and its target, (B,).
+
+        With ε-prediction this is Ho et al.'s simplified objective L_simple.
+        """
+        noise = torch.randn_like(x0) if noise is None else noise
+        output = network(self.q_sample(x0, t, noise), t, **network_kwargs)
+        return F.mse_loss(output, self.target(x0, t, noise), reduction="none").flatten(1).mean(dim=1)

@@ -1,0 +1,131 @@
+"""The Gaussian diffusion's closed forms and the samplers, without any trained network."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from genlab.errors import GenlabError
+from genlab.models.diffusion.process import GaussianDiffusion, beta_schedule
+from genlab.models.diffusion.samplers import respaced, sample
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_schedules_run_from_almost_clean_to_almost_pure_noise(schedule):
+    betas = beta_schedule(schedule, 1000)
+    alpha_bar = torch.cumprod(1 - betas, 0)
+    assert betas.shape == (1000,) and bool((betas > 0).all()) and bool((betas <= 0.999).all())
+    assert alpha_bar[0] > 0.999 - 1e-3 and alpha_bar[-1] < 1e-4
+    assert bool((alpha_bar[1:] < alpha_bar[:-1]).all())
+
+
+def test_linear_schedule_is_ho_et_al():
+    betas = beta_schedule("linear", 1000)
+    assert betas[0].item() == pytest.approx(1e-4) and betas[-1].item() == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("t", [0, 250, 999])
+def test_q_sample_marginals_match_the_closed_form(t):
+    diffusion = GaussianDiffusion(1000, "cosine")
+    x0 = torch.full((200_000, 1, 1, 1), 0.6)
+    g = torch.Generator().manual_seed(0)
+    x_t = diffusion.q_sample(x0, torch.full((len(x0),), t), torch.randn(x0.shape, generator=g))
+    alpha_bar = diffusion.alpha_bar[t].item()
+    assert x_t.mean().item() == pytest.approx(math.sqrt(alpha_bar) * 0.6, abs=5e-3)
+    assert x_t.var().item() == pytest.approx(1 - alpha_bar, abs=5e-3 + 0.01 * (1 - alpha_bar))
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v"])
+def test_the_true_target_recovers_x0_and_the_noise(prediction):
+    diffusion = GaussianDiffusion(1000, "linear", prediction)
+    g = torch.Generator().manual_seed(1)
+    x0, noise = torch.rand(6, 1, 4, 4, generator=g) * 2 - 1, torch.randn(6, 1, 4, 4, generator=g)
+    t = torch.tensor([0, 1, 10, 500, 998, 999])
+    x_t = diffusion.q_sample(x0, t, noise)
+    x0_hat, eps_hat = diffusion.split(diffusion.target(x0, t, noise), x_t, t)
+    assert torch.allclose(x0_hat, x0, atol=2e-3) and torch.allclose(eps_hat, noise, atol=1e-4)
+
+
+def test_one_reverse_step_with_the_true_noise_recovers_x0():
+    """From x_t at the last timestep of a 1-step walk, the true ε gives back x_0 exactly."""
+    diffusion = GaussianDiffusion(1000, "linear")
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.rand(3, 1, 4, 4, generator=g) * 1.8 - 0.9
+    noise = torch.randn(3, 1, 4, 4, generator=g)
+    t = torch.full((3,), 300)
+    x_t = diffusion.q_sample(x0, t, noise)
+    x0_hat, _ = diffusion.split(noise, x_t, t)
+    assert torch.allclose(x0_hat, x0, atol=1e-5)
+    mean, _ = diffusion.posterior(x0, x_t, t)
+    x_prev = diffusion.q_sample(x0, t - 1, noise)  # not the posterior mean, but close for small β
+    assert (mean - x_prev).abs().max() < 0.05
+
+
+def test_posterior_matches_bayes_on_one_pixel():
+    """q(x_{t-1} | x_t, x_0) ∝ q(x_t | x_{t-1}) q(x_{t-1} | x_0): compare mean and variance."""
+    diffusion = GaussianDiffusion(100, "linear")
+    t = 40
+    beta = diffusion.betas[t].double()
+    prev = diffusion.alpha_bar[t - 1].double()
+    x0, x_t = torch.tensor(0.3, dtype=torch.float64), torch.tensor(-0.2, dtype=torch.float64)
+    precision = 1 / (1 - prev) + (1 - beta) / beta
+    mean = (prev.sqrt() * x0 / (1 - prev) + (1 - beta).sqrt() * x_t / beta) / precision
+    got_mean, got_log_var = diffusion.posterior(x0.float().reshape(1, 1, 1, 1), x_t.float().reshape(1, 1, 1, 1),
+                                                torch.tensor([t]))
+    assert got_mean.item() == pytest.approx(mean.item(), abs=1e-5)
+    assert math.exp(got_log_var.item()) == pytest.approx(1 / precision.item(), rel=1e-4)
+
+
+def test_respacing():
+    assert respaced(1000, 1000).tolist() == list(range(1000))
+    steps = respaced(1000, 50)
+    assert len(steps) == 50 and steps[0] == 0 and steps[-1] == 999
+    with pytest.raises(GenlabError, match="--steps must be from 1 to the model's 1000"):
+        respaced(1000, 0)
+
+
+def oracle(diffusion, x0):
+    """A network that knows the data is the single image x0: it predicts ε exactly."""
+
+    def network(x_t, t):
+        alpha_bar = diffusion._at(diffusion.alpha_bar, t, x_t)
+        return (x_t - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+
+    return network
+
+
+@pytest.mark.parametrize("sampler, steps", [("ddim", 10), ("ddim", 1000), ("ddpm", 25), ("ddpm", 1000)])
+def test_samplers_reach_the_data_an_oracle_knows(sampler, steps):
+    diffusion = GaussianDiffusion(1000, "linear")
+    x0 = torch.linspace(-0.8, 0.8, 16).reshape(1, 1, 4, 4)
+    images, _ = sample(oracle(diffusion, x0), diffusion, (3, 1, 4, 4), sampler=sampler, steps=steps,
+                       generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(images, x0.expand(3, -1, -1, -1), atol=1e-3)
+
+
+def test_ddim_with_eta_0_is_deterministic_and_ddpm_is_not_without_its_seed():
+    diffusion = GaussianDiffusion(1000, "cosine")
+
+    def network(x_t, t):  # any smooth function of (x_t, t)
+        return 0.5 * x_t + 0.001 * t.float().reshape(-1, 1, 1, 1)
+
+    def run(sampler, seed, **kwargs):
+        return sample(network, diffusion, (2, 1, 4, 4), sampler=sampler, steps=20,
+                      generator=torch.Generator().manual_seed(seed), **kwargs)[0]
+
+    assert torch.equal(run("ddim", 3), run("ddim", 3))
+    assert torch.equal(run("ddpm", 3), run("ddpm", 3))  # the same seed, the same chain
+    assert not torch.equal(run("ddim", 3), run("ddim", 4))  # x_T differs
+    assert not torch.equal(run("ddim", 3), run("ddim", 3, eta=0.5))  # fresh noise at every step
+
+
+def test_trajectory_and_bad_sampler():
+    diffusion = GaussianDiffusion(100, "linear")
+    x0 = torch.zeros(1, 1, 4, 4)
+    images, trajectory = sample(oracle(diffusion, x0), diffusion, (2, 1, 4, 4), steps=10, trajectory_every=5,
+                                generator=torch.Generator().manual_seed(0))
+    assert len(trajectory) == 3 and torch.equal(trajectory[-1], images)  # x_T, after 5 steps, x_0
+    with pytest.raises(GenlabError, match="unknown sampler 'euler'"):
+        sample(oracle(diffusion, x0), diffusion, (1, 1, 4, 4), sampler="euler")
