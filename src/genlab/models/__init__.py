@@ -8,10 +8,11 @@ from typing import Any
 
 from genlab.errors import GenlabError
 from genlab.models.base import DataSpec, GenerativeModel
+from genlab.models.ddpm import DDPM
 from genlab.models.gan import DCGAN, GAN, WGANGP
 from genlab.models.vae import VAE, VAEConfig
 
-MODELS: dict[str, type[GenerativeModel]] = {"vae": VAE, "gan": GAN, "dcgan": DCGAN, "wgan-gp": WGANGP}
+MODELS: dict[str, type[GenerativeModel]] = {"vae": VAE, "gan": GAN, "dcgan": DCGAN, "wgan-gp": WGANGP, "ddpm": DDPM}
 
 
 def model_class(name: str) -> type[GenerativeModel]:

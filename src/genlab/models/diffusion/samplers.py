@@ -44,9 +44,11 @@ def sample(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     trajectory_every: int = 0,
+    initial: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Images x_0 (shape) in [-1, 1] from pure noise, and every `trajectory_every`-th x_t (0: none).
 
+    `initial` replaces the first draw x_T (e.g. a latent to interpolate from with DDIM).
     `network(x_t, t)` returns the diffusion's prediction (ε or v); wrap it for labels or guidance.
     """
     if sampler not in SAMPLERS:
@@ -61,7 +63,7 @@ def sample(
         where = generator.device if generator is not None else device
         return torch.randn(shape, generator=generator, device=where).to(device)
 
-    x = noise()  # x_T ~ N(0, I)
+    x = noise() if initial is None else initial.to(device)  # x_T ~ N(0, I)
     trajectory = [x.clone()] if trajectory_every else []
     for i in range(len(timesteps) - 1, -1, -1):
         t = timesteps[i].expand(shape[0])  # (B,)

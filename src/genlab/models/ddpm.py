@@ -1,0 +1,221 @@
+"""Denoising diffusion (Ho et al. 2020): a UNet learns to predict the noise added to an image.
+
+Training picks a timestep t, noises the image with the closed form q(x_t | x_0) and regresses
+the UNet's output on the noise (or on v). Generating starts from pure noise and denoises step
+by step with DDIM (deterministic, few steps) or DDPM's ancestral sampler (any number of
+steps, up to the training chain's 1,000). Conditional models drop the label 10% of the time
+during training, so one network gives both the conditional and the unconditional prediction,
+which classifier-free guidance mixes: ε̃ = ε(x, ∅) + s (ε(x, y) − ε(x, ∅)) (Ho & Salimans 2022;
+s = 0 is unconditional, 1 conditional, > 1 guided). Samples come from an exponential moving
+average of the weights (default 0.999).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from genlab.errors import GenlabError
+from genlab.models.base import Batch, DataSpec, GenerativeModel
+from genlab.models.diffusion.process import PREDICTIONS, SCHEDULES, GaussianDiffusion
+from genlab.models.diffusion.samplers import SAMPLERS, sample as run_sampler
+from genlab.models.diffusion.unet import UNet
+
+PRESETS = {  # UNet sizes: "small" trains on a CPU in minutes per epoch; "base" is the usual small-image UNet
+    "small": {"channels": 32, "channel_mult": (1, 2, 2), "num_res_blocks": 1},
+    "base": {"channels": 64, "channel_mult": (1, 2, 2), "num_res_blocks": 2},
+}
+
+
+@dataclass
+class DDPMConfig:
+    """Everything needed to rebuild a diffusion model (saved in run.json, presets resolved)."""
+
+    preset: str = "small"
+    channels: int | None = None  # None: the preset's
+    channel_mult: tuple[int, ...] | None = None
+    num_res_blocks: int | None = None
+    attention: bool = True  # self-attention at the lowest resolution
+    dropout: float = 0.1
+    diffusion_steps: int = 1000  # T of the training chain
+    schedule: str = "linear"  # "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal)
+    prediction: str = "epsilon"  # "epsilon" or "v"
+    conditional: bool = False
+    label_dropout: float = 0.1  # share of training labels replaced by the null class (for guidance)
+    lr: float = 5e-4
+    ema: float = 0.999  # 0: sample from the raw weights
+    sampler: str = "ddim"  # the defaults of `sample` (and of the per-epoch grids)
+    sample_steps: int = 50
+    eta: float = 0.0
+    guidance: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise GenlabError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        for key, value in PRESETS[self.preset].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        self.channel_mult = tuple(self.channel_mult)
+        checks = [
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.prediction in PREDICTIONS, f"prediction must be one of {', '.join(PREDICTIONS)}"),
+            (self.sampler in SAMPLERS, f"sampler must be one of {', '.join(SAMPLERS)}"),
+            (self.channels >= 8 and self.channels % 8 == 0, "channels must be a positive multiple of 8"),
+            (len(self.channel_mult) >= 1 and min(self.channel_mult) >= 1, "channel_mult must be positive integers"),
+            (self.num_res_blocks >= 1 and self.diffusion_steps >= 2, "num_res_blocks >= 1, diffusion_steps >= 2"),
+            (1 <= self.sample_steps <= self.diffusion_steps, "sample_steps must be from 1 to diffusion_steps"),
+            (0 <= self.dropout < 1 and 0 <= self.label_dropout < 1 and 0 <= self.ema < 1,
+             "dropout, label_dropout and ema must be in [0, 1)"),
+            (0 <= self.eta <= 1, "eta must be in [0, 1]"),
+            (math.isfinite(self.lr) and self.lr > 0, "lr must be a positive number"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise GenlabError(f"DDPM setting: {message}")
+
+
+class DDPM(GenerativeModel):
+    """A UNet noise predictor, the Gaussian diffusion it reverses, and its EMA copy for sampling."""
+
+    family = "ddpm"
+    config_class = DDPMConfig
+    default_batch_size = 128
+    trace_columns = (("loss", "Loss"), ("test_loss", "Test loss"))
+    monitor = "test_loss"
+
+    def __init__(self, config: DDPMConfig, data: DataSpec):
+        super().__init__(config, data)
+        factor = 2 ** (len(config.channel_mult) - 1)
+        if data.height % factor or data.width % factor:
+            raise GenlabError(
+                f"this UNet halves the image {len(config.channel_mult) - 1} times, so height and width must be "
+                f"multiples of {factor}; these are {data.height}x{data.width}: resize with --size or change channel_mult"
+            )
+        if config.conditional and data.num_classes < 2:
+            raise GenlabError("a conditional ddpm needs labelled data with at least 2 classes")
+        self.network = UNet(
+            data.channels, config.channels, config.channel_mult, config.num_res_blocks, config.attention,
+            config.dropout, data.num_classes if config.conditional else 0,
+        )
+        self.ema_network = copy.deepcopy(self.network).requires_grad_(False) if config.ema else None
+        self.diffusion = GaussianDiffusion(config.diffusion_steps, config.schedule, config.prediction)
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))  # optimizer steps, for EMA warm-up
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"network": self.adam(self.network.parameters(), self.config.lr)}
+
+    def _labels_for_training(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """Labels with `label_dropout` of them replaced by the null class (index num_classes)."""
+        if not self.conditional:
+            return None
+        drop = torch.rand(labels.shape, device=labels.device) < self.config.label_dropout
+        return torch.where(drop, torch.full_like(labels, self.data.num_classes), labels)
+
+    def _loss(self, batch: Batch, network: nn.Module) -> torch.Tensor:
+        x, labels = batch
+        x0 = x * 2 - 1  # (B, C, H, W) in [-1, 1]
+        t = torch.randint(0, self.diffusion.steps, (len(x0),), device=x0.device)
+        return self.diffusion.training_losses(network, x0, t, labels=self._labels_for_training(labels)).mean()
+
+    def training_step(self, batch: Batch, optimizers) -> dict[str, float]:
+        loss = self._loss(batch, self.network)
+        optimizer = optimizers["network"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.network.parameters(), 1.0)  # as the reference code: tames rare spikes
+        optimizer.step()
+        self.updates += 1
+        self._update_ema()
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema_network is None:
+            return
+        t = float(self.updates)
+        decay = min(self.config.ema, (1 + t) / (10 + t))  # warm-up: early averages forget the random start
+        for averaged, current in zip(self.ema_network.parameters(), self.network.parameters()):
+            averaged.lerp_(current, 1 - decay)
+
+    @torch.no_grad()
+    def validation_step(self, batch: Batch) -> dict[str, float]:
+        """The training loss (L_simple) of the sampling network on held-out images, at random timesteps."""
+        return {"test_loss": self._loss(batch, self.sampling_network()).item()}
+
+    # ---------------------------------------------------------------- sampling
+
+    def sampling_network(self) -> nn.Module:
+        return self.ema_network if self.ema_network is not None else self.network
+
+    def guided(self, labels: torch.Tensor | None, guidance: float):
+        """The prediction function the samplers call: conditional, unconditional, or guided."""
+        network = self.sampling_network()
+        if labels is None or guidance == 1.0:
+            return lambda x, t: network(x, t, labels)
+        null = torch.full_like(labels, self.data.num_classes)
+        if guidance == 0.0:
+            return lambda x, t: network(x, t, null)
+
+        def mix(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            both = network(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))  # one batched pass
+            conditional, unconditional = both.chunk(2)
+            return unconditional + guidance * (conditional - unconditional)
+
+        return mix
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        sampler: str | None = None,
+        steps: int | None = None,
+        eta: float | None = None,
+        guidance: float | None = None,
+        trajectory_every: int = 0,
+        initial: torch.Tensor | None = None,
+    ):
+        """n images in [0, 1]; with `trajectory_every` k > 0, (images, [x_T, ..., x_0] every k steps) instead."""
+        labels = self.check_labels(n, labels)
+        guidance = self.config.guidance if guidance is None else float(guidance)
+        if guidance != 1.0 and not self.conditional:
+            raise GenlabError("--guidance needs a conditional model (train with --conditional)")
+        network = self.sampling_network()
+        was_training = network.training
+        network.eval()
+        try:
+            images, trajectory = run_sampler(
+                self.guided(labels, guidance), self.diffusion, (n, *self.data.image_shape),
+                sampler=sampler or self.config.sampler, steps=steps or self.config.sample_steps,
+                eta=self.config.eta if eta is None else eta, generator=generator, device=self.device,
+                trajectory_every=trajectory_every, initial=initial,
+            )
+        finally:
+            network.train(was_training)
+        images = ((images + 1) / 2).clamp(0, 1)
+        if trajectory_every:
+            return images, [((x + 1) / 2).clamp(0, 1) for x in trajectory]
+        return images
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x_T ~ N(0, I) (n, C, H, W): DDIM with eta 0 maps it to one image."""
+        return self.randn(n, *self.data.image_shape, generator=generator)
+
+    def interpolate(self, steps: int, generator=None, labels=None) -> torch.Tensor:
+        """Spherical interpolation between two x_T (Song et al. 2021), each decoded by deterministic DDIM."""
+        z0, z1 = self.sample_latent(2, generator)
+        theta = torch.arccos((z0 * z1).sum() / (z0.norm() * z1.norm()))
+        weights = torch.linspace(0, 1, steps, device=z0.device)
+        z = torch.stack([(torch.sin((1 - w) * theta) * z0 + torch.sin(w * theta) * z1) / torch.sin(theta)
+                         for w in weights])
+        return self.decode(z, self.check_labels(steps, labels))
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.sample(len(z), labels=labels, sampler="ddim", eta=0.0, initial=z)

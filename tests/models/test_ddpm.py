@@ -1,0 +1,118 @@
+"""The DDPM family: the contract, the UNet, guidance, EMA, resume, and overfitting a few images."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import genlab
+from genlab.errors import GenlabError
+from genlab.models import DataSpec, build_model
+from genlab.models.diffusion.unet import timestep_embedding
+from tests.models.conformance import FamilyConformance
+
+TINY = {"channels": 8, "channel_mult": (1, 2), "diffusion_steps": 20, "sample_steps": 5, "lr": 2e-3}
+
+
+class TestDDPM(FamilyConformance):
+    family, settings = "ddpm", TINY
+
+
+class TestConditionalDDPM(FamilyConformance):
+    family, settings = "ddpm", {**TINY, "conditional": True, "prediction": "v", "schedule": "cosine"}
+
+
+class TestDDPMWithoutEMA(FamilyConformance):
+    family, settings = "ddpm", {**TINY, "ema": 0.0, "attention": False}
+
+
+SPEC = DataSpec(1, 8, 8, 3, ("a", "b", "c"))
+
+
+def test_presets_are_resolved_into_the_config():
+    model = build_model("ddpm", DataSpec(1, 28, 28, 10, tuple("0123456789")))
+    assert (model.config.channels, model.config.channel_mult, model.config.num_res_blocks) == (32, (1, 2, 2), 1)
+    base = build_model("ddpm", DataSpec(1, 28, 28, 0, ()), preset="base")
+    assert base.config.channels == 64 and base.config.num_res_blocks == 2
+    images = torch.rand(2, 1, 28, 28) * 2 - 1
+    assert model.network(images, torch.tensor([0, 999])).shape == (2, 1, 28, 28)
+
+
+def test_sizes_the_unet_cannot_take_and_bad_settings_are_named():
+    with pytest.raises(GenlabError, match="multiples of 4; these are 30x30"):
+        build_model("ddpm", DataSpec(1, 30, 30, 0, ()))
+    with pytest.raises(GenlabError, match="unknown preset 'huge'"):
+        build_model("ddpm", SPEC, preset="huge")
+    with pytest.raises(GenlabError, match="sample_steps must be from 1 to diffusion_steps"):
+        build_model("ddpm", SPEC, **{**TINY, "sample_steps": 50})
+    with pytest.raises(GenlabError, match="--guidance needs a conditional model"):
+        build_model("ddpm", SPEC, **TINY).sample(2, guidance=3.0)
+
+
+def test_timestep_embedding_is_sinusoidal():
+    embedding = timestep_embedding(torch.tensor([0, 5]), 8)
+    assert embedding.shape == (2, 8)
+    assert torch.allclose(embedding[0], torch.tensor([1.0] * 4 + [0.0] * 4))
+    assert torch.allclose(embedding[1, 0], torch.cos(torch.tensor(5.0)))
+
+
+def perturbed(model, seed=0):
+    """Random output layers, so that the zero-initialised UNet's prediction depends on its input."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for network in (model.network, model.ema_network):
+            for p in network.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+def test_guidance_0_is_the_unconditional_path_and_1_the_conditional_one():
+    torch.manual_seed(0)
+    model = perturbed(build_model("ddpm", SPEC, **TINY, conditional=True))
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    a = model.sample(4, g(), labels=0, guidance=0.0)
+    b = model.sample(4, g(), labels=2, guidance=0.0)
+    assert torch.equal(a, b)  # the label plays no part
+    null = torch.full((4,), SPEC.num_classes)  # the null class: what guidance 0 conditions on
+    x = torch.rand(4, 1, 8, 8)
+    t = torch.tensor([3, 3, 3, 3])
+    mixed = model.guided(torch.zeros(4, dtype=torch.long), 0.0)(x, t)
+    assert torch.allclose(mixed, model.ema_network(x, t, null))
+    guided = model.guided(torch.zeros(4, dtype=torch.long), 3.0)(x, t)
+    conditional = model.ema_network(x, t, torch.zeros(4, dtype=torch.long))
+    assert torch.allclose(guided, mixed + 3.0 * (conditional - mixed), atol=1e-5)
+    assert not torch.equal(model.sample(4, g(), labels=0, guidance=1.0), a)
+
+
+def test_ddim_eta_0_is_deterministic_and_trajectory_runs_from_noise_to_image():
+    torch.manual_seed(0)
+    model = perturbed(build_model("ddpm", SPEC, **TINY))
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    assert torch.equal(model.sample(3, g(), sampler="ddim", steps=10), model.sample(3, g(), sampler="ddim", steps=10))
+    images, strip = model.sample(3, g(), sampler="ddpm", steps=20, trajectory_every=5)
+    assert len(strip) == 5 and torch.equal(strip[-1], images)  # x_T, every 5 steps, x_0
+    assert images.min() >= 0 and images.max() <= 1
+    assert not torch.equal(strip[0], strip[1])  # each shown step changes the image
+
+
+def test_a_tiny_model_overfits_eight_images():
+    torch.manual_seed(0)
+    model = build_model("ddpm", SPEC, **{**TINY, "dropout": 0.0, "lr": 3e-3})
+    optimizers = model.configure_optimizers()
+    g = torch.Generator().manual_seed(0)
+    images = torch.bernoulli(torch.full((8, 1, 8, 8), 0.5), generator=g)
+    losses = [model.training_step((images, None), optimizers)["loss"] for _ in range(400)]
+    first, last = sum(losses[:20]) / 20, sum(losses[-50:]) / 50
+    assert first > 0.6 and last < 0.25  # L_simple starts near E[eps^2] = 1 (the UNet outputs 0 at first)
+
+
+def test_a_checkpoint_resumes_with_the_ema_intact(tmp_path):
+    kwargs = dict(epochs=2, seed=1, progress=False, sample_every=0, model_config={**TINY, "ema": 0.9})
+    genlab.train("ddpm", "digits", tmp_path / "straight", **kwargs)
+    genlab.train("ddpm", "digits", tmp_path / "resumed", **{**kwargs, "epochs": 1})
+    genlab.train("ddpm", "digits", tmp_path / "resumed", resume=True, epochs=2, progress=False, sample_every=0)
+    for name in ("model.safetensors", "state.safetensors"):
+        assert (tmp_path / "straight" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes(), name
+    run = genlab.Run.load(tmp_path / "resumed")
+    assert run.model.ema_network is not None
+    assert not torch.equal(next(run.model.ema_network.parameters()), next(run.model.network.parameters()))
