@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.set_defaults(handler=_datasets)
 
     train = commands.add_parser("train", help="train a model family on a dataset into a run directory")
-    train.add_argument("model", nargs="?", help="model family: vae, gan, dcgan, wgan-gp; optional with --resume")
+    train.add_argument("model", nargs="?", help="model family: vae, gan, dcgan, wgan-gp, ddpm; optional with --resume")
     train.add_argument("--data", help="dataset: mnist-5k, mnist, fashion-mnist, digits, folder:PATH, npz:PATH")
     train.add_argument("--epochs", type=_positive_int, help="total epochs (default 20; with --resume: the run's)")
     train.add_argument("--batch-size", type=_positive_int, help="images per step (default: the family's)")
@@ -115,7 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", help="output file (default RUN/samples/seed_SEED.png or .npz)")
     sample.add_argument("--labels", type=_labels, help="class(es) to draw on a conditional model: 3 or 0,1,2")
     sample.add_argument("--interpolate", action="store_true", help="decode a straight line between two latents")
-    sample.add_argument("--steps", type=_positive_int, default=10, help="images per interpolation strip (default 10)")
+    sample.add_argument("--steps", type=_positive_int,
+                        help="with --interpolate: images per strip (default 10); diffusion: denoising steps "
+                             "(default the model's, 50)")
+    sample.add_argument("--sampler", choices=("ddim", "ddpm"), help="diffusion: DDIM (default) or DDPM's ancestral steps")
+    sample.add_argument("--eta", type=float, help="diffusion, DDIM: noise per step, 0 (deterministic) to 1")
+    sample.add_argument("--guidance", type=float,
+                        help="conditional diffusion: classifier-free guidance scale (0 unconditional, 1 conditional)")
+    sample.add_argument("--trajectory", type=_positive_int, metavar="K",
+                        help="diffusion: save the denoising of each image from x_T to x_0, every K steps, one row each")
     sample.add_argument("--format", choices=("png", "npz"), help="png grid or npz of raw images and labels")
     sample.add_argument("--nrow", type=_positive_int,
                         help="images per grid row (default 8; a conditional model drawing every class: one column per class)")
@@ -231,13 +239,29 @@ def _sample(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(args.run) / SAMPLES_DIR / f"seed_{args.seed}.{fmt}")
     out.parent.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(args.seed)
+    options = {key: getattr(args, key) for key in ("sampler", "eta", "guidance") if getattr(args, key) is not None}
+    if args.steps is not None and not args.interpolate:
+        options["steps"] = args.steps
     if args.interpolate:
-        images, labels = run.interpolate(args.n or 1, args.steps, generator, args.labels)
-        nrow = args.steps
+        steps = args.steps or 10
+        images, labels = run.interpolate(args.n or 1, steps, generator, args.labels)
+        nrow = steps
+    elif args.trajectory:
+        from genlab.run import check_sampler_options
+
+        check_sampler_options(run.model, {**options, "trajectory_every": args.trajectory})
+        n = args.n or 8
+        labels = run.model.check_labels(n, args.labels)
+        with torch.no_grad():
+            _, strip = run.model.sample(n, generator=generator, labels=labels, trajectory_every=args.trajectory,
+                                        **options)
+        images = torch.stack(strip, dim=1).flatten(0, 1).cpu()  # (n * len(strip), C, H, W): one row per image
+        labels = None if labels is None else labels.cpu().repeat_interleave(len(strip))
+        nrow = len(strip)
     else:
         n = args.n or (len(args.labels) if args.labels and len(args.labels) > 1 else 64)
         labels = run.model.check_labels(n, args.labels)
-        images = run.sample(n, generator=generator, labels=labels)
+        images = run.sample(n, generator=generator, labels=labels, **options)
         cycling = run.model.conditional and args.labels is None  # labels 0, 1, ..., K-1, 0, ...
         nrow = args.nrow or (run.model.data.num_classes if cycling else 8)
     if fmt == "npz":

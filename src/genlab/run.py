@@ -255,6 +255,17 @@ def truncate_history(path: str | Path, epochs: int) -> None:
 # ---------------------------------------------------------------- the loaded run
 
 
+def check_sampler_options(model: GenerativeModel, options: dict[str, Any]) -> None:
+    """Refuse sampler options (e.g. --sampler, --guidance) that this family's `sample` does not take."""
+    import inspect
+
+    accepted = inspect.signature(model.sample).parameters
+    unknown = [name for name in options if name not in accepted]
+    if unknown:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unknown)
+        raise GenlabError(f"only diffusion models take {flags}; the {model.family} family samples without it")
+
+
 class Run:
     """A finished (or interrupted) run, loaded for sampling and inspection."""
 
@@ -293,14 +304,16 @@ class Run:
         return read_history(self.path)
 
     def sample(
-        self, n: int, generator: torch.Generator | None = None, labels=None, batch_size: int = 1000
+        self, n: int, generator: torch.Generator | None = None, labels=None, batch_size: int = 1000, **options
     ) -> torch.Tensor:
         """n images (n, C, H, W) in [0, 1] on the CPU, drawn `batch_size` at a time.
 
         `labels` (conditional models): one class for all, or one per image; by default the
         classes in turn. The same generator seed gives the same images for any batch size
         that divides the draws the same way (keep the default to reproduce a file).
+        `options` go to the family's sampler (diffusion: sampler, steps, eta, guidance).
         """
+        check_sampler_options(self.model, options)
         self._check_size(n)
         labels = self.model.check_labels(n, labels)
         chunks = []
@@ -308,7 +321,7 @@ class Run:
             for start in range(0, n, batch_size):
                 part = None if labels is None else labels[start : start + batch_size]
                 count = min(batch_size, n - start)
-                chunks.append(self.model.sample(count, generator=generator, labels=part).cpu())
+                chunks.append(self.model.sample(count, generator=generator, labels=part, **options).cpu())
         return torch.cat(chunks)
 
     def interpolate(

@@ -116,3 +116,28 @@ def test_a_checkpoint_resumes_with_the_ema_intact(tmp_path):
     run = genlab.Run.load(tmp_path / "resumed")
     assert run.model.ema_network is not None
     assert not torch.equal(next(run.model.ema_network.parameters()), next(run.model.network.parameters()))
+
+
+def test_sampling_options_from_the_command_line(tmp_path, capsys):
+    from genlab.cli import main
+
+    settings = ["--set", "channels=8", "--set", "channel_mult=1,2", "--set", "diffusion_steps=50",
+                "--set", "sample_steps=10", "--conditional"]
+    out = tmp_path / "ddpm"
+    assert main(["train", "ddpm", "--data", "digits", "--epochs", "1", "--quiet", "--sample-every", "0",
+                 "--out", str(out), *settings]) == 0
+    for extra in (["--sampler", "ddpm", "--steps", "50"], ["--labels", "7", "--guidance", "3.0"],
+                  ["--sampler", "ddim", "--eta", "0.5", "--steps", "7"]):
+        assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "a.png"), *extra]) == 0
+    assert main(["sample", str(out), "--n", "2", "--trajectory", "5", "--steps", "20", "--format", "npz",
+                 "--out", str(tmp_path / "t.npz")]) == 0
+    import numpy as np
+
+    with np.load(tmp_path / "t.npz") as saved:
+        assert saved["images"].shape == (2 * 5, 1, 8, 8)  # x_T, after 5, 10, 15 and 20 steps, per image
+    assert main(["sample", str(out), "--steps", "51"]) == 2
+    assert "--steps must be from 1 to the model's 50" in capsys.readouterr().err
+    vae = tmp_path / "vae"
+    assert main(["train", "vae", "--data", "digits", "--epochs", "1", "--quiet", "--out", str(vae)]) == 0
+    assert main(["sample", str(vae), "--sampler", "ddim"]) == 2
+    assert "only diffusion models take --sampler" in capsys.readouterr().err
