@@ -119,7 +119,7 @@ def test_projection_discriminator_adds_the_label_inner_product():
     d = model.discriminator
     x = torch.rand(4, 1, 8, 8) * 2 - 1
     labels = torch.tensor([0, 1, 2, 0])
-    h = d.features(x)
+    h = d.features(x)  # the MLP's features are (B, 256): projected as they are
     expected = d.score(h).squeeze(1) + (d.embed(labels) * h).sum(1)
     assert torch.allclose(d(x, labels), expected)
     assert not torch.allclose(d(x, labels), d(x, (labels + 1) % 3))  # the label matters
@@ -200,3 +200,14 @@ def test_a_short_gan_run_is_a_healthy_contest(tmp_path):
     assert images.min() >= 0 and images.max() <= 1
     assert (images[0] - images[1]).abs().mean() > 0.05  # different noise, different images
     assert history[-1]["diversity"] > 0.5
+
+
+def test_a_convolutional_projection_uses_pooled_features():
+    torch.manual_seed(0)
+    model = build_model("dcgan", MNIST, conditional=True, channels=8)
+    d = model.discriminator
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    labels = torch.tensor([1, 5, 9])
+    maps = d.features(x)  # (3, 16, 7, 7)
+    expected = d.score(maps.flatten(1)).squeeze(1) + (d.embed(labels) * maps.mean(dim=(2, 3))).sum(1)
+    assert d.embed.weight.shape == (10, 16) and torch.allclose(d(x, labels), expected, atol=1e-5)

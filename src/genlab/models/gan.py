@@ -151,7 +151,8 @@ class ConvGenerator(nn.Module):
 class Discriminator(nn.Module):
     """phi: image -> features (B, F); then a linear score, plus the label by projection or concatenation."""
 
-    def __init__(self, features: nn.Module, feature_dim: int, config: GANConfig, data: DataSpec, wrap):
+    def __init__(self, features: nn.Module, feature_dim: int, config: GANConfig, data: DataSpec, wrap,
+                 pooled_dim: int = 0):
         super().__init__()
         self.features = features
         classes = data.num_classes if config.conditional else 0
@@ -159,16 +160,20 @@ class Discriminator(nn.Module):
         self.num_classes = classes
         extra = classes if self.mode == "concat" else 0
         self.score = wrap(nn.Linear(feature_dim + extra, 1))
-        self.embed = wrap(nn.Embedding(classes, feature_dim)) if self.mode == "projection" else None
+        self.embed = wrap(nn.Embedding(classes, pooled_dim or feature_dim)) if self.mode == "projection" else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images (B, C, H, W) in [-1, 1] -> logits (B,)."""
-        h = self.features(x)  # (B, F)
+        maps = self.features(x)  # (B, F) for the MLP, (B, C, h, w) for the convolutional D
+        h = maps.flatten(1)
         if self.mode == "concat":
             return self.score(torch.cat([h, F.one_hot(labels, self.num_classes).to(h.dtype)], dim=1)).squeeze(1)
         out = self.score(h).squeeze(1)
         if self.mode == "projection":
-            out = out + (self.embed(labels) * h).sum(dim=1)  # <embed(y), phi(x)>
+            # <embed(y), phi(x)> on spatially pooled features (B, C), as projection discriminators do:
+            # over all C*h*w flattened features the inner product swings by orders of magnitude per step.
+            pooled = maps.mean(dim=(2, 3)) if maps.dim() == 4 else maps
+            out = out + (self.embed(labels) * pooled).sum(dim=1)
         return out
 
 
@@ -180,7 +185,7 @@ def mlp_discriminator(config: GANConfig, data: DataSpec) -> Discriminator:
 
 
 def conv_discriminator(config: DCGANConfig, data: DataSpec, stages: int, norm: str) -> Discriminator:
-    """k x (Conv 4/2/1 [+ BN], LeakyReLU) from `channels` doubling, then flatten: phi(x) (B, C_k*h*w).
+    """k x (Conv 4/2/1 [+ BN], LeakyReLU) from `channels` doubling: phi(x) maps (B, C_k, h, w).
 
     `norm`: "batch" (DCGAN), "spectral" (every layer spectrally normalised) or "none" (the
     WGAN-GP critic: the gradient penalty is per sample, which BatchNorm would couple).
@@ -195,9 +200,8 @@ def conv_discriminator(config: DCGANConfig, data: DataSpec, stages: int, norm: s
             layers.append(nn.BatchNorm2d(width))
         layers.append(nn.LeakyReLU(LEAK))
         in_channels, width = width, width * 2
-    layers.append(nn.Flatten())
-    feature_dim = in_channels * (h >> stages) * (w >> stages)
-    return Discriminator(nn.Sequential(*layers), feature_dim, config, data, wrap)
+    feature_dim = in_channels * (h >> stages) * (w >> stages)  # flattened by the Discriminator
+    return Discriminator(nn.Sequential(*layers), feature_dim, config, data, wrap, pooled_dim=in_channels)
 
 
 def conv_stages(data: DataSpec, family: str) -> int:
