@@ -84,7 +84,8 @@ def test_cas_on_real_labelled_images_approaches_the_real_accuracy(digits, tmp_pa
     train, _ = digits
     path = save_npz(tmp_path / "labelled.npz", train.images[:1000], train.labels[:1000])
     result = evaluate(str(path), "mnist-5k", metrics="cas,label_accuracy", cas_steps=120)
-    assert result.metrics["label_accuracy"] > 0.98 and result.floor["label_accuracy"] > 0.97  # digits: 98.8% on test
+    assert result.metrics["label_accuracy"] > 0.98  # training images: the classifier has seen them
+    assert result.floor["label_accuracy"] == pytest.approx(0.988, abs=1e-9)  # digits: 98.80% on the test split
     assert result.metrics["cas"] > 0.9  # the shipped digits classifier reaches 0.988 with far more training
     assert abs(result.metrics["cas"] - result.floor["cas"]) < 0.03  # the floor is the same recipe on real data
     shuffled = train.labels[:1000][torch.randperm(1000, generator=torch.Generator().manual_seed(0))]

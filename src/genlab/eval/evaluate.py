@@ -402,11 +402,14 @@ class _Context:
     def _label_accuracy(self, fake: RealFeatures, generated: Generated | None) -> dict | None:
         """Share of labelled samples the domain classifier assigns to the label they were drawn with.
 
-        The floor is the classifier's accuracy on held-out real images with their true labels.
+        The floor is the classifier's accuracy on the real test images with their true labels
+        (never the training split, which the shipped classifiers were trained on).
         """
         if self.train.num_classes != self.extractor.num_classes or not self.extractor.class_names:
             self._skip("label_accuracy", "needs the shipped classifier of the data's classes")
             return None
+        if generated is None:
+            fake = real_features(self.test, "test", self.extractor, use_cache=self.use_cache)
         labels = fake.labels if generated is None else generated.labels
         if labels is None:
             self._skip("label_accuracy", "needs labelled samples (a conditional model, or `labels` in the .npz)")
