@@ -33,9 +33,9 @@ running statistics, as genlab samples).
 Target: genlab's conditional DCGAN beats the plain loop's FID at equal epochs on fashion-mnist
 (the verdict takes the plain loop's better sampling mode).
 
-Runs go to a temporary folder unless --keep DIR. The training health of every run (D's
-accuracy, D(real), D(fake), the validation diversity, non-finite values) is read back from its
-history and printed beside the scores.
+Runs, and a cache of real features and floors of their own, go to a temporary folder unless
+--keep DIR. The training health of every run (D's accuracy, D(real), D(fake), the validation
+diversity, non-finite values) is read back from its history and printed beside the scores.
 
     python benchmarks/gan_quality.py                      # everything: ~40 min on 2 CPU cores
     python benchmarks/gan_quality.py --parts mnist,cmnist # mnist-5k only: ~10 min
@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -443,6 +444,9 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(args.keep or temporary)
+        # A cache of real features and floors of this run's own (kept with --keep): a user cache can hold
+        # floors computed under an earlier definition of a metric (genlab keys them by FLOOR_FORMAT only).
+        os.environ["GENLAB_CACHE"] = str(folder / "cache")
         plan = []
         if "mnist" in parts:
             plan += [(f"{f}", f, "mnist-5k", {}, args.mnist_epochs, None) for f in families]
