@@ -302,6 +302,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _eval_header(info: dict) -> str:
     source, data, counts = info["source"], info["data"], info["counts"]
+    if info["extractor"] is None:  # --metrics nll alone
+        return (f"{source['family']} run {source['path']} ({source['epochs']} epochs): likelihood of "
+                f"{data['spec']} test images, seed {info['seed']}, {info['seconds']:.1f} s\n")
     if source["kind"] == "run":
         what = f"{source['family']} run {source['path']} ({source['epochs']} epochs), {counts['samples']:,} samples"
     elif source["kind"] == "samples":

@@ -100,10 +100,19 @@ def test_a_tiny_model_overfits_eight_images():
     model = build_model("ddpm", SPEC, **{**TINY, "dropout": 0.0, "lr": 3e-3})
     optimizers = model.configure_optimizers()
     g = torch.Generator().manual_seed(0)
-    images = torch.bernoulli(torch.full((8, 1, 8, 8), 0.5), generator=g)
+    images = torch.bernoulli(torch.full((8, 1, 8, 8), 0.5), generator=g)  # on the 8-bit grid: 0 and 1
+
+    def nll():  # the variational bound, every one of the 19 KL terms, in nats per image
+        torch.manual_seed(1)
+        return -model.log_likelihood(images, timesteps=19).mean().item()
+
+    before = nll()
     losses = [model.training_step((images, None), optimizers)["loss"] for _ in range(400)]
     first, last = sum(losses[:20]) / 20, sum(losses[-50:]) / 50
     assert first > 0.6 and last < 0.25  # L_simple starts near E[eps^2] = 1 (the UNet outputs 0 at first)
+    after = nll()
+    assert 0 < after < 0.7 * before  # the bound tightens as the model learns the eight images
+    assert nll() == after  # seeded: the same figure twice
 
 
 def test_a_checkpoint_resumes_with_the_ema_intact(tmp_path):
@@ -135,6 +144,12 @@ def test_sampling_options_from_the_command_line(tmp_path, capsys):
 
     with np.load(tmp_path / "t.npz") as saved:
         assert saved["images"].shape == (2 * 5, 1, 8, 8)  # x_T, after 5, 10, 15 and 20 steps, per image
+    assert main(["eval", str(out), "--metrics", "nll", "--n", "20"]) == 0
+    import json
+
+    nll = json.loads((out / "metrics.json").read_text())
+    assert nll["metrics"]["bits_per_dim"] > 0
+    assert nll["details"]["nll"]["data_model"].startswith("256-way discrete")
     assert main(["sample", str(out), "--steps", "51"]) == 2
     assert "--steps must be from 1 to the model's 50" in capsys.readouterr().err
     vae = tmp_path / "vae"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genlab.errors import GenlabError
-from genlab.models.diffusion.process import GaussianDiffusion, beta_schedule
+from genlab.models.diffusion.process import GaussianDiffusion, beta_schedule, discretized_gaussian_log_likelihood
 from genlab.models.diffusion.samplers import respaced, sample
 
 
@@ -129,3 +129,53 @@ def test_trajectory_and_bad_sampler():
     assert len(trajectory) == 3 and torch.equal(trajectory[-1], images)  # x_T, after 5 steps, x_0
     with pytest.raises(GenlabError, match="unknown sampler 'euler'"):
         sample(oracle(diffusion, x0), diffusion, (1, 1, 4, 4), sampler="euler")
+
+
+# ---------------------------------------------------------------- the variational bound
+
+
+def test_the_discretized_decoder_puts_probability_1_on_the_256_levels():
+    levels = torch.arange(256, dtype=torch.float64) / 255 * 2 - 1  # the 8-bit grid in [-1, 1]
+    for mean, std in [(0.0, 0.1), (0.93, 0.004), (-1.2, 0.5)]:
+        log_p = discretized_gaussian_log_likelihood(levels, torch.full_like(levels, mean),
+                                                    torch.full_like(levels, 2 * math.log(std)))
+        assert log_p.exp().sum().item() == pytest.approx(1.0, abs=1e-6)
+    # a narrow Gaussian centred on a level gives it almost all the mass: P = erf(1 / (255 σ √2))
+    log_p = discretized_gaussian_log_likelihood(levels[100:101], levels[100:101], torch.tensor([2 * math.log(0.002)]))
+    assert log_p.exp().item() == pytest.approx(math.erf(1 / (255 * 0.002 * math.sqrt(2))), rel=1e-6)
+
+
+def test_prior_kl_is_the_closed_form():
+    diffusion = GaussianDiffusion(100, "linear")
+    x0 = torch.linspace(-1, 1, 16).reshape(1, 1, 4, 4)
+    a = diffusion.alpha_bar[-1].double()
+    expected = sum(0.5 * ((1 - a) - 1 - math.log(1 - a) + a * v**2) for v in x0.flatten().double())
+    assert diffusion.prior_kl(x0).item() == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_an_oracle_of_one_image_is_bounded_by_the_prior_term_and_the_decoder():
+    """A network that knows x0 exactly leaves every KL term at 0: the bound is L_T + L_0 alone."""
+    diffusion = GaussianDiffusion(100, "linear")
+    x0 = (torch.randint(0, 256, (2, 1, 4, 4)) / 255 * 2 - 1).float()
+    torch.manual_seed(0)
+    bound = diffusion.variational_bound(oracle(diffusion, x0), x0, strata=99)
+    decoder_std = diffusion.posterior_log_variance[0].exp().sqrt().item()  # √β̃_1 of the decoder
+    per_pixel = -math.log(math.erf(1 / (255 * decoder_std * math.sqrt(2))))  # x̂_0 = x0: the central bin
+    expected = diffusion.prior_kl(x0) + 16 * per_pixel
+    assert torch.allclose(bound, expected, rtol=1e-3)
+
+
+def test_the_stratified_estimate_is_unbiased():
+    """Few strata estimate the same sum as every term: means over many images agree within their error."""
+    diffusion = GaussianDiffusion(20, "cosine")
+
+    def network(x_t, t):  # a poor, t-dependent ε predictor: every term is non-zero
+        return 0.3 * x_t + 0.01 * t.float().reshape(-1, 1, 1, 1)
+
+    x0 = (torch.linspace(0, 255, 16).round() / 255 * 2 - 1).reshape(1, 1, 4, 4).expand(4000, -1, -1, -1)
+    torch.manual_seed(0)
+    every_term = diffusion.variational_bound(network, x0, strata=19)
+    few = diffusion.variational_bound(network, x0, strata=3)
+    error = math.sqrt(every_term.var() / len(x0) + few.var() / len(x0))
+    assert abs(every_term.mean() - few.mean()) < 4 * error
+    assert few.var() > every_term.var()  # the price of fewer network passes

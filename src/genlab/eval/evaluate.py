@@ -228,6 +228,8 @@ def evaluate(
         data, size = _run_data_spec(run)
     started = time.perf_counter()
     train, test = load_splits(data, size=size)
+    if selected == ("nll",):  # a likelihood needs no samples, no feature extractor and no floor
+        return _likelihood_only(run, train, test, data, size, seed, started)
     reference_split, held_out_split = (test, train) if reference == "test" else (train, test)
     extractor = choose_extractor(train, inception)
     generator = torch.Generator().manual_seed(seed)
@@ -275,6 +277,26 @@ def evaluate(
         _write_floor(key, floor)
     result.floor = _flat(floor)
     result.skipped, result.pair_images = context.skipped, context.pair_images
+    result.info["seconds"] = round(time.perf_counter() - started, 2)
+    return result
+
+
+def _likelihood_only(run, train: ImageDataset, test: ImageDataset, data: str, size, seed: int,
+                     started: float) -> Evaluation:
+    """`--metrics nll` alone: the bound or exact likelihood of the test split, on any image shape."""
+    if run is None:
+        raise GenlabError("nll needs a run of a likelihood family; images from a file carry no likelihood")
+    _check_shape(run.model.data.image_shape, train, f"{run.path}'s images")
+    context = _Context(("nll",), None, None, train, test, seed, 0, False)
+    result = Evaluation(info={
+        "source": {"kind": "run", "path": str(run.path), "family": run.family,
+                   "epochs": run.info.get("epochs_completed"), "conditional": run.model.conditional},
+        "data": {"spec": data, "size": size, "reference": "test", "fingerprint": fingerprint(train, test)},
+        "extractor": None, "seed": seed, "metrics_selected": ["nll"],
+    })
+    result.metrics = context._nll(Generated(None, None, result.info["source"], run), result.details) or {}
+    result.info["counts"] = {"samples": 0, "reference": 0, "held_out": 0, "train": len(train), "test": len(test)}
+    result.skipped = context.skipped
     result.info["seconds"] = round(time.perf_counter() - started, 2)
     return result
 
@@ -457,8 +479,11 @@ class _Context:
             who = "images from a file carry" if model is None else f"the {model.family} family has"
             self._skip("nll", f"{who} no log-likelihood (it needs a run of a likelihood family)")
             return None
-        nll, data_model = negative_log_likelihood(model, self.test, self.seed)
-        details["nll"] = {"data_model": data_model, "split": "test", "images": len(self.test)}
+        # Families whose bound costs many network passes per image (DDPM) name a seeded test subset.
+        limit = getattr(model, "likelihood_images", None) or len(self.test)
+        test = self.test.subset(_pick(len(self.test), limit, self._generator()))
+        nll, data_model = negative_log_likelihood(model, test, self.seed)
+        details["nll"] = {"data_model": data_model, "split": "test", "images": len(test)}
         return {"nll_nats": nll, "bits_per_dim": nll / (math.prod(self.test.image_shape) * math.log(2))}
 
 
