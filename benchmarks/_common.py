@@ -13,6 +13,7 @@ import platform
 import re
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -217,3 +218,12 @@ def write_section(name: str, body: str, readme: Path = README) -> None:
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     readme.write_text(text)
+
+
+def publish(section: str, body: str, write: bool) -> int:
+    """Print a benchmark's tables; with --write also replace its section of benchmarks/README.md. Returns 0."""
+    print(body)
+    if write:
+        write_section(section, body)
+        print(f"\nwrote the {section} section of benchmarks/README.md", file=sys.stderr)
+    return 0

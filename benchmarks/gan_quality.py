@@ -62,7 +62,7 @@ import genlab
 from genlab.data.transforms import to_unit
 from genlab.eval.evaluate import Evaluation
 
-from _common import LoadMeter, MNISTAsTorchvision, machine_line, markdown_table, write_section
+from _common import LoadMeter, MNISTAsTorchvision, machine_line, markdown_table, publish
 
 PARTS = ("mnist", "cmnist", "fashion", "cfashion", "plain")
 FAMILIES = ("gan", "dcgan", "wgan-gp")
@@ -274,11 +274,11 @@ def within_class_diversity(run, data: str, per_class: int = 100, seed: int = 0) 
     return sum(ratios) / len(ratios), min(ratios)
 
 
-def run_genlab(label, family, data, settings, epochs, n, seed, folder, log, reuse=False) -> dict:
+def run_genlab(label, family, data, settings, epochs, n, seed, folder, log, reuse=False, max_wait=900.0) -> dict:
     out = folder / label.replace(" ", "_").replace(",", "").replace("/", "-")
     timing = _reusable(out, family, epochs, seed, settings) if reuse else None
     if timing is None:
-        wait_for_quiet(log)
+        wait_for_quiet(log, max_wait=max_wait)
         with LoadMeter() as load:
             start = time.perf_counter()
             genlab.train(family, data, out, epochs=epochs, seed=seed, progress=False, sample_every=0,
@@ -306,7 +306,7 @@ def run_genlab(label, family, data, settings, epochs, n, seed, folder, log, reus
             "other": timing["other"], "health": state, "reused": timing.get("reused", False)}
 
 
-def run_plain(data, epochs, n, seed, folder, log, reuse=False) -> list[dict]:
+def run_plain(data, epochs, n, seed, folder, log, reuse=False, max_wait=900.0) -> list[dict]:
     train = genlab.load_dataset(data, split="train")
     folder.mkdir(parents=True, exist_ok=True)
     saved = folder / f"plain_dcgan_{epochs}_epochs_seed{seed}.pt"
@@ -317,7 +317,7 @@ def run_plain(data, epochs, n, seed, folder, log, reuse=False) -> list[dict]:
         records, wall, other, reused = state["records"], state["wall"], state["other"], True
         log(f"  reusing the plain loop's generator at {saved} (trained earlier: wall {wall:.0f} s)")
     else:
-        wait_for_quiet(log)
+        wait_for_quiet(log, max_wait=max_wait)
         with LoadMeter() as load:
             start = time.perf_counter()
             netG, records = train_plain_dcgan(train, epochs, seed, log=log)
@@ -426,6 +426,8 @@ def main(argv=None) -> int:
     parser.add_argument("--reuse", action="store_true",
                         help="with --keep: score finished runs found there (same family, settings, epochs, seed) "
                              "instead of training them again; their training times are the ones recorded then")
+    parser.add_argument("--max-wait", type=float, default=900.0,
+                        help="seconds to wait for a quiet machine before each timed run (default 900)")
     parser.add_argument("--write", action="store_true", help=f"replace the {SECTION} section of benchmarks/README.md")
     args = parser.parse_args(argv)
     if args.reuse and not args.keep:
@@ -460,14 +462,14 @@ def main(argv=None) -> int:
         for label, family, data, settings, epochs, n in plan:
             log(f"training {label} on {data}, {epochs} epochs")
             row = run_genlab(f"genlab {label}", family, data, settings, epochs, n, args.seed,
-                             folder / data, log, args.reuse)
+                             folder / data, log, args.reuse, args.max_wait)
             rows.append(row)
             log(f"{row['label']} on {data}: {row['result'].metrics} (floor {row['result'].floor}); "
                 f"wall {row['wall']:.0f} s, health {row['health']}")
         if "plain" in parts:
             log(f"training the plain DCGAN loop on fashion-mnist, {args.fashion_epochs} epochs")
             for row in run_plain("fashion-mnist", args.fashion_epochs, args.fashion_n, args.seed,
-                                 folder / "fashion-mnist", log, args.reuse):
+                                 folder / "fashion-mnist", log, args.reuse, args.max_wait):
                 rows.append(row)
                 log(f"{row['label']}: {row['result'].metrics} (floor {row['result'].floor}); wall {row['wall']:.0f} s")
 
@@ -496,11 +498,7 @@ def main(argv=None) -> int:
         health_table(rows),
         "\n".join(f"**{v}**" for v in verdicts(rows)),
     ])
-    print(body)
-    if args.write:
-        write_section(SECTION, body)
-        print(f"\nwrote the {SECTION} section of benchmarks/README.md", file=sys.stderr)
-    return 0
+    return publish(SECTION, body, args.write)
 
 
 if __name__ == "__main__":

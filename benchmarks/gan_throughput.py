@@ -44,7 +44,7 @@ import torch
 import genlab
 from genlab.training.trainer import Callback
 
-from _common import LoadMeter, MNISTAsTorchvision, PerSampleImages, machine_line, markdown_table, median, write_section
+from _common import LoadMeter, MNISTAsTorchvision, PerSampleImages, machine_line, markdown_table, median, publish
 
 FAMILIES = ("gan", "dcgan", "wgan-gp")
 TARGET = 1.0
@@ -203,11 +203,7 @@ def main(argv=None) -> int:
                f"--warmup {args.warmup} --repeats {args.repeats} --seed {args.seed}")
     body = (f"Measured with `{command}` on {machine_line()}; took {total / 60:.0f} min.\n\n{table}\n\n"
             + "\n".join(f"- {line}." for line in lines) + f"\n\n**{summary}**")
-    print(body)
-    if args.write:
-        write_section(SECTION, body)
-        print(f"\nwrote the {SECTION} section of benchmarks/README.md", file=sys.stderr)
-    return 0
+    return publish(SECTION, body, args.write)
 
 
 if __name__ == "__main__":

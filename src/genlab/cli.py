@@ -115,13 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", help="output file (default RUN/samples/seed_SEED.png or .npz)")
     sample.add_argument("--labels", type=_labels, help="class(es) to draw on a conditional model: 3 or 0,1,2")
     sample.add_argument("--interpolate", action="store_true", help="decode a straight line between two latents")
-    sample.add_argument("--steps", type=_positive_int,
-                        help="with --interpolate: images per strip (default 10); diffusion: denoising steps "
-                             "(default the model's, 50)")
-    sample.add_argument("--sampler", choices=("ddim", "ddpm"), help="diffusion: DDIM (default) or DDPM's ancestral steps")
-    sample.add_argument("--eta", type=float, help="diffusion, DDIM: noise per step, 0 (deterministic) to 1")
-    sample.add_argument("--guidance", type=float,
-                        help="conditional diffusion: classifier-free guidance scale (0 unconditional, 1 conditional)")
+    _add_sampler_options(sample, steps_help="with --interpolate: images per strip (default 10); ")
     sample.add_argument("--trajectory", type=_positive_int, metavar="K",
                         help="diffusion: save the denoising of each image from x_T to x_0, every K steps, one row each")
     sample.add_argument("--format", choices=("png", "npz"), help="png grid or npz of raw images and labels")
@@ -150,8 +144,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", metavar="DIR",
                           help="folder for metrics.json and memorization.png (default: the run; FILE_eval for --samples)")
     evaluate.add_argument("--no-cache", action="store_true", help="recompute the real features and the floor")
+    _add_sampler_options(evaluate)
     evaluate.set_defaults(handler=_eval)
     return parser
+
+
+def _add_sampler_options(parser: argparse.ArgumentParser, steps_help: str = "") -> None:
+    """--steps, --sampler, --eta, --guidance: how a diffusion run draws its images."""
+    parser.add_argument("--steps", type=_positive_int,
+                        help=f"{steps_help}diffusion: denoising steps (default the model's, 50)")
+    parser.add_argument("--sampler", choices=("ddim", "ddpm"), help="diffusion: DDIM (default) or DDPM's ancestral steps")
+    parser.add_argument("--eta", type=float, help="diffusion, DDIM: noise per step, 0 (deterministic) to 1")
+    parser.add_argument("--guidance", type=float,
+                        help="conditional diffusion: classifier-free guidance scale (0 unconditional, 1 conditional)")
+
+
+def _sampler_options(args: argparse.Namespace) -> dict:
+    """The sampler flags given on the command line (diffusion runs), by `sample`'s keyword names."""
+    return {key: getattr(args, key) for key in ("sampler", "steps", "eta", "guidance") if getattr(args, key) is not None}
 
 
 def _version() -> str:
@@ -239,9 +249,9 @@ def _sample(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(args.run) / SAMPLES_DIR / f"seed_{args.seed}.{fmt}")
     out.parent.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(args.seed)
-    options = {key: getattr(args, key) for key in ("sampler", "eta", "guidance") if getattr(args, key) is not None}
-    if args.steps is not None and not args.interpolate:
-        options["steps"] = args.steps
+    options = _sampler_options(args)
+    if args.interpolate:
+        options.pop("steps", None)  # images per strip there
     if args.interpolate:
         steps = args.steps or 10
         images, labels = run.interpolate(args.n or 1, steps, generator, args.labels)
@@ -287,8 +297,11 @@ def _eval(args: argparse.Namespace) -> int:
         raise GenlabError(f"{given[0]} needs --data: the real images to compare with, e.g. --data fashion-mnist")
     parse_metrics(args.metrics)  # a typo fails before any work
     source = args.run or args.samples
+    options = _sampler_options(args)
+    if options and not args.run:
+        raise GenlabError("--sampler, --steps, --eta and --guidance choose how a run draws its images: give a run")
     result = evaluate(source, args.data, reference=args.reference, n=args.n, seed=args.seed, metrics=args.metrics,
-                      inception=args.inception, use_cache=not args.no_cache)
+                      inception=args.inception, use_cache=not args.no_cache, sample_options=options)
     print(_eval_header(result.info))
     print(result.table())
     out = args.out or (args.run if args.run else Path(args.samples).with_suffix("").as_posix() + "_eval" if args.samples

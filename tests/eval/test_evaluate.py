@@ -134,6 +134,11 @@ def test_metrics_selection_computes_only_those(vae_run, tmp_path):
     assert parse_metrics(None) == METRIC_NAMES
     with pytest.raises(GenlabError, match="unknown metric fidd; choose from fid, kid"):
         parse_metrics("fidd")
+    likelihood = evaluate(vae_run, metrics="nll")  # alone: no samples, no extractor, no floor
+    assert likelihood.metrics["nll_nats"] == pytest.approx(result.metrics["nll_nats"])
+    assert likelihood.floor == {} and likelihood.info["extractor"] is None
+    with pytest.raises(GenlabError, match="only diffusion models take --sampler"):
+        evaluate(vae_run, n=200, metrics="fid", sample_options={"sampler": "ddim"})
 
 
 def test_real_vs_real_prints_the_floor(capsys, tmp_path):

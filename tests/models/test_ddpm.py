@@ -156,3 +156,20 @@ def test_sampling_options_from_the_command_line(tmp_path, capsys):
     assert main(["train", "vae", "--data", "digits", "--epochs", "1", "--quiet", "--out", str(vae)]) == 0
     assert main(["sample", str(vae), "--sampler", "ddim"]) == 2
     assert "only diffusion models take --sampler" in capsys.readouterr().err
+
+
+def test_eval_draws_with_the_sampler_options_it_is_given(tmp_path, capsys):
+    from genlab.cli import main
+
+    out = tmp_path / "ddpm"
+    genlab.train("ddpm", "mnist-5k", out, epochs=1, seed=0, progress=False, sample_every=0,
+                 model_config={**TINY, "diffusion_steps": 40})
+    ddim = genlab.evaluate(out, n=40, metrics="fid")
+    ancestral = genlab.evaluate(out, n=40, metrics="fid", sample_options={"sampler": "ddpm", "steps": 40})
+    assert ancestral.info["source"]["sample_options"] == {"sampler": "ddpm", "steps": 40}
+    assert "sample_options" not in ddim.info["source"]
+    assert ancestral.metrics["fid"] != ddim.metrics["fid"]  # other images
+    assert main(["eval", str(out), "--n", "40", "--metrics", "fid", "--steps", "41"]) == 2
+    assert "--steps must be from 1 to the model's 40" in capsys.readouterr().err
+    assert main(["eval", "--samples", str(tmp_path / "x.npz"), "--data", "mnist-5k", "--sampler", "ddpm"]) == 2
+    assert "give a run" in capsys.readouterr().err

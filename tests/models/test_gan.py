@@ -12,7 +12,13 @@ from torch import nn
 import genlab
 from genlab.errors import GenlabError
 from genlab.models import DataSpec, build_model
-from genlab.models.gan import conv_stages, gradient_penalty
+from genlab.models.gan import (
+    concat_labels,
+    conv_stages,
+    gradient_penalty,
+    mean_pairwise_distance,
+    mode_seeking_loss,
+)
 from tests.models.conformance import FamilyConformance
 
 TINY = {"latent_dim": 8, "lr": 1e-3}
@@ -32,9 +38,16 @@ class GANConformance(FamilyConformance):
             return torch.cdist(fake, real, p=1).min(dim=1).values.mean() / real.shape[1]
 
         before = gap()
-        for _ in range(100):
+        for _ in range(200):
             model.training_step(batch, optimizers)
         assert gap() < 0.8 * before
+
+
+    def make_batch(self, n: int = 16, seed: int = 0):
+        """The prototypes with noise: real images of one class must differ for a diversity ratio to exist."""
+        images, labels = super().make_batch(n, seed)
+        noise = torch.rand(images.shape, generator=torch.Generator().manual_seed(seed + 1)) * 0.1 - 0.05
+        return images + noise, labels
 
 
 class TestGAN(GANConformance):
@@ -55,6 +68,11 @@ class TestDCGAN(GANConformance):
 
 class TestConditionalDCGANSpectral(GANConformance):
     family, settings = "dcgan", {**TINY_CONV, "conditional": True, "spectral_norm": True}
+
+
+class TestConditionalDCGANClassNormConcat(GANConformance):
+    family, settings = "dcgan", {**TINY_CONV, "conditional": True, "generator_conditioning": "batchnorm",
+                                 "conditioning": "concat"}
 
 
 class TestWGANGP(GANConformance):
@@ -125,6 +143,104 @@ def test_projection_discriminator_adds_the_label_inner_product():
     assert not torch.allclose(d(x, labels), d(x, (labels + 1) % 3))  # the label matters
 
 
+def test_concatenated_labels_reach_the_discriminators_input():
+    """concat: K one-hot planes join the image (conv D) or its pixels (MLP D), so every layer sees the label."""
+    spec = DataSpec(1, 8, 8, 3, ("a", "b", "c"))
+    x, labels = torch.rand(2, 1, 8, 8) * 2 - 1, torch.tensor([0, 2])
+    joined = concat_labels(x, labels, 3, flat=False)  # (B, 1 + 3, 8, 8)
+    assert joined.shape == (2, 4, 8, 8) and torch.equal(joined[:, :1], x)
+    assert joined[0, 1].eq(1).all() and joined[0, 2:].eq(0).all() and joined[1, 3].eq(1).all()
+    assert concat_labels(x, labels, 3, flat=True).shape == (2, 64 + 3)
+    conv = build_model("dcgan", spec, conditional=True, conditioning="concat", channels=8)
+    assert conv.discriminator.features[0].in_channels == 1 + 3
+    mlp = build_model("gan", spec, conditional=True, conditioning="concat", latent_dim=4)
+    assert mlp.discriminator.features[1].in_features == 64 + 3
+    for model in (conv, mlp):
+        scores = model.discriminator(x, labels)
+        assert not torch.allclose(scores, model.discriminator(x, (labels + 1) % 3))
+
+
+def test_the_conditional_conv_generator_takes_the_class_through_its_batchnorms():
+    spec = DataSpec(1, 8, 8, 3, ("a", "b", "c"))
+    torch.manual_seed(0)
+    model = build_model("dcgan", spec, conditional=True, channels=8, latent_dim=4, generator_conditioning="batchnorm")
+    norm = model.generator.norms[0]
+    h = torch.randn(6, 16, 2, 2)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    plain = nn.BatchNorm2d(16, affine=False)(h)
+    assert torch.allclose(norm(h, labels), plain, atol=1e-6)  # scale 1, shift 0 at the start: a plain BatchNorm
+    with torch.no_grad():
+        norm.scale.weight[1] = 2.0
+        norm.shift.weight[2] = -1.0
+    out = norm(h, labels)
+    assert torch.allclose(out[1], 2 * plain[1], atol=1e-6) and torch.allclose(out[2], plain[2] - 1, atol=1e-6)
+    z = torch.randn(3, 4)
+    images = model.generator(z, torch.tensor([0, 1, 2]))
+    assert not torch.allclose(images[0], model.generator(z, torch.tensor([1, 1, 2]))[0])  # the class matters
+
+
+def test_conditional_diversity_counts_pairs_of_one_class_only():
+    """A G that draws one fixed image per class is collapsed: diversity ~0 however different the classes."""
+    spec = DataSpec(1, 8, 8, 3, ("a", "b", "c"))
+    model = build_model("gan", spec, conditional=True, latent_dim=4)
+    prototypes = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    model.sample = lambda n, labels=None, **_: prototypes[labels]  # ignores z
+    real = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(12) % 3
+    assert model.validation_step((real, labels))["diversity"] == pytest.approx(0.0, abs=1e-6)
+    assert mean_pairwise_distance(prototypes[labels]) > 1.0  # across classes they differ
+    points = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 8.0]])
+    assert mean_pairwise_distance(points).item() == pytest.approx((5 + 8 + 5) / 3)
+    assert mean_pairwise_distance(points, torch.tensor([0, 1, 0])).item() == pytest.approx(8.0)
+
+
+def test_the_label_fades_in_over_the_condition_ramp():
+    """Weight 0 before the ramp (G and D ignore the label), linear inside it, 1 after; sampled as trained."""
+    spec = DataSpec(1, 8, 8, 3, ("a", "b", "c"))
+    torch.manual_seed(0)
+    model = build_model("dcgan", spec, conditional=True, channels=8, latent_dim=4, condition_ramp=(2, 6), ema=0.9)
+    optimizers = model.configure_optimizers()
+    batch = (torch.rand(8, 1, 8, 8), torch.arange(8) % 3)
+    weights = []
+    for _ in range(8):
+        model.training_step(batch, optimizers)
+        weights.append(model.generator.condition_weight.item())
+        assert model.discriminator.condition_weight.item() == weights[-1]
+        assert model.ema_generator.condition_weight.item() == weights[-1]
+    assert weights == pytest.approx([0, 0, 0.25, 0.5, 0.75, 1, 1, 1])
+    model.set_condition_weight_to(0.0)
+    z, x = torch.randn(2, 4), torch.rand(2, 1, 8, 8)
+    model.generator.eval()
+    assert torch.equal(model.generator(z, torch.tensor([0, 1])), model.generator(z, torch.tensor([2, 2])))
+    assert torch.equal(model.discriminator(x, torch.tensor([0, 1])), model.discriminator(x, torch.tensor([2, 2])))
+    with pytest.raises(GenlabError, match="condition_ramp must be two steps"):
+        build_model("gan", MNIST, condition_ramp=(5, 2))
+    with pytest.raises(GenlabError, match="mode_seeking must be a number >= 0"):
+        build_model("gan", MNIST, mode_seeking=-1.0)
+
+
+def test_mode_seeking_loss_punishes_a_generator_that_ignores_z():
+    z = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    same = torch.ones(8, 1, 4, 4)  # pairs (i, 4 + i) identical: G ignores z
+    assert mode_seeking_loss(same, z).item() == pytest.approx(1e5)
+    varied = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    ratio = (varied[:4] - varied[4:]).abs().mean() / (z[:4] - z[4:]).abs().mean()
+    assert mode_seeking_loss(varied, z).item() == pytest.approx(1 / (ratio.item() + 1e-5), rel=1e-5)
+    model = build_model("dcgan", DataSpec(1, 8, 8, 3, ("a", "b", "c")), conditional=True, channels=8, mode_seeking=1.0)
+    optimizers = model.configure_optimizers()
+    assert math.isfinite(model.training_step((torch.rand(8, 1, 8, 8), torch.arange(8) % 3), optimizers)["g_loss"])
+
+
+def test_dcgan_starts_from_the_papers_initialisation():
+    torch.manual_seed(0)
+    model = build_model("dcgan", MNIST)
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    weights = torch.cat([m.weight.flatten() for m in convs])
+    assert weights.std().item() == pytest.approx(0.02, rel=0.05) and abs(weights.mean().item()) < 1e-3
+    scales = torch.cat([m.weight for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.affine])
+    assert scales.mean().item() == pytest.approx(1.0, abs=0.01) and 0.01 < scales.std().item() < 0.03
+
+
 def test_ema_follows_the_generator_with_warm_up_and_is_sampled_from():
     torch.manual_seed(0)
     model = build_model("gan", DataSpec(1, 8, 8, 0, ()), latent_dim=4, ema=0.999)
@@ -165,6 +281,8 @@ def test_labels_outside_the_classes_and_labels_on_unconditional_models():
 def test_bad_settings_are_named():
     with pytest.raises(GenlabError, match="conditioning"):
         build_model("gan", MNIST, conditioning="film")
+    with pytest.raises(GenlabError, match="generator_conditioning 'film'; choose one of input, batchnorm"):
+        build_model("dcgan", MNIST, generator_conditioning="film")
     with pytest.raises(GenlabError, match=r"--ema must be in \[0, 1\)"):
         build_model("gan", MNIST, ema=1.5)
     with pytest.raises(GenlabError, match="n_critic"):
@@ -202,12 +320,12 @@ def test_a_short_gan_run_is_a_healthy_contest(tmp_path):
     assert history[-1]["diversity"] > 0.5
 
 
-def test_a_convolutional_projection_uses_pooled_features():
+def test_a_convolutional_projection_sums_features_over_positions():
     torch.manual_seed(0)
     model = build_model("dcgan", MNIST, conditional=True, channels=8)
     d = model.discriminator
     x = torch.rand(3, 1, 28, 28) * 2 - 1
     labels = torch.tensor([1, 5, 9])
     maps = d.features(x)  # (3, 16, 7, 7)
-    expected = d.score(maps.flatten(1)).squeeze(1) + (d.embed(labels) * maps.mean(dim=(2, 3))).sum(1)
+    expected = d.score(maps.flatten(1)).squeeze(1) + (d.embed(labels) * maps.sum(dim=(2, 3))).sum(1)
     assert d.embed.weight.shape == (10, 16) and torch.allclose(d(x, labels), expected, atol=1e-5)

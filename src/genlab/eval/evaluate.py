@@ -176,12 +176,17 @@ def _run_data_spec(run) -> tuple[str, Any]:
     return data["spec"], data.get("size")
 
 
-def _draw(run, n: int, seed: int) -> Generated:
+def _draw(run, n: int, seed: int, options: dict[str, Any]) -> Generated:
     """n images from the run, seeded; a conditional model draws the classes in turn (balanced)."""
-    images = run.sample(n, generator=torch.Generator().manual_seed(seed))
+    from genlab.run import check_sampler_options
+
+    check_sampler_options(run.model, options)
+    images = run.sample(n, generator=torch.Generator().manual_seed(seed), **options)
     labels = run.model.check_labels(n, None)
     source = {"kind": "run", "path": str(run.path), "family": run.family,
               "epochs": run.info.get("epochs_completed"), "conditional": run.model.conditional}
+    if options:
+        source["sample_options"] = dict(options)
     return Generated(to_uint8(images), None if labels is None else labels.cpu(), source, run)
 
 
@@ -204,6 +209,7 @@ def evaluate(
     inception: str | Path | None = None,
     use_cache: bool = True,
     cas_steps: int = CAS_STEPS,
+    sample_options: dict[str, Any] | None = None,
 ) -> Evaluation:
     """Measure `source` against real images of `data`, with the real-vs-real floor beside every number.
 
@@ -214,6 +220,8 @@ def evaluate(
     use (default: all the file's images, or for a run as many as the reference has; at most
     DEFAULT_N). `metrics`: names from
     METRIC_NAMES (default all); those that do not apply are listed in `skipped` with why.
+    `sample_options`: keyword arguments of the run's `sample` (a diffusion run's sampler, steps,
+    eta, guidance), recorded with the source.
     """
     if reference not in ("test", "train"):
         raise GenlabError(f"--reference must be test or train, got {reference!r}")
@@ -241,7 +249,7 @@ def evaluate(
         n = n or min(DEFAULT_N, len(real_ref))
     if run is not None:
         _check_shape(run.model.data.image_shape, train, f"{run.path}'s images")
-        generated = _draw(run, n, seed)
+        generated = _draw(run, n, seed, sample_options or {})
     elif samples is not None:
         _check_shape(samples.image_shape, train, "the samples")
         n = n or min(DEFAULT_N, len(samples))
