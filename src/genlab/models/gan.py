@@ -53,7 +53,7 @@ class GANConfig:
     ema: float = 0.0  # decay of an exponential moving average of G's weights (0: none), used for sampling
     # Conditional models: the label's weight in G and D grows linearly from 0 at step start to 1 at
     # step end (D steps): unconditional first, so G learns to use z before the label can replace it.
-    condition_ramp: tuple[int, int] = (250, 1000)
+    condition_ramp: tuple[int, int] = (100, 600)
     mode_seeking: float = 1.0  # conditional G: weight of the mode-seeking term (Mao et al. 2019) in its loss; 0: off
 
     def __post_init__(self) -> None:
