@@ -418,6 +418,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, from {', '.join(PARTS)} (default all)")
     parser.add_argument("--families", default=",".join(FAMILIES), help="families for the mnist and fashion parts")
+    parser.add_argument("--fashion-families", help="families for the fashion part (default: --families)")
     parser.add_argument("--mnist-epochs", type=int, default=30)
     parser.add_argument("--fashion-epochs", type=int, default=3, help="default 3 (180,000 images per run)")
     parser.add_argument("--fashion-n", type=int, default=5000, help="samples (and held-out images) on fashion-mnist")
@@ -434,6 +435,7 @@ def main(argv=None) -> int:
         parser.error("--reuse needs --keep DIR (where the earlier runs are)")
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     families = [f.strip() for f in args.families.split(",") if f.strip()]
+    fashion_families = [f.strip() for f in (args.fashion_families or args.families).split(",") if f.strip()]
     if bad := [p for p in parts if p not in PARTS]:
         parser.error(f"unknown part(s) {bad}; choose from {PARTS}")
 
@@ -455,7 +457,7 @@ def main(argv=None) -> int:
         if "cmnist" in parts:
             plan.append(("conditional dcgan", "dcgan", "mnist-5k", {"conditional": True}, args.mnist_epochs, None))
         if "fashion" in parts:
-            plan += [(f"{f}", f, "fashion-mnist", {}, args.fashion_epochs, args.fashion_n) for f in families]
+            plan += [(f"{f}", f, "fashion-mnist", {}, args.fashion_epochs, args.fashion_n) for f in fashion_families]
         if "cfashion" in parts:
             plan.append(("conditional dcgan", "dcgan", "fashion-mnist", {"conditional": True}, args.fashion_epochs,
                          args.fashion_n))
@@ -477,7 +479,8 @@ def main(argv=None) -> int:
     trained = {(r["data"], r["label"].split(", G in")[0]): r["wall"] for r in rows}  # the plain loop trains once
     reused = sum(r["reused"] for r in rows if "eval mode" not in r["label"])
     command = (f"python benchmarks/gan_quality.py --parts {','.join(parts)} --families {','.join(families)} "
-               f"--mnist-epochs {args.mnist_epochs} --fashion-epochs {args.fashion_epochs} "
+               + (f"--fashion-families {','.join(fashion_families)} " if fashion_families != families else "")
+               + f"--mnist-epochs {args.mnist_epochs} --fashion-epochs {args.fashion_epochs} "
                f"--fashion-n {args.fashion_n} --seed {args.seed}")
     body = "\n\n".join([
         f"Measured with `{command}` on {machine_line()}. Training took {sum(trained.values()) / 60:.0f} min "
