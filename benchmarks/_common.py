@@ -172,6 +172,24 @@ class LoadMeter:
 # ---------------------------------------------------------------- reporting
 
 
+def quietest(measure_once, args):
+    """(result, other processes' cores) of the quietest of up to `args.retries` calls of `measure_once()`.
+
+    Stops at the first call during which others kept at most `args.max_other_load` cores busy,
+    pausing `args.pause` seconds between attempts.
+    """
+    best = None
+    for _ in range(args.retries):
+        with LoadMeter() as load:
+            result = measure_once()
+        if best is None or load.other_cores < best[1]:
+            best = (result, load.other_cores)
+        if load.other_cores <= args.max_other_load:
+            break
+        time.sleep(args.pause)
+    return best
+
+
 def median(values):
     return statistics.median(values)
 

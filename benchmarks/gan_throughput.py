@@ -44,7 +44,7 @@ import torch
 import genlab
 from genlab.training.trainer import Callback
 
-from _common import LoadMeter, MNISTAsTorchvision, PerSampleImages, machine_line, markdown_table, median, publish
+from _common import MNISTAsTorchvision, PerSampleImages, machine_line, markdown_table, median, publish, quietest
 
 FAMILIES = ("gan", "dcgan", "wgan-gp")
 TARGET = 1.0
@@ -117,20 +117,6 @@ LOOPS = {  # name -> fn(family, train, args) -> {figure: images/s}
 PEERS = [name for name in LOOPS if name != "genlab.train"]
 
 
-def measure(fn, family, train, args) -> tuple[dict[str, float], float]:
-    """(rates, other processes' cores) of the quietest of up to `args.retries` attempts."""
-    best = None
-    for _ in range(args.retries):
-        with LoadMeter() as load:
-            rates = fn(family, train, args)
-        if best is None or load.other_cores < best[1]:
-            best = (rates, load.other_cores)
-        if load.other_cores <= args.max_other_load:
-            break
-        time.sleep(args.pause)
-    return best
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", default=",".join(FAMILIES))
@@ -159,7 +145,7 @@ def main(argv=None) -> int:
     for repeat in range(1, args.repeats + 1):
         for family in families:
             for name, fn in LOOPS.items():  # interleaved: a busy spell hits every loop alike
-                rates, other = measure(fn, family, train, args)
+                rates, other = quietest(lambda: fn(family, train, args), args)
                 for figure, rate in rates.items():
                     results[family].setdefault((name, figure), []).append(rate)
                 loads[family][name].append(other)

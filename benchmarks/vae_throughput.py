@@ -47,12 +47,12 @@ from genlab.training.trainer import TrainConfig, Trainer
 
 from _common import (
     ExamplesVAE,
-    LoadMeter,
     examples_loader,
     examples_train_epoch,
     machine_line,
     markdown_table,
     median,
+    quietest,
     write_section,
 )
 
@@ -152,20 +152,6 @@ def time_bare(train, epochs: int, warmup: int, batch_size: int, seed: int) -> fl
     return seen / (time.perf_counter() - start)
 
 
-def measure(fn, args, train) -> tuple[float, float]:
-    """(images/s, other processes' cores) of the quietest of up to `args.retries` attempts."""
-    best = None
-    for attempt in range(args.retries):
-        with LoadMeter() as load:
-            rate = fn(train, args.epochs, args.warmup, args.batch_size, args.seed)
-        if best is None or load.other_cores < best[1]:
-            best = (rate, load.other_cores)
-        if load.other_cores <= args.max_other_load:
-            break
-        time.sleep(args.pause)
-    return best
-
-
 # ---------------------------------------------------------------- start-up
 
 
@@ -238,7 +224,7 @@ def main(argv=None) -> int:
           f"{args.warmup} warm-up + {args.epochs} timed epochs, {args.repeats} repeats", flush=True)
     for repeat in range(1, args.repeats + 1):
         for name, fn in loops.items():  # interleaved, so a busy spell hits every loop alike
-            rate, other = measure(fn, args, train)
+            rate, other = quietest(lambda: fn(train, args.epochs, args.warmup, args.batch_size, args.seed), args)
             results[name].append(rate)
             loads[name].append(other)
         print(f"repeat {repeat}: " + ", ".join(
