@@ -252,7 +252,6 @@ def _sample(args: argparse.Namespace) -> int:
     options = _sampler_options(args)
     if args.interpolate:
         options.pop("steps", None)  # images per strip there
-    if args.interpolate:
         steps = args.steps or 10
         images, labels = run.interpolate(args.n or 1, steps, generator, args.labels)
         nrow = steps

