@@ -29,6 +29,7 @@ _EXPORTS = {
     "Trainer": "genlab.training.trainer",
     "Run": "genlab.run",
     "evaluate": "genlab.eval.evaluate",
+    "likelihoods": "genlab.eval.likelihood",
     "GenlabError": "genlab.errors",
 }
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from genlab.data import ImageDataset, dataset_catalog, load_dataset
     from genlab.errors import GenlabError
     from genlab.eval.evaluate import evaluate
+    from genlab.eval.likelihood import likelihoods
     from genlab.models import MODELS, DataSpec, build_model
     from genlab.run import Run
     from genlab.training.api import train

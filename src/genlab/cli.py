@@ -146,6 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-cache", action="store_true", help="recompute the real features and the floor")
     _add_sampler_options(evaluate)
     evaluate.set_defaults(handler=_eval)
+
+    likelihood = commands.add_parser(
+        "likelihood", help="one NLL table (nats per image, bits/dim) for runs of any likelihood family, same test images"
+    )
+    likelihood.add_argument("runs", nargs="+", metavar="RUN", help="run directories trained on the same data")
+    likelihood.add_argument("--images", type=_positive_int,
+                            help="test images to score (default: all, or the fewest a family asks for, e.g. DDPM's 1,000)")
+    likelihood.add_argument("--seed", type=_seed, default=0, help="seed of the test subset and of any sampling in a bound")
+    likelihood.add_argument("--out", metavar="FILE.json", help="also write the table as JSON")
+    likelihood.set_defaults(handler=_likelihood)
     return parser
 
 
@@ -309,6 +319,21 @@ def _eval(args: argparse.Namespace) -> int:
         written = write_results(result, out)
         extra = " and memorization.png (the 16 samples closest to a training image, over them)" if "memorization" in written else ""
         print(f"\nwrote {written['metrics']}{extra}")
+    return 0
+
+
+def _likelihood(args: argparse.Namespace) -> int:
+    from genlab.eval.likelihood import likelihoods
+    from genlab.io import atomic_write_json
+
+    table = likelihoods(args.runs, images=args.images, seed=args.seed)
+    info = table.info
+    print(f"{info['data']['spec']} test split: {info['images']:,} of {info['test_images']:,} images "
+          f"(seed {info['seed']}), the same for every run\n")
+    print(table.table())
+    if args.out:
+        atomic_write_json(args.out, table.to_dict())
+        print(f"\nwrote {args.out}")
     return 0
 
 

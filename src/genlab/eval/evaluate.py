@@ -495,7 +495,8 @@ class _Context:
         limit = getattr(model, "likelihood_images", None) or len(self.test)
         test = self.test.subset(_pick(len(self.test), limit, self._generator()))
         nll, data_model = negative_log_likelihood(model, test, self.seed)
-        details["nll"] = {"data_model": data_model, "split": "test", "images": len(test)}
+        details["nll"] = {"data_model": data_model, "kind": getattr(model, "likelihood_kind", ""), "split": "test",
+                          "images": len(test)}
         return {"nll_nats": nll, "bits_per_dim": nll / (math.prod(self.test.image_shape) * math.log(2))}
 
 

@@ -88,7 +88,8 @@ class DDPM(GenerativeModel):
     default_batch_size = 128
     trace_columns = (("loss", "Loss"), ("test_loss", "Test loss"))
     monitor = "test_loss"
-    likelihood_data_model = "256-way discrete (8-bit pixels), discretized Gaussian decoder"
+    likelihood_data_model = "256-way discrete (8-bit pixels)"
+    likelihood_kind = "bound: variational (Ho et al. 2020), discretized Gaussian decoder"
     likelihood_images = 1000  # `genlab eval` bounds a seeded subset this large: each image costs K + 1 passes
 
     def __init__(self, config: DDPMConfig, data: DataSpec):

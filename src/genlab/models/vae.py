@@ -220,6 +220,11 @@ class VAE(GenerativeModel):
         recon_accuracy = ((reconstruction > 0.5) == (x > 0.5)).float().mean()
         return {"test_loss": loss_per_image.mean().item(), "recon_accuracy": recon_accuracy.item()}
 
+    @property
+    def likelihood_kind(self) -> str:
+        """How `log_likelihood` relates to log p(x), for tables that put families side by side."""
+        return f"bound: importance-weighted (Burda et al. 2016), k = {self.config.iw_samples}"
+
     @torch.no_grad()
     def log_likelihood(self, x: torch.Tensor, labels: torch.Tensor | None = None, k: int | None = None) -> torch.Tensor:
         """Importance-weighted lower bound on log p(x) in nats per image, (B,) (Burda et al. 2016, eq. 8).

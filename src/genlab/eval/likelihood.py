@@ -1,0 +1,124 @@
+"""`genlab likelihood`: one table of negative log-likelihoods across families, on one test subset.
+
+    table = likelihoods(["runs/vae", "runs/pixelcnn", "runs/ddpm"])
+    print(table.table()); table.rows[0].bits_per_dim
+
+Exact likelihoods (PixelCNN, RealNVP) and bounds (the VAE's importance-weighted bound, DDPM's
+variational bound) in nats per image and bits per dimension, every run scored on the same
+seeded subset of the same test split. Each row states the data model its number assumes
+(binarized pixels, 256-way discrete 8-bit pixels, or a dequantized continuous density): only
+rows with the same data model measure the same thing, and the table says which those are.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from genlab.data import fingerprint, load_splits
+from genlab.errors import GenlabError
+
+from genlab.eval.evaluate import _check_shape, _pick, _run_data_spec, negative_log_likelihood
+
+
+@dataclass
+class LikelihoodRow:
+    """One run's likelihood: NLL in nats per image (None: the family has none) and how it is defined."""
+
+    path: str
+    family: str
+    epochs: int | None
+    kind: str  # "exact", "bound", or "" for families without a likelihood
+    data_model: str
+    nll_nats: float | None
+    bits_per_dim: float | None
+    seconds: float
+
+
+@dataclass
+class LikelihoodTable:
+    """The rows and what they share: the data, the test subset, the seed."""
+
+    rows: list[LikelihoodRow]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": 1, **self.info, "rows": [asdict(row) for row in self.rows],
+                "comparable": self.comparable()}
+
+    def comparable(self) -> dict[str, list[str]]:
+        """Data model -> the runs measured under it (only these may be ranked against each other)."""
+        groups: dict[str, list[str]] = {}
+        for row in self.rows:
+            if row.nll_nats is not None:
+                groups.setdefault(row.data_model, []).append(row.path)
+        return groups
+
+    def table(self) -> str:
+        """Aligned text: one line per run, then which runs are comparable."""
+        header = ("Run", "Family", "Epochs", "Likelihood", "Data model", "NLL (nats)", "Bits/dim")
+        lines = [header]
+        for row in self.rows:
+            nll = "-" if row.nll_nats is None else f"{row.nll_nats:.2f}"
+            bpd = "-" if row.bits_per_dim is None else f"{row.bits_per_dim:.4f}"
+            lines.append((row.path, row.family, str(row.epochs if row.epochs is not None else "-"),
+                          row.kind or "none", row.data_model, nll, bpd))
+        widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
+        text = ["  ".join(cell.ljust(widths[c]) for c, cell in enumerate(line)).rstrip() for line in lines]
+        groups = self.comparable()
+        for data_model, paths in groups.items():
+            if len(paths) > 1:
+                best = min((r for r in self.rows if r.path in paths and r.data_model == data_model),
+                           key=lambda r: r.nll_nats)
+                text.append(f"comparable ({data_model}): {', '.join(paths)}; lowest NLL: {best.path}")
+        if len(groups) > 1:
+            text.append("rows under different data models measure different things: do not rank them against each other")
+        return "\n".join(text)
+
+
+def likelihoods(runs: Sequence, images: int | None = None, seed: int = 0) -> LikelihoodTable:
+    """NLL of every run in `runs` (folders or Runs) on one seeded subset of their common test split.
+
+    `images`: test images to score (default: all of them, or the fewest any family asks for:
+    DDPM's bound costs `likelihood_images` = 1,000 by default). Runs must share their data.
+    """
+    from genlab.run import Run
+
+    if not runs:
+        raise GenlabError("give one or more run directories to compare, e.g. genlab likelihood runs/vae runs/pixelcnn")
+    if images is not None and (isinstance(images, bool) or not isinstance(images, int) or images <= 0):
+        raise GenlabError(f"--images must be a positive number of test images, got {images!r}")
+    loaded = [run if isinstance(run, Run) else Run.load(run) for run in runs]
+    specs = {_run_data_spec(run) for run in loaded}
+    if len(specs) > 1:
+        named = "; ".join(f"{run.path}: {_run_data_spec(run)[0]}" for run in loaded)
+        raise GenlabError(f"the runs were trained on different data ({named}); likelihoods are only compared "
+                          "on one test split: give runs of one dataset")
+    (data, size), = specs
+    train, test = load_splits(data, size=size)
+    for run in loaded:
+        _check_shape(run.model.data.image_shape, train, f"{run.path}'s images")
+    limits = [getattr(run.model, "likelihood_images", None) for run in loaded if hasattr(run.model, "log_likelihood")]
+    count = min([len(test), *(limit for limit in limits if limit), *([images] if images else [])])
+    subset = test.subset(_pick(len(test), count, torch.Generator().manual_seed(seed)))
+    dims = math.prod(test.image_shape)
+    rows = []
+    for run in loaded:
+        started = time.perf_counter()
+        model = run.model
+        nll = data_model = None
+        if hasattr(model, "log_likelihood"):
+            nll, data_model = negative_log_likelihood(model, subset, seed)
+        rows.append(LikelihoodRow(
+            path=str(run.path), family=run.family, epochs=run.info.get("epochs_completed"),
+            kind=getattr(model, "likelihood_kind", "") if nll is not None else "",
+            data_model=data_model or "-", nll_nats=nll, bits_per_dim=None if nll is None else nll / (dims * math.log(2)),
+            seconds=round(time.perf_counter() - started, 2),
+        ))
+    info = {"data": {"spec": data, "size": size, "split": "test", "fingerprint": fingerprint(train, test)},
+            "images": count, "test_images": len(test), "seed": seed}
+    return LikelihoodTable(rows, info)
