@@ -148,7 +148,7 @@ def make_folder(root: Path, sizes) -> Path:
 
 
 BAD_TRAIN_INPUTS = [
-    (["train", "gan9", "--data", "digits"], "unknown model 'gan9'; choose one of: dcgan, ddpm, gan, vae, wgan-gp"),
+    (["train", "gan9", "--data", "digits"], "unknown model 'gan9'; choose one of: dcgan, ddpm, gan, pixelcnn, realnvp, vae, wgan-gp"),
     (["train", "vae", "--data", "cifar"], "unknown dataset 'cifar'"),
     (["train", "vae", "--data", "mnist"], "genlab datasets --download mnist"),
     (["train", "vae", "--data", "digits", "--epochs", "0"], "--epochs: must be a positive integer, got 0"),
@@ -306,3 +306,46 @@ def test_divergence_on_the_command_line_is_exit_1_and_one_line(tmp_path, capsys)
     line = one_error_line(err)
     assert "training diverged" in line and "at epoch 1, step" in line and "--lr" in line
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "diverged"
+
+
+def test_pixelcnn_completes_the_bottom_of_an_image_file(tmp_path, capsys):
+    from PIL import Image
+
+    from genlab.data import load_dataset
+    from genlab.data.folder import read_image
+
+    settings = ["--set", "channels=8", "--set", "layers=3", "--set", "kernel_size=3", "--set", "head_channels=16"]
+    out = tmp_path / "pcnn"
+    assert main(["train", "pixelcnn", "--data", "digits", "--epochs", "1", "--quiet", "--sample-every", "0",
+                 "--out", str(out), "--conditional", *settings]) == 0
+    digit = load_dataset("digits", split="test")
+    Image.fromarray(digit.images[0, 0].numpy()).resize((16, 16)).save(tmp_path / "digit.png")  # resized back to 8x8
+    kept_rows = 3
+    npz = tmp_path / "done.npz"
+    argv = ["sample", str(out), "--complete", str(tmp_path / "digit.png"), "--rows", str(kept_rows), "--n", "5",
+            "--labels", str(int(digit.labels[0])), "--seed", "4", "--format", "npz", "--out", str(npz)]
+    assert main(argv) == 0
+    assert "wrote 7 images" in capsys.readouterr().out
+    with np.load(npz) as saved:
+        images = (torch.from_numpy(saved["images"]) * 255).round().to(torch.uint8)  # image, kept part, 5 completions
+    original = read_image(tmp_path / "digit.png", 1, (8, 8))
+    assert torch.equal(images[0], original)
+    assert torch.equal(images[2:, :, :kept_rows], original[:, :kept_rows].expand(5, -1, -1, -1))  # kept exactly
+    assert len({images[i, :, kept_rows:].numpy().tobytes() for i in range(2, 7)}) > 1  # the rest is drawn
+    assert main([*argv[:-2], "--out", str(tmp_path / "again.npz")]) == 0  # the same seed, the same completions
+    with np.load(tmp_path / "again.npz") as again:
+        assert np.array_equal((again["images"] * 255).round().astype(np.uint8), images.numpy())
+    capsys.readouterr()
+    for extra, message in (([], "pass its label (--labels K)"), (["--rows", "8", "--labels", "1"], "rows to keep"),
+                           (["--interpolate", "--labels", "1"], "give one of them")):
+        assert main(["sample", str(out), "--complete", str(tmp_path / "digit.png"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert main(["sample", str(out), "--rows", "3"]) == 2
+    assert "give --complete IMAGE too" in capsys.readouterr().err
+    assert main(["sample", str(out), "--complete", str(tmp_path / "none.png"), "--labels", "1"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    vae = tmp_path / "vae"
+    assert main(["train", "vae", "--data", "digits", "--epochs", "1", "--quiet", "--out", str(vae)]) == 0
+    assert main(["sample", str(vae), "--complete", str(tmp_path / "digit.png")]) == 2
+    assert "use a pixelcnn run" in capsys.readouterr().err

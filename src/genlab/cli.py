@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler_options(sample, steps_help="with --interpolate: images per strip (default 10); ")
     sample.add_argument("--trajectory", type=_positive_int, metavar="K",
                         help="diffusion: save the denoising of each image from x_T to x_0, every K steps, one row each")
+    sample.add_argument("--complete", metavar="IMAGE",
+                        help="pixelcnn: keep the top --rows rows of this image file (resized to the model's size) "
+                             "and draw the rest, --n times (default 8); the grid shows the image, what was kept, "
+                             "then the completions")
+    sample.add_argument("--rows", type=int, help="with --complete: rows of the image to keep (default: half its height)")
     sample.add_argument("--format", choices=("png", "npz"), help="png grid or npz of raw images and labels")
     sample.add_argument("--nrow", type=_positive_int,
                         help="images per grid row (default 8; a conditional model drawing every class: one column per class)")
@@ -251,6 +256,12 @@ def _sample(args: argparse.Namespace) -> int:
     from genlab.run import SAMPLES_DIR, Run
     from genlab.training.trainer import pick_device
 
+    modes = [flag for flag, given in (("--interpolate", args.interpolate), ("--trajectory", args.trajectory),
+                                      ("--complete", args.complete)) if given]
+    if len(modes) > 1:
+        raise GenlabError(f"{' and '.join(modes)} are different kinds of output: give one of them")
+    if args.rows is not None and not args.complete:
+        raise GenlabError("--rows is the part of the --complete image to keep: give --complete IMAGE too")
     suffix = Path(args.out).suffix.lower() if args.out else ""
     fmt = args.format or ("npz" if suffix == ".npz" else "png")
     if args.out and suffix != f".{fmt}":
@@ -265,6 +276,8 @@ def _sample(args: argparse.Namespace) -> int:
         steps = args.steps or 10
         images, labels = run.interpolate(args.n or 1, steps, generator, args.labels)
         nrow = steps
+    elif args.complete:
+        images, labels, nrow = _completions(run, args, generator)
     elif args.trajectory:
         from genlab.run import check_sampler_options
 
@@ -289,6 +302,25 @@ def _sample(args: argparse.Namespace) -> int:
         save_grid(images, out, nrow=nrow)
     print(f"wrote {len(images)} images to {out}")
     return 0
+
+
+def _completions(run, args: argparse.Namespace, generator):
+    """(images, labels, images per row) for `genlab sample --complete`: the image, what is kept, completions."""
+    import torch
+
+    from genlab.data.folder import read_image
+
+    data = run.model.data
+    rows = data.height // 2 if args.rows is None else args.rows
+    image = read_image(args.complete, data.channels, (data.height, data.width)).float() / 255  # (C, H, W)
+    n = args.n or 8
+    completions = run.complete(image, rows, n, generator, args.labels)
+    kept = image.clone()
+    kept[:, rows:] = 0.5  # grey where the model draws
+    labels = run.model.check_labels(n, args.labels)
+    if labels is not None:
+        labels = torch.cat([labels[:1], labels[:1], labels.cpu()])  # the two reference images take the first label
+    return torch.cat([image[None], kept[None], completions]), labels, n + 2
 
 
 def _eval(args: argparse.Namespace) -> int:

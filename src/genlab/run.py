@@ -27,6 +27,7 @@ import genlab
 from genlab.errors import GenlabError
 from genlab import rng
 from genlab.io import atomic_write_bytes, atomic_write_json, load_tensors, read_json, refuse_pickle, save_tensors
+from genlab.data.transforms import binarize
 from genlab.models import DataSpec, GenerativeModel, build_model, make_config
 
 FORMAT_VERSION = 1
@@ -336,6 +337,33 @@ class Run:
                 for i in range(strips)
             ])
         return images, None if labels is None else labels.cpu().repeat_interleave(steps)
+
+    def complete(self, image: torch.Tensor, rows: int, n: int, generator: torch.Generator | None = None,
+                 labels=None, batch_size: int = 1000) -> torch.Tensor:
+        """n completions (n, C, H, W) of one image (C, H, W) in [0, 1] that keep its top `rows` rows.
+
+        Autoregressive families only (they draw pixel by pixel, so the rest follows the kept rows).
+        A conditional model needs the image's class as `labels`; a binarizing one sees the image
+        binarized once with `generator`.
+        """
+        if not hasattr(self.model, "complete"):
+            raise GenlabError(f"a {self.family} run cannot complete an image (it does not draw pixel by pixel); "
+                              "use a pixelcnn run")
+        self._check_size(n)
+        if self.model.conditional and labels is None:
+            raise GenlabError("a conditional model completes an image of a known class: pass its label (--labels K)")
+        labels = self.model.check_labels(n, labels)
+        image = image.to(self.model.device, torch.float32)
+        if getattr(self.model.config, "binarize", False):
+            image = binarize(image, generator)  # the model knows only 0/1 pixels: one seeded binarization
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                count = min(batch_size, n - start)
+                part = None if labels is None else labels[start : start + count]
+                chunks.append(self.model.complete(image.expand(count, *image.shape), rows, generator=generator,
+                                                  labels=part).cpu())
+        return torch.cat(chunks)
 
     def _check_size(self, n: int) -> None:
         gigabytes = n * self.model.data.num_pixels * 4 / 1e9  # float32 images

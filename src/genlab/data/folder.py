@@ -158,6 +158,14 @@ def _decode(files: list[Path], gray: bool, size: tuple[int, int]) -> torch.Tenso
     return torch.from_numpy(np.ascontiguousarray(stacked))
 
 
+def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """One image file as uint8 (C, H, W): grey when `channels` is 1, else RGB, resized to `size` (H, W)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GenlabError(f"{path} does not exist; give an image file (PNG, JPEG ...)")
+    return _decode([path], channels == 1, size)[0]
+
+
 Parts = dict[str, tuple[list[Path], list[int]]]  # split -> (files, their labels; empty when unlabelled)
 
 

@@ -10,9 +10,13 @@ from genlab.errors import GenlabError
 from genlab.models.base import DataSpec, GenerativeModel
 from genlab.models.ddpm import DDPM
 from genlab.models.gan import DCGAN, GAN, WGANGP
+from genlab.models.pixelcnn import PixelCNN
+from genlab.models.realnvp import RealNVP
 from genlab.models.vae import VAE, VAEConfig
 
-MODELS: dict[str, type[GenerativeModel]] = {"vae": VAE, "gan": GAN, "dcgan": DCGAN, "wgan-gp": WGANGP, "ddpm": DDPM}
+MODELS: dict[str, type[GenerativeModel]] = {
+    "vae": VAE, "gan": GAN, "dcgan": DCGAN, "wgan-gp": WGANGP, "ddpm": DDPM, "pixelcnn": PixelCNN, "realnvp": RealNVP,
+}
 
 
 def model_class(name: str) -> type[GenerativeModel]:

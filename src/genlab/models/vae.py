@@ -36,13 +36,14 @@ class VAEConfig:
     binarize: bool = False  # train on dynamically binarized pixels (binarized-MNIST protocol)
     lr: float | None = None  # Adam step; None: DEFAULT_LR of the arch (resolved, so run.json holds it)
     iw_samples: int = 100  # importance samples k for log_likelihood (IWAE bound)
+    train_samples: int = 1  # importance samples in the training objective: 1 is the ELBO, k > 1 the IWAE bound
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise GenlabError(f"unknown VAE arch {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.arch]
-        for name in ("latent_dim", "hidden_dim", "conv_channels", "iw_samples"):
+        for name in ("latent_dim", "hidden_dim", "conv_channels", "iw_samples", "train_samples"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise GenlabError(f"VAE setting {name} must be a positive integer, got {getattr(self, name)!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
@@ -199,9 +200,14 @@ class VAE(GenerativeModel):
         x, labels = batch
         if self.config.binarize:
             x = binarize(x)
-        logits, mean, logvar = self(x, labels)
-        loss_per_image, kl = negative_elbo(logits, x, mean, logvar)
-        loss = loss_per_image.mean()
+        if self.config.train_samples > 1:  # IWAE (Burda et al. 2016): the k-sample bound, tighter than the ELBO
+            mean, logvar, log_weights = self.importance_log_weights(x, labels, self.config.train_samples)
+            loss = -(torch.logsumexp(log_weights, dim=0) - math.log(self.config.train_samples)).mean()
+            kl = -0.5 * (1 + logvar - mean.pow(2) - logvar.exp()).sum(1)  # of q, reported as for the ELBO
+        else:
+            logits, mean, logvar = self(x, labels)
+            loss_per_image, kl = negative_elbo(logits, x, mean, logvar)
+            loss = loss_per_image.mean()
         optimizer = optimizers["model"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -234,6 +240,11 @@ class VAE(GenerativeModel):
         likelihood in the strict sense for binary pixels.
         """
         k = k or self.config.iw_samples
+        _, _, log_weights = self.importance_log_weights(x, labels, k)
+        return torch.logsumexp(log_weights, dim=0) - math.log(k)
+
+    def importance_log_weights(self, x: torch.Tensor, labels: torch.Tensor | None, k: int):
+        """q's mean and log-variance (B, latent) and log p(x, z_i) - log q(z_i|x) for k draws z_i ~ q(z|x): (k, B)."""
         x = x.to(self.device)
         onehot = self._onehot(labels)
         mean, logvar = self.coder.encode(x, onehot)
@@ -246,4 +257,4 @@ class VAE(GenerativeModel):
             log_p_z = gaussian_log_density(z, zeros, zeros)
             log_q_z = gaussian_log_density(z, mean, logvar)
             log_weights.append(log_p_x_given_z + log_p_z - log_q_z)
-        return torch.logsumexp(torch.stack(log_weights), dim=0) - math.log(k)
+        return mean, logvar, torch.stack(log_weights)

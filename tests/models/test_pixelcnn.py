@@ -1,0 +1,250 @@
+"""The Gated PixelCNN family: causality, exact normalised likelihoods, the cached sampler, completion."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+import genlab
+from genlab.data import load_splits
+from genlab.errors import GenlabError
+from genlab.eval.evaluate import negative_log_likelihood
+from genlab.models import DataSpec, build_model
+from genlab.models.pixelcnn import draw, fill
+from tests.models.conformance import FamilyConformance
+
+TINY = {"channels": 8, "layers": 3, "kernel_size": 3, "head_channels": 16, "lr": 3e-3}
+
+
+class TestPixelCNN(FamilyConformance):
+    family, settings = "pixelcnn", TINY
+
+
+class TestConditionalBinarizedPixelCNN(FamilyConformance):
+    family, settings = "pixelcnn", {**TINY, "conditional": True, "binarize": True}
+
+
+class TestColourPixelCNN(FamilyConformance):
+    family, settings = "pixelcnn", {**TINY, "channels": 9}
+    spec = DataSpec(3, 6, 6, 3, ("a", "b", "c"))
+
+
+def tiny(colours=1, height=5, width=6, seed=0, **settings):
+    """A small model whose receptive field covers a 5x6 image (kernel 5, 4 layers).
+
+    Each colour gets 8 feature maps: with fewer, every ReLU of a colour's group can be off at
+    the first pixels for all test images, and a gradient test would see no dependence.
+    """
+    torch.manual_seed(seed)
+    spec = DataSpec(colours, height, width, 3, ("a", "b", "c"))
+    config = {"channels": 8 * colours, "layers": 4, "kernel_size": 5, "head_channels": 8 * colours, **settings}
+    return build_model("pixelcnn", spec, config).eval()
+
+
+def random_images(model, n, seed):
+    """n images on the model's grid (0/1 or k/255)."""
+    g = torch.Generator().manual_seed(seed)
+    return model.discretize(torch.rand(n, *model.data.image_shape, generator=g))
+
+
+def earlier(c, i, j, shape):
+    """(C, H, W) bool: the values before colour c of pixel (i, j) in raster order, colours R, G, B within a pixel."""
+    colours, height, width = shape
+    order = torch.arange(colours * height * width).reshape(height, width, colours).permute(2, 0, 1)
+    return order < order[c, i, j]
+
+
+CASES = [  # colours, settings
+    (1, {}), (1, {"binarize": True}), (1, {"conditional": True}), (3, {}), (3, {"binarize": True, "conditional": True}),
+]
+
+
+@pytest.mark.parametrize("colours, settings", CASES)
+def test_each_output_sees_every_earlier_value_and_nothing_later(colours, settings):
+    model = tiny(colours, **settings)
+    labels = torch.arange(8) % 3 if model.conditional else None
+    x = random_images(model, 8, seed=1).requires_grad_(True)
+    logits = model.network(x, labels)  # (8, C, K, 5, 6)
+    other = random_images(model, 8, seed=2)
+    for i, j in [(0, 0), (0, 3), (2, 0), (2, 5), (3, 2), (4, 5)]:  # at (0, 0) colour 0, `before` is all False
+        for c in range(colours):
+            before = earlier(c, i, j, model.data.image_shape)
+            # every later value (this pixel's colours from c on, every later pixel) replaced at once
+            changed = torch.where(before, x.detach(), other)
+            assert not torch.equal(changed, x.detach()) or (i, j, c) == (4, 5, colours - 1)
+            moved = model.network(changed, labels)[:, c, :, i, j] - logits[:, c, :, i, j]
+            assert moved.abs().max() < 1e-5, (c, i, j)
+            # and every earlier value moves them (no blind spot): the gradient is non-zero exactly there
+            (gradient,) = torch.autograd.grad(logits[:, c, :, i, j].sum(), x, retain_graph=True)
+            depends = gradient.abs().sum(0) > 0  # (C, H, W)
+            assert torch.equal(depends, before), (c, i, j)
+
+
+def test_the_binary_likelihood_sums_to_one_over_every_image():
+    """Sum of p(x) over all 2^(C*H*W) binary images is 1: the conditionals chain into one distribution."""
+    for colours, height, width in [(1, 3, 3), (3, 1, 2)]:
+        model = tiny(colours, height, width, binarize=True, conditional=True)
+        d = colours * height * width
+        bits = torch.tensor(list(itertools.product([0.0, 1.0], repeat=d))).reshape(-1, colours, height, width)
+        for label in range(3):
+            log_p = model.log_likelihood(bits, torch.full((len(bits),), label))
+            assert torch.logsumexp(log_p.double(), 0).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_the_256_way_likelihood_sums_to_one_over_every_two_pixel_image():
+    model = tiny(1, 1, 2)
+    levels = torch.arange(256.0) / 255
+    pairs = torch.cartesian_prod(levels, levels).reshape(-1, 1, 1, 2)  # all 65,536 images
+    log_p = model.log_likelihood(pairs)
+    assert torch.isfinite(log_p).all()
+    assert torch.logsumexp(log_p.double(), 0).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_likelihoods_equal_the_cross_entropy_written_out():
+    for settings in ({}, {"binarize": True}):
+        model = tiny(1, 2, 3, **settings)
+        x = random_images(model, 2, seed=3)
+        logits = model.network(x)  # (2, 1, K, 2, 3)
+        expected = torch.zeros(2, dtype=torch.float64)
+        for b, i, j in itertools.product(range(2), range(2), range(3)):
+            z = logits[b, 0, :, i, j].double()
+            if settings:  # Bernoulli: log sigmoid(z) for a 1, log(1 - sigmoid(z)) for a 0
+                p = 1 / (1 + math.exp(-z.item()))
+                expected[b] += math.log(p if x[b, 0, i, j] == 1 else 1 - p)
+            else:  # softmax over the 256 levels, at the pixel's level round(255 x)
+                probabilities = z.exp() / z.exp().sum()
+                assert probabilities.sum().item() == pytest.approx(1.0, abs=1e-12)
+                expected[b] += probabilities[round(x[b, 0, i, j].item() * 255)].log()
+        log_p = model.log_likelihood(x)
+        assert log_p.shape == (2,) and torch.isfinite(log_p).all() and (log_p < 0).all()
+        torch.testing.assert_close(log_p.double(), expected, rtol=1e-5, atol=1e-4)
+        with torch.no_grad():  # the training loss is the same number per image
+            assert model.nll(x).mean().item() == pytest.approx(-expected.mean().item(), rel=1e-5)
+
+
+def test_the_likelihood_takes_images_as_given_and_only_puts_them_on_the_grid():
+    model = tiny(1, 2, 3)
+    x = random_images(model, 2, seed=4)
+    torch.testing.assert_close(model.log_likelihood(x + 0.4 / 255), model.log_likelihood(x))
+    binary = tiny(1, 2, 3, binarize=True)
+    grey = torch.full((1, 1, 2, 3), 0.7)
+    torch.testing.assert_close(binary.log_likelihood(grey), binary.log_likelihood(torch.ones(1, 1, 2, 3)))
+    assert model.likelihood_data_model == "256-way discrete (8-bit pixels)"
+    assert binary.likelihood_data_model == "binarized"
+
+
+@pytest.mark.parametrize("colours, settings", [(1, {}), (1, {"binarize": True}), (3, {"conditional": True})])
+def test_the_cached_sampler_draws_what_the_full_network_gives(colours, settings):
+    """Each value `fill` draws equals the one the full forward pass's logits give for the same uniform."""
+    model = tiny(colours, **settings)
+    labels = torch.tensor([0, 2, 1]) if model.conditional else None
+    uniform = torch.rand(3, *model.data.image_shape, generator=torch.Generator().manual_seed(5))
+    images = fill(model.network, torch.zeros(3, *model.data.image_shape), 0, uniform, labels)
+    logits = model.network(images, labels)  # (3, C, K, H, W): teacher forcing on the drawn images
+    top = max(model.network.outputs - 1, 1)
+    redrawn = torch.stack([draw(logits[:, c, :, i, j], uniform[:, c, i, j]) / top
+                           for c, i, j in itertools.product(*map(range, model.data.image_shape))], 1)
+    assert torch.equal(redrawn, images.reshape(3, -1))
+    assert len(images.unique()) > 2 or settings.get("binarize")
+
+
+def test_samples_lie_on_the_grid_and_follow_the_seed():
+    model = tiny(1, 4, 4)
+    g = torch.Generator
+    images = model.sample(6, generator=g().manual_seed(0))
+    assert images.shape == (6, 1, 4, 4) and 0 <= images.min() and images.max() <= 1
+    assert torch.equal(images, (images * 255).round() / 255)
+    assert torch.equal(images, model.sample(6, generator=g().manual_seed(0)))
+    assert not torch.equal(images, model.sample(6, generator=g().manual_seed(1)))
+    binary = tiny(1, 4, 4, binarize=True).sample(6, generator=g().manual_seed(0))
+    assert set(binary.unique().tolist()) == {0.0, 1.0}
+
+
+def test_completion_keeps_the_top_rows_and_draws_the_rest():
+    model = tiny(1, 5, 6)
+    images = random_images(model, 4, seed=6)
+    g = torch.Generator
+    done = model.complete(images, 2, generator=g().manual_seed(0))
+    assert done.shape == images.shape
+    assert torch.equal(done[:, :, :2], images[:, :, :2])  # kept exactly
+    assert not torch.equal(done[:, :, 2:], images[:, :, 2:])
+    assert torch.equal(done, (done * 255).round() / 255)
+    again = model.complete(images, 2, generator=g().manual_seed(0))
+    other = model.complete(images, 2, generator=g().manual_seed(1))
+    assert torch.equal(done, again) and not torch.equal(done[:, :, 2:], other[:, :, 2:])
+    # the drawn rows follow from the kept ones: other kept rows give other completions from the same draws
+    shifted = model.complete(random_images(model, 4, seed=7), 2, generator=g().manual_seed(0))
+    assert not torch.equal(shifted[:, :, 2:], done[:, :, 2:])
+    # keeping no rows is sampling from scratch with the same draws
+    assert torch.equal(model.complete(images, 0, generator=g().manual_seed(3)), model.sample(4, g().manual_seed(3)))
+    for rows in (-1, 5, 2.0, True):
+        with pytest.raises(GenlabError, match="rows to keep must be an integer from 0 to 4"):
+            model.complete(images, rows)
+    with pytest.raises(GenlabError, match=r"complete needs float images in \[0, 1\] of shape \(B, 1, 5, 6\)"):
+        model.complete(images[:, :, :4], 2)
+    with pytest.raises(GenlabError, match="got torch.uint8"):
+        model.complete((images * 255).to(torch.uint8), 2)
+
+
+def test_conditional_sampling_follows_the_label_and_checks_it():
+    model = tiny(1, 4, 4, conditional=True)
+    g = torch.Generator
+    a = model.sample(3, g().manual_seed(0), labels=0)
+    assert torch.equal(a, model.sample(3, g().manual_seed(0), labels=torch.tensor([0, 0, 0])))
+    assert not torch.equal(a, model.sample(3, g().manual_seed(0), labels=2))
+    x = random_images(model, 2, seed=8)
+    assert not torch.equal(model.log_likelihood(x, torch.tensor([0, 0])), model.log_likelihood(x, torch.tensor([1, 1])))
+    with pytest.raises(GenlabError, match="label 3 is outside the model's classes 0..2"):
+        model.sample(2, labels=3)
+    with pytest.raises(GenlabError, match="got 3 labels for 2 samples"):
+        model.complete(x, 1, labels=torch.tensor([0, 1, 2]))
+    with pytest.raises(GenlabError, match="needs labels"):
+        model.log_likelihood(x)
+    with pytest.raises(GenlabError, match="unconditional"):
+        tiny(1, 4, 4).sample(2, labels=1)
+
+
+def test_bad_settings_are_named():
+    spec = DataSpec(1, 8, 8, 3, ("a", "b", "c"))
+    for settings, message in [
+        ({"channels": 0}, "setting channels must be a positive integer, got 0"),
+        ({"layers": -1}, "setting layers must be a positive integer, got -1"),
+        ({"head_channels": 2.5}, "setting head_channels must be a positive integer, got 2.5"),
+        ({"kernel_size": 4}, "setting kernel_size must be an odd integer of at least 3, got 4"),
+        ({"kernel_size": 1}, "setting kernel_size must be an odd integer of at least 3, got 1"),
+        ({"lr": 0.0}, "setting lr must be a positive number, got 0.0"),
+        ({"lr": "nan"}, "setting lr must be a positive number, got nan"),
+        ({"layers": "many"}, "setting layers='many' is not a valid int"),
+        ({"depth": 3}, "pixelcnn has no setting 'depth'"),
+    ]:
+        with pytest.raises(GenlabError, match=message):
+            build_model("pixelcnn", spec, settings)
+    with pytest.raises(GenlabError, match="conditional PixelCNN needs labelled data"):
+        build_model("pixelcnn", DataSpec(1, 8, 8), conditional=True)
+    with pytest.raises(GenlabError, match="channels and head_channels must be at least the 3 colour channels"):
+        build_model("pixelcnn", DataSpec(3, 8, 8), channels=2)
+    assert build_model("pixelcnn", spec, {"kernel_size": "3"}).config.kernel_size == 3  # as the CLI's --set gives it
+
+
+def test_training_through_the_api_lowers_the_nll_and_eval_measures_it(tmp_path):
+    train, test = load_splits("digits")
+    config = {**TINY, "lr": 1e-2}
+    torch.manual_seed(0)  # genlab.train seeds the initial weights the same way
+    before, _ = negative_log_likelihood(build_model("pixelcnn", train, config), test, 0)
+    run = genlab.train("pixelcnn", "digits", tmp_path / "run", epochs=2, batch_size=128, seed=0, progress=False,
+                       model_config=config)  # 2 x 12 steps
+    first, last = run.history[0], run.history[-1]
+    assert {"loss", "bits_per_dim", "test_loss", "test_bits_per_dim"} <= set(last)
+    assert before > 300  # about 64 ln 256 = 355 nats: near-uniform over the 256 levels
+    # measured 361 -> 240 -> 145: digits use 17 of the 256 grey levels, which is learnt first
+    assert last["test_loss"] < 0.8 * first["test_loss"] and last["test_loss"] < 0.5 * before
+    assert last["test_bits_per_dim"] == pytest.approx(last["test_loss"] / (64 * math.log(2)))
+    assert (tmp_path / "run" / "samples" / "epoch_0002.png").exists()
+    result = genlab.evaluate(tmp_path / "run", metrics="nll")
+    assert math.isfinite(result.metrics["nll_nats"])
+    assert result.metrics["nll_nats"] == pytest.approx(last["test_loss"], rel=1e-4)  # exact: no sampling in it
+    assert result.details["nll"]["data_model"] == "256-way discrete (8-bit pixels)"
+    assert result.details["nll"]["kind"] == "exact"
