@@ -197,6 +197,7 @@ def test_training_lowers_the_test_nll(digits_run):
     assert math.isfinite(after) and after < 0.75 * before  # measured: 440 -> 267 nats
     assert result.metrics["bits_per_dim"] == pytest.approx(after / (64 * math.log(2)))
     assert result.to_dict()["details"]["nll"]["data_model"].startswith("dequantized continuous")
+    assert result.to_dict()["details"]["nll"]["kind"].startswith("exact for the dequantized density")
 
 
 def test_a_trained_run_samples_and_interpolates(digits_run):

@@ -322,6 +322,7 @@ class RealNVP(GenerativeModel):
     trace_columns = (("loss", "Loss"), ("test_loss", "Test loss"), ("test_bits_per_dim", "Test bits/dim"))
     monitor = "test_loss"
     likelihood_data_model = "dequantized continuous (uniform noise on 8-bit pixels)"
+    likelihood_kind = "exact for the dequantized density (one noise draw per image)"
 
     def __init__(self, config: RealNVPConfig, data: DataSpec):
         # the scales resolved for this size, so run.json holds the number
