@@ -98,7 +98,7 @@ def time_dataloader(family: str, train, args, dataset_class) -> float:
             for x, y in loader:
                 metrics = model.training_step((x, y), optimizers)
                 seen += len(x)
-        assert metrics["d_loss"] == metrics["d_loss"]
+            assert metrics["d_loss"] == metrics["d_loss"], "the loop's D loss became NaN"  # per epoch: n may be 0
         return seen
 
     run_epochs(args.warmup)
