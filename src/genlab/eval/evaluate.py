@@ -29,6 +29,7 @@ from genlab.errors import GenlabError
 from genlab.eval import metrics as M
 from genlab.eval.features import IMAGE_SHAPE, ClassifierConfig, accuracy, extractor_for, train_classifier
 from genlab.eval.reference import FeatureExtractor, RealFeatures, cache_dir, real_features
+from genlab.models.base import bits_per_dim
 
 METRIC_NAMES = (
     "fid", "kid", "precision", "recall", "density", "coverage", "classifier_score",
@@ -497,7 +498,7 @@ class _Context:
         nll, data_model = negative_log_likelihood(model, test, self.seed)
         details["nll"] = {"data_model": data_model, "kind": getattr(model, "likelihood_kind", ""), "split": "test",
                           "images": len(test)}
-        return {"nll_nats": nll, "bits_per_dim": nll / (math.prod(self.test.image_shape) * math.log(2))}
+        return {"nll_nats": nll, "bits_per_dim": bits_per_dim(nll, math.prod(self.test.image_shape))}
 
 
 def negative_log_likelihood(model, test: ImageDataset, seed: int, batch_size: int = NLL_BATCH) -> tuple[float, str]:

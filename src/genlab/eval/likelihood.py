@@ -23,6 +23,7 @@ from genlab.data import fingerprint, load_splits
 from genlab.errors import GenlabError
 
 from genlab.eval.evaluate import _check_shape, _pick, _run_data_spec, negative_log_likelihood
+from genlab.models.base import bits_per_dim
 
 
 @dataclass
@@ -52,10 +53,14 @@ class LikelihoodTable:
 
     def comparable(self) -> dict[str, list[str]]:
         """Data model -> the runs measured under it (only these may be ranked against each other)."""
-        groups: dict[str, list[str]] = {}
+        return {data_model: [row.path for row in rows] for data_model, rows in self._groups().items()}
+
+    def _groups(self) -> dict[str, list[LikelihoodRow]]:
+        """Data model -> the rows with a likelihood under it, in table order."""
+        groups: dict[str, list[LikelihoodRow]] = {}
         for row in self.rows:
             if row.nll_nats is not None:
-                groups.setdefault(row.data_model, []).append(row.path)
+                groups.setdefault(row.data_model, []).append(row)
         return groups
 
     def table(self) -> str:
@@ -69,12 +74,12 @@ class LikelihoodTable:
                           row.kind or "none", row.data_model, nll, bpd))
         widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
         text = ["  ".join(cell.ljust(widths[c]) for c, cell in enumerate(line)).rstrip() for line in lines]
-        groups = self.comparable()
-        for data_model, paths in groups.items():
-            if len(paths) > 1:
-                best = min((r for r in self.rows if r.path in paths and r.data_model == data_model),
-                           key=lambda r: r.nll_nats)
-                text.append(f"comparable ({data_model}): {', '.join(paths)}; lowest NLL: {best.path}")
+        groups = self._groups()
+        for data_model, rows in groups.items():
+            if len(rows) > 1:
+                best = min(rows, key=lambda row: row.nll_nats)
+                text.append(f"comparable ({data_model}): {', '.join(row.path for row in rows)}; "
+                            f"lowest NLL: {best.path}")
         if len(groups) > 1:
             text.append("rows under different data models measure different things: do not rank them against each other")
         return "\n".join(text)
@@ -116,7 +121,7 @@ def likelihoods(runs: Sequence, images: int | None = None, seed: int = 0) -> Lik
         rows.append(LikelihoodRow(
             path=str(run.path), family=run.family, epochs=run.info.get("epochs_completed"),
             kind=getattr(model, "likelihood_kind", "") if nll is not None else "",
-            data_model=data_model or "-", nll_nats=nll, bits_per_dim=None if nll is None else nll / (dims * math.log(2)),
+            data_model=data_model or "-", nll_nats=nll, bits_per_dim=None if nll is None else bits_per_dim(nll, dims),
             seconds=round(time.perf_counter() - started, 2),
         ))
     info = {"data": {"spec": data, "size": size, "split": "test", "fingerprint": fingerprint(train, test)},

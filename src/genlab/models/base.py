@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -10,6 +11,11 @@ import torch
 from torch import nn
 
 from genlab.errors import GenlabError
+
+
+def bits_per_dim(nats, dims: int):
+    """Nats per image -> bits per dimension, nats / (dims ln 2), for a float or a tensor."""
+    return nats / (dims * math.log(2))
 
 
 @dataclass(frozen=True)
@@ -94,8 +100,15 @@ class GenerativeModel(nn.Module):
         Drawing on the generator's own device keeps a CPU generator usable (and its draws
         identical) whichever device the model is on.
         """
+        return self._draw(torch.randn, shape, generator)
+
+    def rand(self, *shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Uniform noise in [0, 1) on the model's device, drawn on the generator's device (as `randn`)."""
+        return self._draw(torch.rand, shape, generator)
+
+    def _draw(self, draw, shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
         device = generator.device if generator is not None else self.device
-        return torch.randn(shape, generator=generator, device=device).to(self.device)
+        return draw(shape, generator=generator, device=device).to(self.device)
 
     def adam(self, parameters, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
         """Adam, fused into one kernel per parameter where this torch and device allow it.

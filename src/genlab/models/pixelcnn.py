@@ -24,7 +24,7 @@ from torch import nn
 
 from genlab.data.transforms import binarize
 from genlab.errors import GenlabError
-from genlab.models.base import Batch, DataSpec, GenerativeModel
+from genlab.models.base import Batch, DataSpec, GenerativeModel, bits_per_dim
 
 LEVELS = 256  # 8-bit pixel values, the classes of the softmax output
 
@@ -289,10 +289,6 @@ class PixelCNN(GenerativeModel):
         log_probs = logits.log_softmax(dim=2).gather(2, levels[:, :, None]).squeeze(2)
         return -log_probs.flatten(1).sum(1)
 
-    def _bits(self, nats: float) -> float:
-        """Nats per image -> bits per dimension."""
-        return nats / (self.data.num_pixels * math.log(2))
-
     def configure_optimizers(self):
         return {"model": self.adam(self.parameters(), lr=self.config.lr)}
 
@@ -305,14 +301,14 @@ class PixelCNN(GenerativeModel):
         loss.backward()
         optimizer.step()
         loss = loss.item()
-        return {"loss": loss, "bits_per_dim": self._bits(loss)}
+        return {"loss": loss, "bits_per_dim": bits_per_dim(loss, self.data.num_pixels)}
 
     @torch.no_grad()
     def validation_step(self, batch: Batch) -> dict[str, float]:
         x, labels = batch
         x = binarize(x) if self.config.binarize else self.discretize(x)
         loss = self.nll(x, labels).mean().item()
-        return {"test_loss": loss, "test_bits_per_dim": self._bits(loss)}
+        return {"test_loss": loss, "test_bits_per_dim": bits_per_dim(loss, self.data.num_pixels)}
 
     @torch.no_grad()
     def log_likelihood(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -323,15 +319,11 @@ class PixelCNN(GenerativeModel):
         """
         return -self.nll(self.discretize(x), labels)
 
-    def _uniform(self, shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
-        device = generator.device if generator is not None else self.device
-        return torch.rand(shape, generator=generator, device=device).to(self.device)
-
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None):
         """n images (n, C, H, W) in [0, 1], drawn pixel by pixel in raster order (0/1 when binarizing)."""
         labels = self.check_labels(n, labels)
-        uniform = self._uniform((n, *self.data.image_shape), generator)
+        uniform = self.rand(n, *self.data.image_shape, generator=generator)
         x = torch.zeros(n, *self.data.image_shape, device=self.device)
         return fill(self.network, x, 0, uniform, labels)
 
@@ -348,5 +340,5 @@ class PixelCNN(GenerativeModel):
         if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows < height:
             raise GenlabError(f"rows to keep must be an integer from 0 to {height - 1}, got {rows!r}")
         labels = self.check_labels(len(images), labels)
-        uniform = self._uniform(tuple(images.shape), generator)
+        uniform = self.rand(*images.shape, generator=generator)
         return fill(self.network, self.discretize(images), rows, uniform, labels)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import GenlabError
-from genlab.models.base import Batch, DataSpec, GenerativeModel
+from genlab.models.base import Batch, DataSpec, GenerativeModel, bits_per_dim
 
 MAX_AUTO_SCALES = 3  # scales=None: as many as the size allows, up to this (28x28: 28 -> 14 -> 7)
 CHECKERBOARD_COUPLINGS = 3  # per scale before the squeeze (the paper's numbers)
@@ -393,7 +393,7 @@ class RealNVP(GenerativeModel):
 
     def _numbers(self, nll: torch.Tensor, prefix: str = "") -> dict[str, float]:
         loss = nll.detach().mean()
-        bits = loss / (self.data.num_pixels * math.log(2))
+        bits = bits_per_dim(loss, self.data.num_pixels)
         loss_value, bits_value = torch.stack([loss, bits]).tolist()  # one device sync
         return {f"{prefix}loss": loss_value, f"{prefix}bits_per_dim": bits_value}
 
