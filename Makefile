@@ -23,15 +23,27 @@ $(STAMP): pyproject.toml $(VENV)/.torch
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
-# Full Fashion-MNIST from Debian (needs root for apt-get; otherwise say how to get it).
+# Debian packages the tests use: full Fashion-MNIST, and Chromium for the real-browser tests of
+# `genlab report` and `genlab compare`. As root, one apt-get update, then what is missing is
+# installed (one by one if together fails); otherwise say how. Never fails: those tests skip.
 data:
-	@if [ -d /usr/share/datasets/fashion-mnist ] || [ -n "$$GENLAB_DATA" -a -d "$$GENLAB_DATA/fashion-mnist" ]; then \
+	@missing=""; \
+	if ! [ -d /usr/share/datasets/fashion-mnist ] && ! [ -n "$$GENLAB_DATA" -a -d "$$GENLAB_DATA/fashion-mnist" ]; then \
+		missing="dataset-fashion-mnist"; \
+	fi; \
+	if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then \
+		missing="$$missing chromium"; \
+	fi; \
+	if [ -z "$$missing" ]; then \
 		true; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
-		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null || \
-		echo "note: could not install dataset-fashion-mnist; fashion-mnist tests will be skipped"; \
+		apt-get update -qq >/dev/null 2>&1; \
+		apt-get install -y -qq $$missing >/dev/null 2>&1 || for package in $$missing; do \
+			apt-get install -y -qq $$package >/dev/null 2>&1 || \
+			echo "note: could not install $$package; the tests that need it will be skipped"; \
+		done; \
 	else \
-		echo "note: fashion-mnist is missing: run 'sudo apt-get install dataset-fashion-mnist'"; \
+		echo "note: missing$$missing: run 'sudo apt-get install$$missing' (the tests that need them are skipped)"; \
 	fi
 
 # The main job on embedded data: the default VAE on mnist-5k, sample grids, the training trace.

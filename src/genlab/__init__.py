@@ -30,6 +30,10 @@ _EXPORTS = {
     "Run": "genlab.run",
     "evaluate": "genlab.eval.evaluate",
     "likelihoods": "genlab.eval.likelihood",
+    "explain_model": "genlab.explain.pipeline",
+    "explain_run": "genlab.explain.pipeline",
+    "report": "genlab.explain.report",
+    "compare": "genlab.explain.compare",
     "GenlabError": "genlab.errors",
 }
 
@@ -38,6 +42,9 @@ if TYPE_CHECKING:
     from genlab.errors import GenlabError
     from genlab.eval.evaluate import evaluate
     from genlab.eval.likelihood import likelihoods
+    from genlab.explain.pipeline import explain_model, explain_run
+    from genlab.explain.compare import compare
+    from genlab.explain.report import report
     from genlab.models import MODELS, DataSpec, build_model
     from genlab.run import Run
     from genlab.training.api import train

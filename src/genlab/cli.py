@@ -80,6 +80,25 @@ def build_parser() -> argparse.ArgumentParser:
                           help="data root to download into, as $GENLAB_DATA (default: $GENLAB_DATA or ~/.local/share/genlab)")
     datasets.set_defaults(handler=_datasets)
 
+    explain = commands.add_parser(
+        "explain", help="a family's pipeline stage by stage and its layers, measured on one real batch"
+    )
+    explain.add_argument("target", metavar="MODEL_OR_RUN",
+                         help="model family (vae, gan, dcgan, wgan-gp, ddpm, pixelcnn, realnvp) or a run directory")
+    explain.add_argument("--data", help="dataset for a family (default mnist-5k): mnist-5k, mnist, fashion-mnist, "
+                                        "digits, folder:PATH, npz:PATH")
+    explain.add_argument("--size", type=_image_size, help="resize images to S or HxW (a family)")
+    explain.add_argument("--batch-size", type=_positive_int, default=8, help="images in the batch (default 8)")
+    explain.add_argument("--seed", type=_seed, default=0,
+                         help="seed of the batch, the noise and an untrained family's weights (default 0): "
+                              "the same seed prints the same")
+    explain.add_argument("--format", choices=("text", "json", "markdown"), default="text",
+                         help="aligned text (default), JSON for machines, Markdown for docs")
+    explain.add_argument("--conditional", action="store_const", const=True, help="a family: condition on class labels")
+    explain.add_argument("--set", type=_setting, action="append", default=[], metavar="KEY=VALUE",
+                         help="a family: any config field, e.g. --set arch=conv (repeatable)")
+    explain.set_defaults(handler=_explain)
+
     train = commands.add_parser("train", help="train a model family on a dataset into a run directory")
     train.add_argument("model", nargs="?", help="model family: vae, gan, dcgan, wgan-gp, ddpm; optional with --resume")
     train.add_argument("--data", help="dataset: mnist-5k, mnist, fashion-mnist, digits, folder:PATH, npz:PATH")
@@ -161,6 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     likelihood.add_argument("--seed", type=_seed, default=0, help="seed of the test subset and of any sampling in a bound")
     likelihood.add_argument("--out", metavar="FILE.json", help="also write the table as JSON")
     likelihood.set_defaults(handler=_likelihood)
+
+    report = commands.add_parser("report", help="write RUN/report.html: the whole run on one self-contained page")
+    report.add_argument("run", help="run directory written by `genlab train`")
+    report.add_argument("--out", metavar="FILE.html", help="where to write the page (default RUN/report.html)")
+    report.add_argument("--seed", type=_seed, default=0,
+                        help="seed of the images drawn for the page: reconstructions, interpolation, trajectory")
+    report.set_defaults(handler=_report)
+
+    compare = commands.add_parser("compare", help="two or more runs side by side: one table, and compare.html")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by `genlab train`")
+    compare.add_argument("--out", metavar="FILE.html", default="compare.html",
+                         help="where to write the page (default compare.html in the current folder)")
+    compare.set_defaults(handler=_compare)
     return parser
 
 
@@ -214,6 +246,23 @@ def _datasets(args: argparse.Namespace) -> int:
         print("\nTo get the rest:")
         for info in missing:
             print(f"  {info.name}: {info.how_to_get}")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    import json
+
+    from genlab.explain.pipeline import explain_model
+
+    model_config = dict(args.set)
+    if args.conditional:
+        model_config["conditional"] = True
+    explanation = explain_model(args.target, args.data, batch_size=args.batch_size, seed=args.seed, size=args.size,
+                                model_config=model_config)
+    if args.format == "json":
+        print(json.dumps(explanation.to_dict(), indent=2))
+    else:
+        print(explanation.to_markdown() if args.format == "markdown" else explanation.to_text())
     return 0
 
 
@@ -366,6 +415,23 @@ def _likelihood(args: argparse.Namespace) -> int:
     if args.out:
         atomic_write_json(args.out, table.to_dict())
         print(f"\nwrote {args.out}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from genlab.explain.report import report
+
+    path = report(args.run, out=args.out, seed=args.seed)
+    print(f"wrote {path} ({path.stat().st_size / 1e3:,.0f} kB, self-contained: open it in any browser)")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from genlab.explain.compare import compare
+
+    comparison = compare(args.runs, out=args.out)
+    print(comparison.table())
+    print(f"\nwrote {comparison.out}")
     return 0
 
 

@@ -31,6 +31,28 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def training_trace_cells(
+    history: list[dict[str, Any]],
+    columns: Sequence[tuple[str, str]] = (("loss", "Loss"),),
+    monitor: str = "loss",
+    max_rows: int = 20,
+    observer: str = "loss",
+) -> tuple[list[str], list[list[str]]]:
+    """The training trace's header and rows as text cells (the text table and the HTML report share them)."""
+    observations = observe_with(history, observer, monitor)
+    header = ["Epoch", *(title for _, title in columns), "images/s", "Observation"]
+    rows = [
+        [
+            str(history[i]["epoch"]),
+            *(_cell(history[i].get(key)) for key, _ in columns),
+            f"{history[i].get('images_per_second', 0):,.0f}",
+            observations[i],
+        ]
+        for i in trace_rows(history, max_rows)
+    ]
+    return header, rows
+
+
 def training_trace_table(
     history: list[dict[str, Any]],
     columns: Sequence[tuple[str, str]] = (("loss", "Loss"),),
@@ -43,17 +65,7 @@ def training_trace_table(
     The observations follow `monitor` by the "loss" rules, or read the GAN contest by the
     "contest" rules, as `observer` says.
     """
-    observations = observe_with(history, observer, monitor)
-    header = ["Epoch", *(title for _, title in columns), "images/s", "Observation"]
-    rows = [
-        [
-            str(history[i]["epoch"]),
-            *(_cell(history[i].get(key)) for key, _ in columns),
-            f"{history[i].get('images_per_second', 0):,.0f}",
-            observations[i],
-        ]
-        for i in trace_rows(history, max_rows)
-    ]
+    header, rows = training_trace_cells(history, columns, monitor, max_rows, observer)
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -111,8 +123,13 @@ def training_trace(history: list[dict[str, Any]], model_class) -> str:
     observer = observer_of(model_class)
     monitor = getattr(model_class, "monitor", "loss")
     table = training_trace_table(history, model_class.trace_columns, monitor, observer=observer)
-    loss_keys = [key for key, _ in model_class.trace_columns if key.endswith("loss")]
-    if observer == "contest":  # the contest is read from D's and G's losses: chart both
-        loss_keys += [k for k in CONTEST_LOSSES if k not in loss_keys and any(k in r for r in history)]
-    chart = text_chart({key: [r.get(key, math.nan) for r in history] for key in loss_keys})
+    chart = text_chart({key: [r.get(key, math.nan) for r in history] for key in charted_losses(history, model_class)})
     return f"Training trace\n{table}\n\n{chart}"
+
+
+def charted_losses(history: list[dict[str, Any]], model_class) -> list[str]:
+    """The history keys drawn on the loss chart: the family's loss columns (train and test)."""
+    loss_keys = [key for key, _ in model_class.trace_columns if key.endswith("loss")]
+    if observer_of(model_class) == "contest":  # the contest is read from D's and G's losses: chart both
+        loss_keys += [k for k in CONTEST_LOSSES if k not in loss_keys and any(k in r for r in history)]
+    return loss_keys

@@ -20,9 +20,11 @@ import torch
 from torch import nn
 
 from genlab.errors import GenlabError
-from genlab.models.base import Batch, DataSpec, GenerativeModel
+from genlab.models.base import (
+    Batch, DataSpec, GenerativeModel, PredictionPass, Stage, example_pixel, format_number, format_pixel,
+)
 from genlab.models.diffusion.process import PREDICTIONS, SCHEDULES, GaussianDiffusion
-from genlab.models.diffusion.samplers import SAMPLERS, sample as run_sampler
+from genlab.models.diffusion.samplers import SAMPLERS, respaced, sample as run_sampler
 from genlab.models.diffusion.unet import UNet
 
 PRESETS = {  # UNet sizes: "small" trains on a CPU in minutes per epoch; "base" is the usual small-image UNet
@@ -91,6 +93,11 @@ class DDPM(GenerativeModel):
     likelihood_data_model = "256-way discrete (8-bit pixels)"
     likelihood_kind = "bound: variational (Ho et al. 2020), discretized Gaussian decoder"
     likelihood_images = 1000  # `genlab eval` bounds a seeded subset this large: each image costs K + 1 passes
+    idea = (
+        "Training adds Gaussian noise to each image at a random step t of a fixed noising chain and teaches a UNet "
+        "to predict that noise from the noisy image and t. Generating starts from pure noise and removes the "
+        "predicted noise step by step until an image remains."
+    )
 
     def __init__(self, config: DDPMConfig, data: DataSpec):
         super().__init__(config, data)
@@ -246,3 +253,70 @@ class DDPM(GenerativeModel):
     @torch.no_grad()
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.sample(len(z), labels=labels, sampler="ddim", eta=0.0, initial=z)
+
+    # ---------------------------------------------------------------- explain
+
+    def pipeline_stages(self, x: torch.Tensor, labels: torch.Tensor | None,
+                        generator: torch.Generator) -> list[Stage]:
+        """Noise the real batch x (B, C, H, W) in [0, 1] at random timesteps, predict the noise, L_simple; then
+        x_T ~ N(0, I) -> the sampler -> image."""
+        pixel = example_pixel(x)
+        labels = labels if self.conditional else None
+        target = "noise eps" if self.config.prediction == "epsilon" else "v = sqrt(abar) eps - sqrt(1 - abar) x_0"
+        x0 = x * 2 - 1  # (B, C, H, W) in [-1, 1]
+        stages = [Stage.measured(
+            "scale to [-1, 1]", "x * 2 - 1: the diffusion runs on images in [-1, 1]", x, x0,
+            f"pixel {pixel} {format_number(x[pixel])} becomes {format_number(x0[pixel])}",
+        )]
+        t = torch.randint(0, self.diffusion.steps, (len(x0),), generator=generator).to(self.device)  # (B,)
+        noise = self.randn(*x0.shape, generator=generator)
+        x_t = self.diffusion.q_sample(x0, t, noise)
+        alpha_bar = self.diffusion.alpha_bar[t[0]]
+        stages.append(Stage.measured(
+            "add noise", f"a random timestep t of {self.diffusion.steps} per image; x_t = sqrt(abar_t) x_0 + "
+            "sqrt(1 - abar_t) eps, eps ~ N(0, I)", x0, x_t,
+            f"image 0 at t = {int(t[0])} (abar = {format_number(alpha_bar)}): pixel {pixel} "
+            f"{format_number(x0[pixel])} becomes {format_number(x_t[pixel])} with eps = {format_number(noise[pixel])}",
+        ))
+        output = self.network(x_t, t, labels)  # (B, C, H, W)
+        true = self.diffusion.target(x0, t, noise)
+        stages.append(Stage.measured(
+            "UNet", f"the UNet, told t{' and the label' if labels is not None else ''}, predicts the {target}",
+            x_t, output, f"at pixel {pixel}: predicted {format_number(output[pixel])}, true {format_number(true[pixel])}",
+        ))
+        losses = self.diffusion.training_losses(self.network, x0, t, noise=noise, labels=labels)  # (B,)
+        stages.append(Stage.measured(
+            "loss", "mean squared error between the prediction and its target, per image (L_simple)", output, losses,
+            f"{format_number(losses.mean())} on this batch (image 0: {format_number(losses[0])})",
+        ))
+        x_T = self.sample_latent(len(x), generator)  # (B, C, H, W)
+        stages.append(Stage.measured(
+            "sample noise", "x_T ~ N(0, I), pure noise of the image's shape", None, x_T,
+            f"pixel {pixel} = {format_number(x_T[pixel])}", path="generation",
+        ))
+        images = self.sample(len(x), generator=generator, labels=self.check_labels(len(x), None), initial=x_T)
+        steps = len(respaced(self.diffusion.steps, self.config.sample_steps))
+        stages.append(Stage.measured(
+            "denoise", f"{self.config.sampler.upper()}: {steps} UNet calls from t = {self.diffusion.steps - 1} down "
+            "to 0, each removing predicted noise, then (x + 1) / 2: images in [0, 1]", x_T, images,
+            format_pixel(images, pixel),
+            path="generation",
+        ))
+        return stages
+
+    def prediction_pass(self, x: torch.Tensor, labels: torch.Tensor | None,
+                        generator: torch.Generator) -> PredictionPass:
+        """One call of the sampling UNet on x_T ~ N(0, I) at the last timestep: the sampler's first step."""
+        x_T = self.sample_latent(len(x), generator)  # (B, C, H, W)
+        last = self.diffusion.steps - 1
+        t = torch.full((len(x),), last, dtype=torch.long, device=self.device)
+        labels = self.check_labels(len(x), None)
+        network = self.sampling_network()
+        name = "EMA UNet" if self.ema_network is not None else "UNet"
+        output = "predicted noise eps" if self.config.prediction == "epsilon" else "predicted v"
+        return PredictionPass(
+            name, network, "noise x_T ~ N(0, I)", x_T, lambda: network(x_T, t, labels), output,
+            f"one {name} call at timestep t = {last} on pure noise, the first of the "
+            f"{len(respaced(self.diffusion.steps, self.config.sample_steps))} calls {self.config.sampler.upper()} "
+            "makes per image",
+        )

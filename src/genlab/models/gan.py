@@ -33,7 +33,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from genlab.errors import GenlabError
-from genlab.models.base import Batch, DataSpec, GenerativeModel
+from genlab.models.base import (
+    Batch, DataSpec, GenerativeModel, PredictionPass, Stage, example_pixel, format_number, format_pixel, format_values,
+)
 
 CONDITIONING = ("projection", "concat")  # how D sees the label
 GENERATOR_CONDITIONING = ("input", "batchnorm")  # how the convolutional G does
@@ -310,6 +312,12 @@ class GAN(GenerativeModel):
     )  # fmt: skip
     monitor = "g_loss"
     observer = "contest"  # the GAN rules of genlab.explain.observations
+    judge = "discriminator"  # what `genlab explain` calls the network that scores images
+    idea = (
+        "A generator G maps noise z ~ N(0, I) to images and a discriminator D scores images as real or generated; "
+        "they are trained against each other, D to tell real from generated and G to make D call its images real. "
+        "New images are G's output for fresh noise."
+    )
 
     def __init__(self, config: GANConfig, data: DataSpec):
         super().__init__(config, data)
@@ -473,12 +481,96 @@ class GAN(GenerativeModel):
             network.train(was_training)
         return ((images + 1) / 2).clamp_(0, 1)
 
+    # ---------------------------------------------------------------- explain
+
+    def pipeline_stages(self, x: torch.Tensor, labels: torch.Tensor | None,
+                        generator: torch.Generator) -> list[Stage]:
+        """One round of the contest on the real batch x (B, C, H, W) in [0, 1]: D on real, G on noise, D on fake,
+        both losses; then z ~ N(0, I) -> the sampling G -> image."""
+        pixel = example_pixel(x)
+        labels = labels if self.conditional else None
+        critic = self.judge
+        real = x * 2 - 1  # (B, C, H, W) in [-1, 1], as training_step
+        stages = [Stage.measured(
+            "scale to [-1, 1]", "x * 2 - 1: real images in the range of G's tanh output", x, real,
+            f"pixel {pixel} {format_number(x[pixel])} becomes {format_number(real[pixel])}",
+        )]
+        real_scores = self.discriminator(real, labels)  # (B,)
+        stages.append(Stage.measured(
+            f"{critic} on real", f"the {critic} network scores each real image ({self._explain_score()})",
+            real, real_scores, f"scores[:3] = {format_values(real_scores[:3])}" + self._explain_probability(real_scores),
+        ))
+        z = self.sample_latent(len(x), generator)  # (B, latent)
+        stages.append(Stage.measured(
+            "sample noise", "z ~ N(0, I), one vector per image", None, z, f"z[0, :3] = {format_values(z[0, :3])}",
+        ))
+        fake = self.generator(z, labels)  # (B, C, H, W) in [-1, 1]
+        stages.append(Stage.measured(
+            "generator", "G maps each z to an image in [-1, 1] (tanh output)", z, fake,
+            f"fake pixel {pixel} = {format_number(fake[pixel])}",
+        ))
+        fake_scores = self.discriminator(fake, labels)  # (B,)
+        stages.append(Stage.measured(
+            f"{critic} on fake", f"the same {critic} scores the generated images", fake, fake_scores,
+            f"scores[:3] = {format_values(fake_scores[:3])}" + self._explain_probability(fake_scores),
+        ))
+        d_loss, g_loss, formula = self.explained_losses(real, fake, real_scores, fake_scores, labels, generator)
+        stages.append(Stage.measured(
+            "losses", f"the {critic}'s loss (the {critic} steps on it) and the generator's (G steps on it)",
+            fake_scores, d_loss, formula,
+        ))
+        prior = self.sample_latent(len(x), generator)
+        stages.append(Stage.measured(
+            "sample noise", "z ~ N(0, I), one vector per image", None, prior, f"z[0, :3] = {format_values(prior[0, :3])}",
+            path="generation",
+        ))
+        images = self.decode(prior, self.check_labels(len(x), None))
+        network = "the EMA generator" if self.ema_generator is not None else "the generator"
+        stages.append(Stage.measured(
+            "generate", f"{network} in eval mode, then (x + 1) / 2: images in [0, 1]", prior, images,
+            format_pixel(images, pixel),
+            path="generation",
+        ))
+        return stages
+
+    def _explain_score(self) -> str:
+        return "a logit, higher for 'real'"
+
+    def _explain_probability(self, scores: torch.Tensor) -> str:
+        return f", D = sigmoid(score) = {format_number(torch.sigmoid(scores).mean())} on average"
+
+    def explained_losses(self, real, fake, real_scores, fake_scores, labels, generator):
+        """(D loss, G loss, the formula with its numbers) of these scores, as training computes them."""
+        d_loss = F.binary_cross_entropy_with_logits(real_scores, torch.ones_like(real_scores)) + \
+            F.binary_cross_entropy_with_logits(fake_scores, torch.zeros_like(fake_scores))
+        g_loss = self.generator_loss(fake_scores)
+        return d_loss, g_loss, (
+            f"D loss {format_number(d_loss)} = BCE(D(real), 1) + BCE(D(fake), 0); "
+            f"G loss {format_number(g_loss)} = BCE(D(G(z)), 1) (non-saturating)"
+        )
+
+    def prediction_pass(self, x: torch.Tensor, labels: torch.Tensor | None,
+                        generator: torch.Generator) -> PredictionPass:
+        """The sampling generator's layers on z ~ N(0, I)."""
+        z = self.sample_latent(len(x), generator)  # (B, latent)
+        labels = self.check_labels(len(x), None)
+        name = "EMA generator" if self.ema_generator is not None else "generator"
+        return PredictionPass(
+            name, self.sampler(), "noise z ~ N(0, I)", z, lambda: self.decode(z, labels),
+            "image = (tanh output + 1) / 2", f"the {name} (eval mode) on {len(z)} noise vectors, as `sample` draws images",
+        )
+
 
 class DCGAN(GAN):
     """Convolutional G and D sized from the data (Radford et al. 2016)."""
 
     family = "dcgan"
     config_class = DCGANConfig
+    idea = (
+        "A convolutional generator G (transposed convolutions) maps noise z ~ N(0, I) to images and a convolutional "
+        "discriminator D (strided convolutions) scores images as real or generated; D learns to tell them apart and "
+        "G to make D call its images real. New images are G's output for fresh noise."
+    )
 
     def build_networks(self, config: DCGANConfig, data: DataSpec) -> tuple[nn.Module, Discriminator]:
         stages = conv_stages(data, self.family)
@@ -515,6 +607,12 @@ class WGANGP(DCGAN):
         ("d_accuracy", "Ranking acc."), ("diversity", "Diversity"),
     )  # fmt: skip
     monitor = "wasserstein"
+    judge = "critic"
+    idea = (
+        "A critic learns to estimate the Wasserstein distance between real and generated images, kept 1-Lipschitz by "
+        "a penalty on its gradient, and a convolutional generator maps noise z ~ N(0, I) to images that shrink that "
+        "distance. New images are the generator's output for fresh noise."
+    )
 
     def build_networks(self, config: WGANGPConfig, data: DataSpec) -> tuple[nn.Module, Discriminator]:
         stages = conv_stages(data, self.family)
@@ -545,6 +643,26 @@ class WGANGP(DCGAN):
 
     def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
         return -fake_scores.mean()
+
+    def _explain_score(self) -> str:
+        return "an unbounded score, higher for 'more real'"
+
+    def _explain_probability(self, scores: torch.Tensor) -> str:
+        return ""  # a critic's score is not a probability
+
+    def explained_losses(self, real, fake, real_scores, fake_scores, labels, generator):
+        """Critic loss -(W estimate) + lambda * gradient penalty, and G's -E[C(G(z))], with their numbers."""
+        mix = self.rand(len(real), 1, 1, 1, generator=generator)
+        with torch.enable_grad():  # the penalty differentiates the critic with respect to its input
+            penalty = gradient_penalty(self.discriminator, real, fake, labels, mix).detach()
+        wasserstein = real_scores.mean() - fake_scores.mean()
+        d_loss = -wasserstein + self.config.gp_weight * penalty
+        g_loss = self.generator_loss(fake_scores)
+        return d_loss, g_loss, (
+            f"critic loss {format_number(d_loss)} = -W estimate {format_number(wasserstein)} + "
+            f"{self.config.gp_weight:g} x gradient penalty {format_number(penalty)}; "
+            f"G loss {format_number(g_loss)} = -mean C(G(z))"
+        )
 
 
 def gradient_penalty(critic, real, fake, labels, mix: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,9 @@ from torch import nn
 
 from genlab.data.transforms import binarize
 from genlab.errors import GenlabError
-from genlab.models.base import Batch, DataSpec, GenerativeModel, bits_per_dim
+from genlab.models.base import (
+    Batch, DataSpec, GenerativeModel, PredictionPass, Stage, bits_per_dim, example_pixel, format_number, format_pixel,
+)
 
 LEVELS = 256  # 8-bit pixel values, the classes of the softmax output
 
@@ -252,6 +254,11 @@ class PixelCNN(GenerativeModel):
     trace_columns = (("loss", "Loss"), ("test_loss", "Test loss"), ("test_bits_per_dim", "Test bits/dim"))
     monitor = "test_loss"
     likelihood_kind = "exact"  # log p(x) is the sum of the per-pixel conditionals, no bound
+    idea = (
+        "The probability of an image is a product of one distribution per pixel given the pixels before it in raster "
+        "order, computed for all pixels in one pass by masked convolutions that cannot see ahead, so log p(x) is exact. "
+        "Generating draws the pixels one at a time, each from its distribution given those already drawn."
+    )
 
     def __init__(self, config: PixelCNNConfig, data: DataSpec):
         super().__init__(config, data)
@@ -342,3 +349,72 @@ class PixelCNN(GenerativeModel):
         labels = self.check_labels(len(images), labels)
         uniform = self.rand(*images.shape, generator=generator)
         return fill(self.network, self.discretize(images), rows, uniform, labels)
+
+    # ---------------------------------------------------------------- explain
+
+    def pipeline_stages(self, x: torch.Tensor, labels: torch.Tensor | None,
+                        generator: torch.Generator) -> list[Stage]:
+        """Put the real batch x (B, C, H, W) in [0, 1] on the model's grid, one network pass, -log p(x); then
+        uniform noise -> pixel-by-pixel drawing -> image."""
+        pixel = example_pixel(x)
+        labels = self._labels(labels)
+        if self.config.binarize:
+            grid = binarize(x, generator)
+            stages = [Stage.measured(
+                "binarize", "each pixel becomes 1 with probability equal to its intensity: Bernoulli pixels",
+                x, grid, f"pixel {pixel} {format_number(x[pixel])} becomes {format_number(grid[pixel])}",
+            )]
+        else:
+            grid = self.discretize(x)
+            stages = [Stage.measured(
+                "discretize", f"pixels on the 8-bit grid k/255: level k is the class of a {LEVELS}-way softmax",
+                x, grid, f"pixel {pixel} {format_number(x[pixel])} is level {round(float(grid[pixel]) * 255)}",
+            )]
+        logits = self.network(grid, labels)  # (B, C, K, H, W)
+        if self.config.binarize:
+            probability = torch.sigmoid(logits[pixel[0], pixel[1], 0, pixel[2], pixel[3]])
+            if grid[pixel] == 0:
+                probability = 1 - probability
+            value = format_number(grid[pixel])
+        else:
+            level = round(float(grid[pixel]) * (LEVELS - 1))
+            probability = logits[pixel[0], pixel[1], :, pixel[2], pixel[3]].softmax(0)[level]
+            value = f"level {level}"
+        stages.append(Stage.measured(
+            "masked network", "gated masked convolutions: every pixel's distribution given only the pixels above and "
+            "to its left, all pixels in one pass", grid, logits,
+            f"p(pixel {pixel} = {value} | the pixels before it) = {format_number(probability)}",
+        ))
+        nll = self.nll(grid, labels)  # (B,)
+        stages.append(Stage.measured(
+            "loss", "-log p(x), the sum of every pixel's -log p(x_i | x_<i): exact, in nats per image", logits, nll,
+            f"{format_number(nll.mean())} nats per image on this batch = "
+            f"{format_number(bits_per_dim(nll.mean(), self.data.num_pixels))} bits/dim",
+        ))
+        generation_labels = self.check_labels(len(x), None)
+        uniform = self.rand(len(x), *self.data.image_shape, generator=generator)  # (B, C, H, W), as `sample`
+        stages.append(Stage.measured(
+            "sample uniforms", "one u ~ U[0, 1) per pixel: it picks the pixel's level by inverting its CDF",
+            None, uniform, f"pixel {pixel}: u = {format_number(uniform[pixel])}", path="generation",
+        ))
+        images = fill(self.network, torch.zeros_like(uniform), 0, uniform, generation_labels)
+        stages.append(Stage.measured(
+            "draw pixel by pixel", f"{self.data.num_pixels} draws in raster order, each from the network's "
+            "distribution given the pixels drawn before it", uniform, images,
+            format_pixel(images, pixel),
+            path="generation",
+        ))
+        return stages
+
+    def prediction_pass(self, x: torch.Tensor, labels: torch.Tensor | None,
+                        generator: torch.Generator) -> PredictionPass:
+        """One full network pass over the real batch on the model's grid: every pixel's distribution at once."""
+        grid = binarize(x, generator) if self.config.binarize else self.discretize(x)  # (B, C, H, W)
+        labels = self._labels(labels)
+        outputs = "Bernoulli logit" if self.config.binarize else f"{LEVELS}-way logits"
+        return PredictionPass(
+            "network", self.network, "real images on the model's grid", grid, lambda: self.network(grid, labels),
+            f"{outputs} per pixel",
+            f"one full network pass over the {len(grid)} real images: every pixel's distribution at once "
+            "(sampling computes the same layers pixel by pixel, from cached rows)",
+        )

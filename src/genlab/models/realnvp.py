@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import GenlabError
-from genlab.models.base import Batch, DataSpec, GenerativeModel, bits_per_dim
+from genlab.models.base import (
+    Batch, DataSpec, GenerativeModel, PredictionPass, Stage, bits_per_dim, example_pixel, format_number, format_pixel,
+)
 
 MAX_AUTO_SCALES = 3  # scales=None: as many as the size allows, up to this (28x28: 28 -> 14 -> 7)
 CHECKERBOARD_COUPLINGS = 3  # per scale before the squeeze (the paper's numbers)
@@ -323,6 +325,11 @@ class RealNVP(GenerativeModel):
     monitor = "test_loss"
     likelihood_data_model = "dequantized continuous (uniform noise on 8-bit pixels)"
     likelihood_kind = "exact for the dequantized density (one noise draw per image)"
+    idea = (
+        "An invertible network of affine coupling layers maps an image to a latent of the same size with a standard "
+        "normal density, and the change-of-variables formula makes log p(x) exact. Generating runs the network "
+        "backwards on a latent drawn from N(0, I)."
+    )
 
     def __init__(self, config: RealNVPConfig, data: DataSpec):
         # the scales resolved for this size, so run.json holds the number
@@ -412,3 +419,78 @@ class RealNVP(GenerativeModel):
     def validation_step(self, batch: Batch) -> dict[str, float]:
         x, labels = batch
         return self._numbers(-self._log_density(x, labels), prefix="test_")
+
+    # ---------------------------------------------------------------- explain
+
+    def pipeline_stages(self, x: torch.Tensor, labels: torch.Tensor | None,
+                        generator: torch.Generator) -> list[Stage]:
+        """Dequantize and logit the real batch x (B, C, H, W) in [0, 1], run the flow to z, -log p; then
+        z ~ N(0, I) -> the inverse flow -> image."""
+        pixel = example_pixel(x)
+        labels = self._labels(labels)
+        alpha = self.config.alpha
+        noise = self.rand(*x.shape, generator=generator)
+        dequantized = (x * 255 + noise) / 256  # (k + u) / 256 in [0, 1), as `log_likelihood`
+        level = round(float(x[pixel]) * 255)
+        stages = [Stage.measured(
+            "dequantize", "(k + u) / 256 with u ~ U[0, 1): 8-bit levels k become a continuous density's values",
+            x, dequantized, f"pixel {pixel} level {level} becomes ({level} + {format_number(noise[pixel])}) / 256 = "
+            f"{format_number(dequantized[pixel])}",
+        )]
+        y, log_det_logit = logit_transform(dequantized, alpha)  # (B, C, H, W), (B,)
+        stages.append(Stage.measured(
+            "logit", f"y = logit({format_number(alpha)} + {format_number(1 - 2 * alpha)} x): from [0, 1] to the whole "
+            "real line", dequantized, y, f"pixel {pixel} {format_number(dequantized[pixel])} becomes {format_number(y[pixel])}",
+        ))
+        z, log_det_flow = self.flow(y, labels)  # (B, C, H, W), (B,)
+        couplings = sum(len(scale.checkerboard) + len(scale.channelwise) for scale in self.flow.scales)
+        stages.append(Stage.measured(
+            "flow", f"{couplings} affine couplings over {self.config.scales} scales (2x2 squeezes, half the channels "
+            "set aside per scale): an invertible map to a latent of the image's shape", y, z,
+            f"z at pixel {pixel} = {format_number(z[pixel])}; log |det| of image 0 = "
+            f"{format_number(log_det_logit[0] + log_det_flow[0])} (logit {format_number(log_det_logit[0])})",
+        ))
+        log_prior = standard_normal_log_density(z)  # (B,)
+        nll = -(log_prior + log_det_logit + log_det_flow - self.data.num_pixels * math.log(256))
+        stages.append(Stage.measured(
+            "loss", "-log p = -(log N(z; 0, I) + log |det| - D log 256), nats per image on the 8-bit scale", z, nll,
+            f"{format_number(nll.mean())} nats per image on this batch = "
+            f"{format_number(bits_per_dim(nll.mean(), self.data.num_pixels))} bits/dim "
+            f"(image 0: log N(z) {format_number(log_prior[0])}, log |det| "
+            f"{format_number(log_det_logit[0] + log_det_flow[0])})",
+        ))
+        generation_labels = self._labels(self.check_labels(len(x), None))
+        prior = self.sample_latent(len(x), generator)  # (B, C, H, W)
+        stages.append(Stage.measured(
+            "sample latent", f"z ~ N(0, {self.config.temperature:g}^2 I) of the image's shape", None, prior,
+            f"z at pixel {pixel} = {format_number(prior[pixel])}", path="generation",
+        ))
+        y = self.flow.inverse(prior, generation_labels)
+        stages.append(Stage.measured(
+            "inverse flow", "the couplings run backwards, exactly: y = f^-1(z)", prior, y,
+            f"pixel {pixel} = {format_number(y[pixel])}", path="generation",
+        ))
+        images = inverse_logit_transform(y, alpha).clamp(0, 1)  # as `decode`
+        stages.append(Stage.measured(
+            "inverse logit", "x = (sigmoid(y) - alpha) / (1 - 2 alpha): images in [0, 1]", y, images,
+            format_pixel(images, pixel),
+            path="generation",
+        ))
+        return stages
+
+    def prediction_pass(self, x: torch.Tensor, labels: torch.Tensor | None,
+                        generator: torch.Generator) -> PredictionPass:
+        """The flow's forward pass on the real batch, dequantized and logit-transformed, to z.
+
+        Forward, not inverse: forward hooks see the coupling layers only in this direction (the inverse
+        calls their networks but not the couplings themselves).
+        """
+        dequantized = (x * 255 + self.rand(*x.shape, generator=generator)) / 256  # (B, C, H, W)
+        y, _ = logit_transform(dequantized, self.config.alpha)
+        labels = self._labels(labels)
+        return PredictionPass(
+            "flow", self.flow, "y = logit(dequantized real images)", y, lambda: self.flow(y, labels)[0],
+            "latent z of the image's shape",
+            f"the flow's forward pass, image -> z, on the {len(y)} real images (sampling runs the same couplings "
+            "backwards, z -> image, with the same parameters)",
+        )

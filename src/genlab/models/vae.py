@@ -16,7 +16,9 @@ from torch import nn
 
 from genlab.data.transforms import binarize, flatten
 from genlab.errors import GenlabError
-from genlab.models.base import Batch, DataSpec, GenerativeModel
+from genlab.models.base import (
+    Batch, DataSpec, GenerativeModel, PredictionPass, Stage, example_pixel, format_number, format_pixel, format_values,
+)
 
 ARCHITECTURES = ("mlp", "conv")
 # Adam learning rates tuned on mnist-5k (20 epochs, batch 64): the conv net wants a smaller step
@@ -150,6 +152,12 @@ class VAE(GenerativeModel):
     default_batch_size = 64
     trace_columns = (("loss", "Loss"), ("test_loss", "Test loss"), ("recon_accuracy", "Recon. accuracy"))
     monitor = "test_loss"
+    idea = (
+        "An encoder maps each image to a Gaussian over a small latent space and a decoder maps a latent back to "
+        "pixel probabilities; training maximises the evidence lower bound (ELBO) on log p(x), a reconstruction "
+        "term minus a KL term that keeps the encodings near the prior N(0, I). New images are the decoder's "
+        "output for latents drawn from that prior."
+    )
 
     def __init__(self, config: VAEConfig, data: DataSpec):
         super().__init__(config, data)
@@ -258,3 +266,79 @@ class VAE(GenerativeModel):
             log_q_z = gaussian_log_density(z, mean, logvar)
             log_weights.append(log_p_x_given_z + log_p_z - log_q_z)
         return mean, logvar, torch.stack(log_weights)
+
+    # ---------------------------------------------------------------- explain
+
+    def pipeline_stages(self, x: torch.Tensor, labels: torch.Tensor | None,
+                        generator: torch.Generator) -> list[Stage]:
+        """Encode, sample z, decode, -ELBO on the real batch x (B, C, H, W) in [0, 1]; then z ~ N(0, I) -> image."""
+        pixel = example_pixel(x)
+        onehot = self._onehot(labels)
+        label_note = " with the one-hot label joined" if onehot is not None else ""
+        stages = []
+        if self.config.binarize:
+            binary = binarize(x, generator)
+            stages.append(Stage.measured(
+                "binarize", "each pixel becomes 1 with probability equal to its intensity (dynamic binarization)",
+                x, binary, f"pixel {pixel} {format_number(x[pixel])} becomes {format_number(binary[pixel])}",
+            ))
+            x = binary
+        encoder_input = x
+        if self.config.arch == "mlp":
+            encoder_input = flatten(x)  # (B, D)
+            feature = (pixel[1] * self.data.height + pixel[2]) * self.data.width + pixel[3]
+            stages.append(Stage.measured(
+                "flatten", "each image becomes one vector of C*H*W pixel values, the MLP's input", x, encoder_input,
+                f"pixel {pixel} is feature (0, {feature}) = {format_number(encoder_input[0, feature])}",
+            ))
+        mean, logvar = self.coder.encode(x, onehot)  # (B, latent) each
+        stages.append(Stage.measured(
+            "encode", f"the encoder network{label_note} gives q(z|x) = N(mean, exp(log-variance)) per image",
+            encoder_input, mean,
+            f"mean[0, :3] = {format_values(mean[0, :3])}, log-variance[0, :3] = {format_values(logvar[0, :3])}",
+        ))
+        noise = self.randn(*mean.shape, generator=generator)
+        z = mean + noise * (0.5 * logvar).exp()  # the reparameterization trick, as in `forward`
+        stages.append(Stage.measured(
+            "sample z",
+            "z = mean + exp(log-variance / 2) * eps, eps ~ N(0, I): a draw from q(z|x) that gradients flow through",
+            mean, z, f"z[0, :3] = {format_values(z[0, :3])} with eps[0, :3] = {format_values(noise[0, :3])}",
+        ))
+        logits = self.coder.decode_logits(z, onehot)  # (B, C, H, W)
+        stages.append(Stage.measured(
+            "decode", f"the decoder network{label_note} gives each pixel's Bernoulli logit", z, logits,
+            f"pixel {pixel} logit {format_number(logits[pixel])}, so p(pixel on) = "
+            f"{format_number(torch.sigmoid(logits[pixel]))} (the data says {format_number(x[pixel])})",
+        ))
+        loss, kl = negative_elbo(logits, x, mean, logvar)  # (B,) each
+        iwae = f"; training uses the k = {self.config.train_samples} IWAE bound" if self.config.train_samples > 1 else ""
+        stages.append(Stage.measured(
+            "loss", "negative ELBO per image: Bernoulli reconstruction cross-entropy + KL(q(z|x) || N(0, I))",
+            logits, loss,
+            f"{format_number(loss.mean())} nats per image on this batch = reconstruction "
+            f"{format_number((loss - kl).mean())} + KL {format_number(kl.mean())}{iwae}",
+        ))
+        prior = self.sample_latent(len(x), generator)  # (B, latent)
+        stages.append(Stage.measured(
+            "sample latent", "draw z from the prior N(0, I)", None, prior, f"z[0, :3] = {format_values(prior[0, :3])}",
+            path="generation",
+        ))
+        images = self.decode(prior, self.check_labels(len(x), None))
+        stages.append(Stage.measured(
+            "decode", "the decoder, then a sigmoid: each pixel's Bernoulli mean, the image in [0, 1]", prior, images,
+            format_pixel(images, pixel),
+            path="generation",
+        ))
+        return stages
+
+    def prediction_pass(self, x: torch.Tensor, labels: torch.Tensor | None,
+                        generator: torch.Generator) -> PredictionPass:
+        """The decoder's layers (and the conv VAE's dense layers before them) on z ~ N(0, I)."""
+        z = self.sample_latent(len(x), generator)  # (B, latent)
+        labels = self.check_labels(len(x), None)
+        parts = ("from_latent", "decoder")  # the modules that decode_logits runs, in order
+        decoder = nn.ModuleDict({name: module for name, module in self.coder.named_children() if name in parts})
+        return PredictionPass(
+            "decoder", decoder, "latent z ~ N(0, I)", z, lambda: self.decode(z, labels),
+            "image = sigmoid(logits)", f"the decoder on {len(z)} latents z ~ N(0, I), as `sample` draws images",
+        )
