@@ -56,6 +56,8 @@ def test_a_generator_returning_training_images_is_flagged_as_memorizing(digits, 
     assert result.details["memorization"]["closest_pairs"][0][2] == pytest.approx(0.0, abs=1e-6)
     assert result.pair_images.shape == (32, 1, 28, 28)  # 16 samples over their 16 training neighbours
     assert torch.equal(result.pair_images[0], result.pair_images[16])  # an exact copy sits over its original
+    assert any(text.startswith("samples copying training images") for text in result.observations)
+    assert "observation: samples copying training images" in result.table()
 
 
 def test_held_out_real_images_score_like_the_floor(digits, tmp_path):
@@ -67,6 +69,7 @@ def test_held_out_real_images_score_like_the_floor(digits, tmp_path):
     assert result.metrics["precision"] > 0.7 and result.metrics["recall"] > 0.7
     assert result.metrics["classes_covered"] == 10 and result.metrics["class_kl"] < 0.02
     assert result.metrics["classifier_score"] > 8.5  # 10 balanced, confidently classified classes
+    assert result.observations == []  # real images copy nothing and collapse nowhere
 
 
 def test_a_single_class_generator_is_flagged_by_mode_coverage(digits, tmp_path):

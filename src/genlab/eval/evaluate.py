@@ -90,8 +90,15 @@ class Evaluation:
             "details": self.details, "skipped": self.skipped,
         }
 
+    @property
+    def observations(self) -> list[str]:
+        """What the numbers say against their floor (genlab.explain.observations.observe_metrics)."""
+        from genlab.explain.observations import observe_metrics
+
+        return observe_metrics(self.metrics, self.floor)
+
     def table(self) -> str:
-        """The metrics as an aligned text table, the real-vs-real floor beside each."""
+        """The metrics as an aligned text table, the real-vs-real floor beside each, then any observations."""
         header = ("Metric", "Value" if self.metrics else "Real vs real", "Real vs real", "Better")
         rows = []
         for row in ROWS:
@@ -106,6 +113,7 @@ class Evaluation:
         lines = ["  ".join(str(cell).ljust(widths[c]) for c, cell in enumerate(line)).rstrip() for line in [header, *rows]]
         for name, why in self.skipped.items():
             lines.append(f"({name}: {why})")
+        lines.extend(f"observation: {text}" for text in self.observations)
         return "\n".join(lines)
 
 

@@ -246,3 +246,41 @@ def _g_diverging(history: list[dict[str, Any]]) -> str:
     if rise > G_RISE_FACTOR * typical:
         return f"{rose} by {rise:.3g} in all, over {G_RISE_FACTOR:g}x its typical epoch change {typical:.3g}"
     return ""
+
+
+# --- The "evaluation" rules: what `genlab eval`'s numbers say, each against its real-vs-real floor. ---
+#
+# metrics and floor are metrics.json's "metrics" and "floor" (genlab.eval.evaluate); the
+# floor is the same measurement with held-out real images in place of samples, so a rule
+# fires only where samples do clearly worse than real data would.
+
+# Memorization (DESIGN.md: Alaa et al. 2022; Gu et al. 2023): held-out real images fall under
+# the copy threshold at its quantile (5%) by construction; samples at twice that share and at
+# least COPY_EXCESS above it are nearer the training set than new real images are.
+COPY_FACTOR = 2.0
+COPY_EXCESS = 0.02
+# The ratio test d1/d2 < 1/3 flags near-duplicates; real held-out images almost never pass it.
+RATIO_TEST_EXCESS = 0.01
+
+
+def observe_metrics(metrics: dict[str, Any], floor: dict[str, Any] | None = None) -> list[str]:
+    """Sentences on an evaluation: samples copying training images, mode collapse. Empty when none applies."""
+    floor = floor or {}
+    found = []
+    copies, real_copies = metrics.get("copy_share"), floor.get("copy_share")
+    if _finite(copies) and _finite(real_copies) and copies >= COPY_FACTOR * real_copies and \
+            copies - real_copies >= COPY_EXCESS:
+        found.append(f"samples copying training images: {copies:.1%} of samples lie as close to a training image "
+                     f"as only {real_copies:.1%} of held-out real images do")
+    ratio, real_ratio = metrics.get("ratio_test_share"), floor.get("ratio_test_share", 0.0)
+    if _finite(ratio) and _finite(real_ratio) and ratio - real_ratio >= RATIO_TEST_EXCESS:
+        found.append(f"samples copying training images: {ratio:.1%} pass the near-duplicate ratio test "
+                     f"d1/d2 < 1/3 (held-out real images: {real_ratio:.1%})")
+    covered, classes = metrics.get("classes_covered"), metrics.get("num_classes")
+    if _finite(covered) and _finite(classes) and covered < classes:
+        found.append(f"mode collapse suspected: samples cover {covered:g} of {classes:g} classes")
+    recall, precision = metrics.get("recall"), metrics.get("precision")
+    if _finite(recall) and _finite(precision) and recall < COLLAPSE_RECALL and precision > COLLAPSE_PRECISION:
+        found.append(f"mode collapse suspected: recall {recall:.3f} with precision {precision:.3f} "
+                     "(the samples look real but cover little of the data)")
+    return found

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from genlab.errors import GenlabError
+from genlab.explain.observations import observe_metrics
 from genlab.explain.trace import charted_losses, trace_rows, training_trace_cells
 from genlab.io import atomic_write_bytes, read_json
 from genlab.run import HISTORY_FILE, RUN_FILE, SAMPLES_DIR, Run, is_run_dir
@@ -50,6 +51,7 @@ th { background: #f0f1f5; } td.number { text-align: right; font-variant-numeric:
 .facts th { width: 11em; }
 .missing { color: #8a5a00; background: #fff6e0; border-left: 4px solid #e0a800; padding: 6px 10px; }
 .note { color: #555; font-size: 0.9em; }
+.observations { color: #8a1f11; font-weight: 600; }
 .idea { font-size: 1.05em; background: #f4f7fc; border-left: 4px solid #2255aa; padding: 8px 12px; }
 .images { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
 figure { margin: 0; } figcaption { font-size: 0.85em; color: #555; margin-top: 4px; }
@@ -485,6 +487,10 @@ def metrics_html(run: Run, metrics: dict[str, Any] | None) -> str:
             for row in ROWS if row.key in values or row.key in floor]
     parts = [_provenance(run, metrics)]
     parts.append(table(("Metric", "Value", "Real vs real", "Better"), rows, numeric=(1, 2)))
+    observations = observe_metrics(values, floor)
+    if observations:
+        parts.append('<ul class="observations">' + "".join(f"<li>{escape(text)}</li>" for text in observations)
+                     + "</ul>")
     skipped = metrics.get("skipped") or {}
     if skipped:
         parts.append("<ul class=note>" + "".join(f"<li>{escape(k)}: {escape(v)}</li>" for k, v in skipped.items())

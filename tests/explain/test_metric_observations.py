@@ -1,0 +1,34 @@
+"""The evaluation rules: samples copying training images and mode collapse, each against its floor."""
+
+from genlab.explain.observations import observe_metrics
+
+FLOOR = {"copy_share": 0.05, "ratio_test_share": 0.0, "recall": 0.9, "precision": 0.85}
+HEALTHY = {"copy_share": 0.06, "ratio_test_share": 0.004, "classes_covered": 10, "num_classes": 10,
+           "recall": 0.6, "precision": 0.7}
+
+
+def test_healthy_numbers_say_nothing():
+    assert observe_metrics(HEALTHY, FLOOR) == []
+    assert observe_metrics({}, None) == []  # nothing measured: nothing to say
+
+
+def test_copies_at_twice_the_floor_and_two_points_above_it_are_flagged():
+    found = observe_metrics({**HEALTHY, "copy_share": 0.12}, FLOOR)
+    assert found == ["samples copying training images: 12.0% of samples lie as close to a training image as only "
+                     "5.0% of held-out real images do"]
+    assert observe_metrics({**HEALTHY, "copy_share": 0.095}, FLOOR) == []  # under twice the floor
+    # twice a tiny floor is still within noise of it: the 2-point excess is required too
+    assert observe_metrics({**HEALTHY, "copy_share": 0.015}, {**FLOOR, "copy_share": 0.005}) == []
+
+
+def test_near_duplicates_by_the_ratio_test_are_flagged():
+    found = observe_metrics({**HEALTHY, "ratio_test_share": 0.03}, FLOOR)
+    assert len(found) == 1 and "3.0% pass the near-duplicate ratio test" in found[0]
+
+
+def test_missing_classes_and_low_recall_read_as_mode_collapse():
+    found = observe_metrics({**HEALTHY, "classes_covered": 7}, FLOOR)
+    assert found == ["mode collapse suspected: samples cover 7 of 10 classes"]
+    found = observe_metrics({**HEALTHY, "recall": 0.05, "precision": 0.8}, FLOOR)
+    assert len(found) == 1 and found[0].startswith("mode collapse suspected: recall 0.050")
+    assert observe_metrics({**HEALTHY, "recall": 0.05, "precision": 0.3}, FLOOR) == []  # just a poor model
