@@ -7,6 +7,7 @@ Heavy modules (torch, the model families) are imported inside the handlers so th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -471,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"genlab {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `genlab ... | head` closed the pipe: stop quietly, as other commands do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 0
     except OSError as error:  # unwritable --out, full disk ...: say which file and why
         print(f"genlab {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

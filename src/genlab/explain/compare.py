@@ -43,6 +43,7 @@ class ComparedRun:
     has_likelihood: bool
     metrics: dict[str, float] = field(default_factory=dict)
     measured: dict[str, Any] = field(default_factory=dict)  # metrics.json's counts, extractor, epochs, nll data model
+    conditional: bool = False
 
 
 @dataclass
@@ -59,7 +60,7 @@ class Comparison:
 
         header = ["Run", "Family", "Data", "Parameters", "Epochs", "Training time", *(t for _, t in MEASURED)]
         rows = [
-            [row.path, row.family, row.data, f"{row.parameters:,}", str(row.epochs), duration_text(row.seconds),
+            [row.path, row.family + (" (conditional)" if row.conditional else ""), row.data, f"{row.parameters:,}", str(row.epochs), duration_text(row.seconds),
              *(_shown(key, row.metrics) if key in row.metrics else NOT_MEASURED for key, _ in MEASURED)]
             for row in self.rows
         ]
@@ -89,7 +90,7 @@ def compared_run(run) -> ComparedRun:
         parameters=trainable_parameters(run.model), epochs=info["epochs_completed"],
         seconds=training_seconds(run.history), has_likelihood=hasattr(run.model, "log_likelihood"),
         metrics={k: v for k, v in (metrics.get("metrics") or {}).items() if isinstance(v, (int, float))},
-        measured=measured,
+        measured=measured, conditional=bool(getattr(run.model, "conditional", False)),
     )
 
 
