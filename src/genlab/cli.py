@@ -269,6 +269,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from genlab.explain.trace import training_trace
+    from genlab.training import distributed
     from genlab.training.api import default_out, train
 
     model_config = dict(args.set)
@@ -286,12 +287,16 @@ def _train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         from genlab.run import is_run_dir, read_run_info
 
+        if not distributed.is_main_process():  # rank 0 says where the run stopped
+            return EXIT_INTERRUPTED
         info = read_run_info(out) if is_run_dir(out) else {}
         if info.get("status") == "interrupted":
             print(f"genlab train: {info['message']}; continue with: genlab train --resume --out {out}", file=sys.stderr)
         else:
             print("genlab train: interrupted before the run was written; nothing was saved", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if not distributed.is_main_process():  # under torchrun, rank 0 reports for every rank
+        return 0
     print()
     print(training_trace(run.history, type(run.model)))
     print(f"\nrun saved in {out}; draw from it with: genlab sample {out} --n 64 --seed 1 --out grid.png")

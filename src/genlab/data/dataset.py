@@ -61,25 +61,34 @@ class ImageDataset:
         return ImageDataset(self.images[index], labels, list(self.class_names), self.name)
 
     def batches(
-        self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True, skip: int = 0
+        self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True, skip: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """Yield (images uint8 (B, C, H, W), labels (B,) or None) slices.
 
         With `shuffle`, the order is a permutation drawn from `generator` (on the CPU, so the
         order is the same on every device); the last batch may be smaller. `skip` leaves out
-        the first batches of that same order (resuming inside an epoch).
+        the first batches of that same order (resuming inside an epoch). `shard` (k, n) yields
+        only the k-th of n contiguous, nearly equal pieces of each batch (data-parallel rank k
+        of n); a last batch of fewer than n images is then left out, so every piece holds one.
         """
         n = len(self)
+        part, parts = shard
         if shuffle:
             order = torch.randperm(n, generator=generator).to(self.images.device)
         for start in range(skip * batch_size, n, batch_size):
+            size = min(batch_size, n - start)
+            if size < parts:
+                return
+            # piece k of n covers [size * k // n, size * (k + 1) // n) of the batch
+            low, high = start + size * part // parts, start + size * (part + 1) // parts
             if shuffle:
-                index = order[start : start + batch_size]
+                index = order[low:high]
                 images = self.images[index]
                 labels = None if self.labels is None else self.labels[index]
             else:
-                images = self.images[start : start + batch_size]
-                labels = None if self.labels is None else self.labels[start : start + batch_size]
+                images = self.images[low:high]
+                labels = None if self.labels is None else self.labels[low:high]
             yield images, labels
 
 

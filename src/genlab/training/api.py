@@ -25,6 +25,7 @@ from genlab.run import (
     truncate_history,
     write_run_info,
 )
+from genlab.training import distributed
 from genlab.training.callbacks import EvalEvery, ProgressBar, RunWriter, SampleGrids
 from genlab.training.trainer import Callback, EpochProgress, TrainConfig, Trainer, pick_device
 
@@ -60,6 +61,10 @@ def train(
     fingerprint); `epochs` may raise its total. `eval_every` N > 0 adds FID, precision and
     recall of `eval_n` samples to history.jsonl every N epochs. Nothing at `out` is touched
     until every input has been checked.
+
+    Launched by torchrun (several processes), it joins the process group (nccl on CUDA, gloo on
+    the CPU) and trains data parallel; only rank 0 writes `out`, and the `callbacks` given here
+    run on every rank. Rank 0 returns the loaded run, the others the same weights in memory.
     """
     out = Path(out if out is not None else default_out(model))
     if out.exists() and not out.is_dir():
@@ -84,7 +89,7 @@ def train(
 
     train_data, test_data, data_info = _load_data(data, size, test_data)
     monitoring = _monitor(eval_every, eval_n, train_data, test_data, config.seed)
-    run_device = pick_device(device)
+    run_device = distributed.rank_device(pick_device(device))  # under torchrun: cuda -> cuda:LOCAL_RANK
     torch.manual_seed(config.seed)  # the initial weights depend on the seed only
     if resume:
         if data_info["fingerprint"] != info["data"]["fingerprint"]:
@@ -102,36 +107,47 @@ def train(
     network.to(run_device)
     optimizers = network.configure_optimizers()
 
-    if not resume:
-        if out.exists() and overwrite:
-            with run_lock(out):  # refuses to delete a run another process is training
-                pass
-            shutil.rmtree(out)  # _check_new_out made sure it is a run
-        out.mkdir(parents=True, exist_ok=True)
-    with run_lock(out):
-        return _fit(out, info, network, optimizers, train_data, test_data, config, run_device, resume,
-                    monitoring + [RunWriter(out, info), SampleGrids(out, every=sample_every, seed=config.seed)]
-                    + ([ProgressBar()] if progress else []) + list(callbacks))
+    with distributed.process_group_from_env(run_device):
+        distributed.check_batch_size(config.batch_size)
+        distributed.barrier()  # every rank has checked its inputs before rank 0 changes anything at `out`
+        if not distributed.is_main_process():  # the other ranks train alongside and write nothing
+            return _fit(out, info, network, optimizers, train_data, test_data, config, run_device, resume,
+                        list(callbacks))
+        if not resume:
+            if out.exists() and overwrite:
+                with run_lock(out):  # refuses to delete a run another process is training
+                    pass
+                shutil.rmtree(out)  # _check_new_out made sure it is a run
+            out.mkdir(parents=True, exist_ok=True)
+        with run_lock(out):
+            return _fit(out, info, network, optimizers, train_data, test_data, config, run_device, resume,
+                        monitoring + [RunWriter(out, info), SampleGrids(out, every=sample_every, seed=config.seed)]
+                        + ([ProgressBar()] if progress else []) + list(callbacks))
 
 
 def _fit(out, info, network, optimizers, train_data, test_data, config, device, resume, callbacks) -> Run:
-    """Restore a resumed run's state, then train; the caller holds the run's lock."""
+    """Restore a resumed run's state, then train; the caller holds the run's lock (rank 0) or writes nothing."""
     start_epoch, epoch_progress = 0, None
+    writes = distributed.is_main_process()
     if resume:
-        for debris in out.glob(".*.tmp"):  # atomic writes cut off by a crash
-            debris.unlink()
-        if (out / STATE_FILE).exists():
+        if writes:
+            for debris in out.glob(".*.tmp"):  # atomic writes cut off by a crash
+                debris.unlink()
+        if (out / STATE_FILE).exists():  # every rank loads the same checkpoint
             start_epoch, epoch_progress = load_checkpoint(out, network, optimizers)
         if epoch_progress and config.epochs <= start_epoch:
             raise GenlabError(
                 f"{out} stopped inside epoch {start_epoch + 1}; resume with --epochs {start_epoch + 1} or more"
             )
-        truncate_history(out, start_epoch)
+        if writes:
+            truncate_history(out, start_epoch)
         info.update(epochs_completed=start_epoch)
         if start_epoch >= config.epochs:  # nothing left to train: make sure the run is whole
+            info.update(status="completed", message=f"already trained for {start_epoch} epochs")
+            if not writes:
+                return Run(out, info, network.eval())
             if start_epoch:
                 save_model(out, network, start_epoch)
-            info.update(status="completed", message=f"already trained for {start_epoch} epochs")
             write_run_info(out, info)
             return Run.load(out, device=device)
         info["train"]["epochs"] = config.epochs
@@ -141,6 +157,10 @@ def _fit(out, info, network, optimizers, train_data, test_data, config, device, 
         progress=EpochProgress.from_dict(epoch_progress) if epoch_progress else None,
     )
     trainer.fit()
+    distributed.barrier()  # rank 0 has written the whole run
+    if not writes:
+        info.update(status="completed", epochs_completed=trainer.epoch)
+        return Run(out, info, network.eval())
     return Run.load(out, device=device)
 
 
@@ -148,7 +168,7 @@ def _monitor(every: int, n: int, train_data, test_data, seed: int) -> list[Callb
     """[EvalEvery] when asked for (checked, reference features ready), else []."""
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         raise GenlabError(f"--eval-every must be a number of epochs (0: never), got {every!r}")
-    if not every:
+    if not every or not distributed.is_main_process():  # under torchrun rank 0 alone measures and records
         return []
     from genlab.eval.evaluate import TrainingMonitor
 

@@ -18,6 +18,7 @@ from genlab.data.dataset import ImageDataset
 from genlab.data.transforms import to_unit
 from genlab.errors import GenlabError, TrainingDiverged
 from genlab.models.base import GenerativeModel
+from genlab.training import distributed
 
 
 MAX_SEED = 2**32  # seeds are 32-bit, so (seed, epoch) -> one 64-bit generator seed never overflows
@@ -102,6 +103,11 @@ class Trainer:
     Each epoch's order comes from its own generator seeded by (seed, epoch), and validation
     runs under a forked, fixed RNG, so training randomness depends only on the global RNG
     state saved at each epoch's end: resuming from a checkpoint repeats the run bit for bit.
+
+    Under a torch.distributed process group (genlab.training.distributed) the loop is data
+    parallel: every rank takes its piece of each global batch of `batch_size` images, draws its
+    noise from generators seeded per (seed, epoch, step, rank), has its gradients averaged over
+    the ranks at every backward pass, and records the step's numbers averaged over all images.
     """
 
     def __init__(
@@ -118,12 +124,14 @@ class Trainer:
     ):
         self.config = config or TrainConfig()
         self.config.validate()
-        self.device = device or pick_device(self.config.device)
+        self.device = device or distributed.rank_device(pick_device(self.config.device))
         self.model = model.to(self.device)
         self.optimizers = optimizers or model.configure_optimizers()
         self.train_data = train_data.to(self.device)
         self.test_data = None if test_data is None else test_data.to(self.device)
-        self.batch_size = self.config.batch_size or model.default_batch_size
+        self.batch_size = self.config.batch_size or model.default_batch_size  # images a step, over all ranks
+        distributed.check_batch_size(self.batch_size)
+        self.averaging: distributed.GradientAveraging | None = None  # while fitting under a process group
         self.callbacks = list(callbacks)
         self.start_epoch = start_epoch
         self.epoch = start_epoch
@@ -137,7 +145,13 @@ class Trainer:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.train_data) / self.batch_size)
+        # With N ranks a last batch of fewer than N images is left out (ImageDataset.batches' shard).
+        n = len(self.train_data)
+        return n // self.batch_size + int(n % self.batch_size >= distributed.world_size())
+
+    def _step_images(self, step: int) -> int:
+        """Images in global batch `step` (from 1) of an epoch, over all ranks."""
+        return min(self.batch_size, len(self.train_data) - (step - 1) * self.batch_size)
 
     def _call(self, hook: str, *args) -> None:
         # Each callback runs with the generators put back afterwards: whatever it draws
@@ -160,7 +174,8 @@ class Trainer:
         def on_sigint(signum, frame):
             if self.stop_requested:
                 raise KeyboardInterrupt
-            print("\nstopping after this step to save the run (Ctrl-C again to abort at once)", file=sys.stderr)
+            if distributed.is_main_process():
+                print("\nstopping after this step to save the run (Ctrl-C again to abort at once)", file=sys.stderr)
             self.request_stop()
 
         previous = signal.signal(signal.SIGINT, on_sigint)
@@ -176,8 +191,21 @@ class Trainer:
         it at the next step boundary and raises KeyboardInterrupt with `stopped_cleanly` set,
         so callbacks can save a checkpoint inside the epoch. Callbacks hear the status first.
         """
-        with self._ctrl_c_stops_cleanly():
+        with self._ctrl_c_stops_cleanly(), self._data_parallel():
             return self._fit()
+
+    @contextlib.contextmanager
+    def _data_parallel(self) -> Iterator[None]:
+        """Under a process group: rank 0's weights on every rank, then gradients averaged while training."""
+        if not distributed.is_distributed():
+            yield
+            return
+        distributed.broadcast_module(self.model)  # equal already (same seed or checkpoint); now surely
+        try:
+            with distributed.GradientAveraging(self.optimizers.values()) as self.averaging:
+                yield
+        finally:
+            self.averaging = None
 
     def _fit(self) -> list[dict[str, Any]]:
         self._call("on_train_start")
@@ -211,10 +239,18 @@ class Trainer:
         self._call("on_epoch_start")
         order = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         progress = self.progress  # empty, or where a resumed run stopped inside this epoch
-        batches = self.train_data.batches(self.batch_size, order, skip=progress.step)
+        rank = distributed.rank()
+        batches = self.train_data.batches(self.batch_size, order, skip=progress.step, shard=(rank, distributed.world_size()))
         for self.step, (images, labels) in enumerate(batches, start=progress.step + 1):
             start = time.perf_counter()  # times the step alone: images/s leaves out callbacks and validation
+            if self.averaging is not None:
+                # Noise independent across ranks and a function of the step alone, so resume is exact anywhere.
+                rng.seed(distributed.step_seed(self.config.seed, epoch, self.step, rank), self.device)
+                self.averaging.share = len(images) / self._step_images(self.step)  # per-image mean on a short last batch
             metrics = self.model.training_step((to_unit(images), labels), self.optimizers)
+            # The global batch's numbers; with several ranks a stop asked for during this step's
+            # callbacks travels with the next step's numbers, so every rank stops at the same step.
+            metrics, count, stop = distributed.average_metrics(metrics, len(images), self.stop_requested)
             bad = [k for k, v in metrics.items() if not math.isfinite(v)]
             if bad:
                 kept = f"the weights of epoch {epoch - 1}" if epoch > 1 else "no weights (it never finished an epoch)"
@@ -223,13 +259,14 @@ class Trainer:
                     "start a new run with a lower learning rate (--lr)"
                 )
             progress.seconds += time.perf_counter() - start
-            progress.step, progress.images_seen = self.step, progress.images_seen + len(images)
+            progress.step, progress.images_seen = self.step, progress.images_seen + count
             for key, value in metrics.items():
-                progress.totals[key] = progress.totals.get(key, 0.0) + value * len(images)
+                progress.totals[key] = progress.totals.get(key, 0.0) + value * count
             self._call("on_step_end", metrics)
-            if self.stop_requested:
+            if stop if self.averaging is not None else self.stop_requested:  # one process: callbacks' requests too
                 self.stopped_cleanly = True
                 raise KeyboardInterrupt
+        distributed.broadcast_buffers(self.model)  # BatchNorm statistics: rank 0's on every rank, for validation and saving
         self.progress = EpochProgress()  # the next epoch starts from nothing
         record = {key: total / progress.images_seen for key, total in progress.totals.items()}
         return {"seconds": progress.seconds, "images_per_second": progress.images_seen / progress.seconds, **record}

@@ -1,0 +1,61 @@
+"""`genlab.train` from a user's script, launched by tests/training/test_distributed.py under torchrun.
+
+    python -m torch.distributed.run --nproc_per_node 2 ... tests/training/two_rank_script.py FOLDER
+
+Each rank trains the same runs into FOLDER (rank 0 writes them) and keeps its own weights and
+buffers as FOLDER/FAMILY.rankR.safetensors, so the test can compare the ranks exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import genlab
+from genlab.io import save_tensors
+from genlab.training import Callback, distributed
+
+TINY_VAE = {"hidden_dim": 32, "latent_dim": 4}
+TINY = {
+    "pixelcnn": {"channels": 8, "layers": 2, "head_channels": 16},  # no noise in training: the tight comparison
+    "dcgan": {"latent_dim": 8, "channels": 8, "lr": 1e-3, "conditional": True, "ema": 0.9},  # BatchNorm, EMA
+    "wgan-gp": {"latent_dim": 8, "channels": 8, "lr": 1e-3, "n_critic": 2},  # gradient penalty, critic steps
+}
+EPOCHS = {"pixelcnn": 2, "dcgan": 1, "wgan-gp": 1}
+STOP_AT = (2, 5)  # (epoch, step) where rank 1 alone asks the VAE run to stop
+
+
+class StopOnRankOne(Callback):
+    """Rank 1 alone asks to stop: both ranks must stop at the same step boundary."""
+
+    def on_step_end(self, trainer, metrics):
+        if distributed.rank() == 1 and (trainer.epoch, trainer.step) == STOP_AT:
+            trainer.request_stop()
+
+
+def keep_state(run: genlab.Run, path: Path) -> None:
+    """This rank's parameters and buffers, as the run returned them."""
+    save_tensors(path, {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}, {})
+
+
+def main(folder: Path) -> None:
+    rank = int(os.environ["RANK"])  # torchrun's: no process group is up between runs
+    common = dict(batch_size=64, seed=1, progress=False)
+    for family, settings in TINY.items():
+        run = genlab.train(family, "digits", folder / family, epochs=EPOCHS[family], model_config=settings, **common)
+        keep_state(run, folder / f"{family}.rank{rank}.safetensors")
+    try:
+        genlab.train("vae", "digits", folder / "vae", epochs=3, model_config=TINY_VAE, callbacks=[StopOnRankOne()],
+                     **common)
+        raise SystemExit("the VAE run was asked to stop but did not")
+    except KeyboardInterrupt:
+        if rank == 0:  # what the interrupted run said of itself
+            shutil.copy(folder / "vae" / "run.json", folder / "vae.interrupted.json")
+    run = genlab.train(out=folder / "vae", resume=True, progress=False)
+    keep_state(run, folder / f"vae.rank{rank}.safetensors")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
