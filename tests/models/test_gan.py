@@ -79,6 +79,14 @@ class TestConditionalDCGANClassNorm(GANConformance):
 
 
 
+class TestConditionalGANAuxiliaryClassifier(GANConformance):
+    family, settings = "gan", {**TINY, "conditional": True, "class_loss": 1.0}
+
+
+class TestConditionalWGANGPAuxiliaryClassifier(GANConformance):
+    family, settings = "wgan-gp", {**TINY_CONV, "n_critic": 2, "lr": 1e-3, "conditional": True, "class_loss": 1.0}
+
+
 class TestWGANGP(GANConformance):
     family, settings = "wgan-gp", {**TINY_CONV, "n_critic": 2, "lr": 1e-3}
 
@@ -221,6 +229,38 @@ def test_the_label_fades_in_over_the_condition_ramp():
         build_model("gan", MNIST, condition_ramp=(5, 2))
     with pytest.raises(GenlabError, match="mode_seeking must be a number >= 0"):
         build_model("gan", MNIST, mode_seeking=-1.0)
+
+
+def test_the_auxiliary_classifier_learns_the_classes_and_teaches_the_generator():
+    """AC-GAN: D's classifier learns the real classes (its cross-entropy falls from log K), and G's
+    images come to be classified as the labels they were drawn for."""
+    spec = DataSpec(1, 8, 8, 3, ("a", "b", "c"))
+    torch.manual_seed(0)
+    model = build_model("dcgan", spec, conditional=True, channels=8, latent_dim=4, lr=2e-3, class_loss=1.0,
+                        condition_ramp=(0, 0), mode_seeking=0.0)
+    optimizers = model.configure_optimizers()
+    bands = torch.zeros(3, 1, 8, 8)  # class k: a bright band of rows in the k-th third of the image
+    for k, rows in enumerate((slice(0, 3), slice(3, 5), slice(5, 8))):
+        bands[k, :, rows] = 1.0
+    labels = torch.arange(48) % 3
+    batch = (bands[labels] * 0.9 + 0.1 * torch.rand(48, 1, 8, 8), labels)
+    losses = [model.training_step(batch, optimizers)["d_class_loss"] for _ in range(120)]
+    assert losses[0] == pytest.approx(math.log(3), abs=0.3)  # a fresh classifier knows nothing
+    assert max(losses[-10:]) < 0.3 * losses[0]
+    model.discriminator.eval()
+    fake = model.sample(30, labels=torch.arange(30) % 3) * 2 - 1  # (30, 1, 8, 8) in D's range
+    _, class_logits = model.discriminator.score_and_classify(fake, torch.arange(30) % 3)
+    assert (class_logits.argmax(dim=1) == torch.arange(30) % 3).float().mean() > 0.9
+
+
+def test_without_class_loss_there_is_no_classifier():
+    model = build_model("dcgan", DataSpec(1, 8, 8, 3, ("a", "b", "c")), conditional=True, channels=8, class_loss=0.0)
+    assert model.discriminator.classifier is None
+    metrics = model.training_step((torch.rand(8, 1, 8, 8), torch.arange(8) % 3), model.configure_optimizers())
+    assert "d_class_loss" not in metrics
+    assert build_model("dcgan", DataSpec(1, 8, 8, 3, ("a", "b", "c")), class_loss=1.0).discriminator.classifier is None
+    with pytest.raises(GenlabError, match="class_loss must be a number >= 0"):
+        build_model("gan", MNIST, class_loss=-1.0)
 
 
 def test_mode_seeking_loss_punishes_a_generator_that_ignores_z():

@@ -17,8 +17,10 @@ Koyama 2018: D(x, y) = psi(phi(x)) + <embed(y), sum over positions of phi(x)>) o
 a one-hot label to D's input (Mirza & Osindero 2014). On little data a conditional G tends to
 draw one image per class and ignore z ("collapse by conditioning", Shahbazi et al. 2022): the
 label fades in over `condition_ramp` steps, and `mode_seeking` adds Mao et al.'s (2019) term
-that rewards different images for different z of one label. Images are scaled to [-1, 1]
-inside the family (G ends in tanh); `sample` returns [0, 1] like every family.
+that rewards different images for different z of one label. `class_loss` gives D an auxiliary
+classifier (AC-GAN, Odena et al. 2017) whose cross-entropy teaches G to draw images of the asked
+class. Images are scaled to [-1, 1] inside the family (G ends in tanh); `sample` returns [0, 1]
+like every family.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class GANConfig:
     # step end (D steps): unconditional first, so G learns to use z before the label can replace it.
     condition_ramp: tuple[int, int] = (100, 600)
     mode_seeking: float = 1.0  # conditional G: weight of the mode-seeking term (Mao et al. 2019) in its loss; 0: off
+    # Conditional models: weight of an auxiliary classifier on D's features (AC-GAN, Odena et al. 2017), its
+    # cross-entropy on real images added to D's loss and on generated ones to G's; 0: off. Faded in with the label.
+    class_loss: float = 0.0
 
     def __post_init__(self) -> None:
         if self.conditioning not in CONDITIONING:
@@ -69,8 +74,10 @@ class GANConfig:
                 raise GenlabError(f"GAN setting {name} must be in [0, 1), got {getattr(self, name)!r}")
         if not 0.0 <= self.ema < 1.0:
             raise GenlabError(f"--ema must be in [0, 1) (0: off; 0.999 is typical), got {self.ema!r}")
-        if not (isinstance(self.mode_seeking, (int, float)) and math.isfinite(self.mode_seeking) and self.mode_seeking >= 0):
-            raise GenlabError(f"GAN setting mode_seeking must be a number >= 0 (0: off), got {self.mode_seeking!r}")
+        for name in ("mode_seeking", "class_loss"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise GenlabError(f"GAN setting {name} must be a number >= 0 (0: off), got {value!r}")
         ramp = tuple(self.condition_ramp)
         steps_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ramp)
         if len(ramp) != 2 or not steps_ok or ramp[0] > ramp[1]:
@@ -219,9 +226,16 @@ class Discriminator(nn.Module):
             # rather than sqrt(width) times larger, as nn.Embedding's N(0, 1) would make it.
             nn.init.normal_(embed.weight, std=width**-0.5)
             self.embed = wrap(embed)
+        # AC-GAN's auxiliary classifier: class logits from the features averaged over positions (or the MLP's)
+        self.classifier = nn.Linear(pooled_dim or feature_dim, classes) if classes and config.class_loss else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images (B, C, H, W) in [-1, 1] -> logits (B,)."""
+        return self.score_and_classify(x, labels)[0]
+
+    def score_and_classify(self, x: torch.Tensor, labels: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images (B, C, H, W) -> (logits (B,), the auxiliary classifier's class logits (B, K) or None)."""
         if self.mode == "concat":
             x = concat_labels(x, labels, self.num_classes, flat=isinstance(self.features[0], nn.Flatten),
                               weight=self.condition_weight)
@@ -234,7 +248,9 @@ class Discriminator(nn.Module):
             # over positions made the label term 49x weaker than the score at 7x7, and D ignored it.)
             pooled = maps.sum(dim=(2, 3)) if maps.dim() == 4 else maps
             out = out + self.condition_weight * (self.embed(labels) * pooled).sum(dim=1)
-        return out
+        if self.classifier is None:
+            return out, None
+        return out, self.classifier(maps.mean(dim=(2, 3)) if maps.dim() == 4 else maps)
 
 
 def concat_labels(x: torch.Tensor, labels: torch.Tensor, num_classes: int, flat: bool,
@@ -391,9 +407,13 @@ class GAN(GenerativeModel):
         fake_labels = labels if fake_labels is None else fake_labels
         # Real and fake in separate passes: D's BatchNorm then sees the same all-fake batches here
         # as in G's step, so both steps judge fakes alike (as the DCGAN reference code does).
-        real_logits, fake_logits = self.discriminator(real, labels), self.discriminator(fake, fake_labels)
-        loss = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits)) + \
-            F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        (real_logits, real_classes), fake_logits = self.discriminator.score_and_classify(real, labels), \
+            self.discriminator(fake, fake_labels)
+        loss = self.discriminator_loss(real_logits, fake_logits)
+        class_stats = {}
+        if real_classes is not None:
+            class_loss, class_stats["d_class_loss"] = self.auxiliary_class_loss(real_classes, labels)
+            loss = loss + class_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = _grad_norm(self.discriminator)
@@ -404,8 +424,18 @@ class GAN(GenerativeModel):
             d_real, d_fake = torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()
         return {
             "d_loss": loss.item(), "d_accuracy": correct.item() / total,
-            "d_real": d_real.item(), "d_fake": d_fake.item(), "d_grad_norm": grad_norm,
+            "d_real": d_real.item(), "d_fake": d_fake.item(), "d_grad_norm": grad_norm, **class_stats,
         }
+
+    def discriminator_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        """Non-saturating D loss: BCE(D(real), 1) + BCE(D(fake), 0)."""
+        return F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits)) + \
+            F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+
+    def auxiliary_class_loss(self, class_logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(class_loss * label weight * CE(classifier, labels), the plain CE): AC-GAN's term, faded in with the label."""
+        cross_entropy = F.cross_entropy(class_logits, labels)
+        return self.config.class_loss * self.discriminator.condition_weight * cross_entropy, cross_entropy.item()
 
     def generator_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
         """Non-saturating: -log D(G(z)), i.e. BCE(D(G(z)), 1)."""
@@ -415,7 +445,10 @@ class GAN(GenerativeModel):
         """One G update through the freshly updated D: (loss, gradient norm)."""
         self.discriminator.requires_grad_(False)  # G's backward needs no D parameter gradients
         try:
-            loss = self.generator_loss(self.discriminator(fake, labels))
+            fake_logits, fake_classes = self.discriminator.score_and_classify(fake, labels)
+            loss = self.generator_loss(fake_logits)
+            if fake_classes is not None:  # G draws images D's classifier assigns to their label
+                loss = loss + self.auxiliary_class_loss(fake_classes, labels)[0]
             if labels is not None and self.config.mode_seeking and z is not None:
                 loss = loss + self.config.mode_seeking * mode_seeking_loss(fake, z)
             optimizer.zero_grad(set_to_none=True)
@@ -541,8 +574,7 @@ class GAN(GenerativeModel):
 
     def explained_losses(self, real, fake, real_scores, fake_scores, labels, generator):
         """(D loss, G loss, the formula with its numbers) of these scores, as training computes them."""
-        d_loss = F.binary_cross_entropy_with_logits(real_scores, torch.ones_like(real_scores)) + \
-            F.binary_cross_entropy_with_logits(fake_scores, torch.zeros_like(fake_scores))
+        d_loss = self.discriminator_loss(real_scores, fake_scores)
         g_loss = self.generator_loss(fake_scores)
         return d_loss, g_loss, (
             f"D loss {format_number(d_loss)} = BCE(D(real), 1) + BCE(D(fake), 0); "
@@ -625,12 +657,17 @@ class WGANGP(DCGAN):
     def discriminator_step(self, real, fake, labels, optimizer, fake_labels=None) -> dict[str, float]:
         """Critic loss E[C(fake)] - E[C(real)] + lambda * E[(||grad C(x_hat)|| - 1)^2] on random mixes x_hat."""
         fake_labels = labels if fake_labels is None else fake_labels
-        scores = self.discriminator(torch.cat([real, fake]), None if labels is None else torch.cat([labels, fake_labels]))
+        scores, classes = self.discriminator.score_and_classify(
+            torch.cat([real, fake]), None if labels is None else torch.cat([labels, fake_labels]))
         real_scores, fake_scores = scores.chunk(2)
         mix = torch.rand(len(real), 1, 1, 1, device=real.device)
         penalty = gradient_penalty(self.discriminator, real, fake, labels, mix)
         wasserstein = real_scores.mean() - fake_scores.mean()
         loss = -wasserstein + self.config.gp_weight * penalty
+        class_stats = {}
+        if classes is not None:  # the critic's classifier learns from the real half only
+            class_loss, class_stats["d_class_loss"] = self.auxiliary_class_loss(classes[: len(real)], labels)
+            loss = loss + class_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = _grad_norm(self.discriminator)
@@ -639,6 +676,7 @@ class WGANGP(DCGAN):
             "d_loss": loss.item(), "wasserstein": wasserstein.item(), "gradient_penalty": penalty.item(),
             "d_accuracy": (real_scores > fake_scores).float().mean().item(),  # pairs ranked right
             "d_real": real_scores.mean().item(), "d_fake": fake_scores.mean().item(), "d_grad_norm": grad_norm,
+            **class_stats,
         }
 
     def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
