@@ -10,7 +10,7 @@ import pytest
 
 import genlab
 from genlab.cli import main
-from genlab.eval.evaluate import _shown
+from genlab.eval.evaluate import metric_text
 from genlab.explain.compare import curve_panels
 from genlab.explain.report import load_run, trainable_parameters
 
@@ -36,7 +36,7 @@ def test_the_table_holds_each_runs_own_numbers(tiny_vae, tiny_gan, tmp_path, cap
     assert vae["Parameters"] == f"{trainable_parameters(genlab.Run.load(tiny_vae).model):,}"
     for column, key in (("FID", "fid"), ("Precision", "precision"), ("Recall", "recall"), ("Bits/dim", "bits_per_dim"),
                         ("Copies", "copy_share")):
-        assert vae[column] == _shown(key, measured)
+        assert vae[column] == metric_text(key, measured)
         assert float(vae[column]) == pytest.approx(measured[key], rel=1e-3, abs=1e-4)
         assert gan[column] == "—"  # never evaluated
     seconds = sum(json.loads(line)["seconds"] for line in (tiny_gan / "history.jsonl").read_text().splitlines())

@@ -15,7 +15,7 @@ from PIL import Image
 
 import genlab
 from genlab.cli import main
-from genlab.eval.evaluate import _shown
+from genlab.eval.evaluate import metric_text
 from genlab.explain.observations import observe_history
 from genlab.explain.report import history_panels, render_pipeline, trainable_parameters
 
@@ -112,7 +112,7 @@ def test_the_metrics_table_holds_metrics_json_beside_its_floor(vae_page, tiny_va
     for label, key in (("FID", "fid"), ("Precision (k=3)", "precision"), ("Recall (k=3)", "recall"),
                        ("Copies (d1 < 5% held-out)", "copy_share"), ("Bits/dim", "bits_per_dim")):
         value, floor, _ = table[label]
-        assert value == _shown(key, measured["metrics"]) and floor == _shown(key, measured["floor"])
+        assert value == metric_text(key, measured["metrics"]) and floor == metric_text(key, measured["floor"])
         assert float(value) == pytest.approx(measured["metrics"][key], rel=1e-3, abs=1e-4)
     assert "100 samples against 1,000 mnist-5k test images" in vae_page.text["metrics"]
     copies = f"{measured['metrics']['copy_share']:.1%} of the samples lie closer to a training image"

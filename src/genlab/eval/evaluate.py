@@ -104,8 +104,8 @@ class Evaluation:
         for row in ROWS:
             if row.key not in self.metrics and row.key not in self.floor:
                 continue
-            value = _shown(row.key, self.metrics) if self.metrics else ""
-            floor = _shown(row.key, self.floor)
+            value = metric_text(row.key, self.metrics) if self.metrics else ""
+            floor = metric_text(row.key, self.floor)
             rows.append((row.label, value, floor, row.better) if self.metrics else (row.label, floor, "", row.better))
         if not self.metrics:
             header, rows = (header[0], header[1], header[3]), [(r[0], r[1], r[3]) for r in rows]
@@ -117,7 +117,8 @@ class Evaluation:
         return "\n".join(lines)
 
 
-def _shown(key: str, values: dict[str, float]) -> str:
+def metric_text(key: str, values: dict[str, float]) -> str:
+    """How tables show metric `key` of `values`: 4 significant digits, "± std" where one was measured, "-" if absent."""
     if key not in values or values[key] is None:
         return "-"
     value = values[key]
@@ -204,7 +205,7 @@ def _run_source(run) -> dict[str, Any]:
             "epochs": run.info.get("epochs_completed"), "conditional": run.model.conditional}
 
 
-def _pick(count: int, n: int, generator: torch.Generator) -> torch.Tensor:
+def seeded_subset(count: int, n: int, generator: torch.Generator) -> torch.Tensor:
     """A seeded subset of n of `count` indices, or all of them in order when n >= count."""
     return torch.arange(count) if n >= count else torch.randperm(count, generator=generator)[:n]
 
@@ -257,7 +258,7 @@ def evaluate(
     generator = torch.Generator().manual_seed(seed)
 
     real_ref = real_features(reference_split, reference, extractor, use_cache=use_cache)
-    real_ref = real_ref.subset(_pick(len(real_ref), MAX_REFERENCE, generator))
+    real_ref = real_ref.subset(seeded_subset(len(real_ref), MAX_REFERENCE, generator))
     generated = None
     if samples is None:
         n = n or min(DEFAULT_N, len(real_ref))
@@ -270,12 +271,12 @@ def evaluate(
         if n > len(samples):
             raise GenlabError(f"--n {n} asks for more images than the {len(samples):,} in {samples.name}; "
                               f"pass --n {len(samples)} or fewer")
-        index = _pick(len(samples), n, torch.Generator().manual_seed(seed))
+        index = seeded_subset(len(samples), n, torch.Generator().manual_seed(seed))
         labels = None if samples.labels is None else samples.labels[index]
         generated = Generated(samples.images[index], labels, {"kind": "samples", "path": samples.name.partition(":")[2],
                                                                "fingerprint": fingerprint(samples)})
     held = real_features(held_out_split, "train" if reference == "test" else "test", extractor, use_cache=use_cache)
-    held = held.subset(_pick(len(held), n, generator))
+    held = held.subset(seeded_subset(len(held), n, generator))
 
     result = Evaluation(info={
         "source": generated.source if generated is not None else {"kind": "real-vs-real"},
@@ -481,7 +482,7 @@ class _Context:
             self._skip("cas", "needs labelled 1x28x28 data")
             return None
         if generated is None:
-            index = _pick(len(self.train), len(fake), self._generator())
+            index = seeded_subset(len(self.train), len(fake), self._generator())
             images, labels = self.train.images[index], self.train.labels[index]
         elif generated.labels is None:
             self._skip("cas", "needs labelled samples (a conditional model, or `labels` in the .npz)")
@@ -502,7 +503,7 @@ class _Context:
             return None
         # Families whose bound costs many network passes per image (DDPM) name a seeded test subset.
         limit = getattr(model, "likelihood_images", None) or len(self.test)
-        test = self.test.subset(_pick(len(self.test), limit, self._generator()))
+        test = self.test.subset(seeded_subset(len(self.test), limit, self._generator()))
         nll, data_model = negative_log_likelihood(model, test, self.seed)
         details["nll"] = {"data_model": data_model, "kind": getattr(model, "likelihood_kind", ""), "split": "test",
                           "images": len(test)}
@@ -578,7 +579,7 @@ class TrainingMonitor:
         self.extractor = extractor_for(train.name, train.image_shape)
         split, data = ("test", test) if test is not None and len(test) else ("train", train)
         reference = real_features(data, split, self.extractor)
-        self.reference = reference.features[_pick(len(reference), n, torch.Generator().manual_seed(seed))]
+        self.reference = reference.features[seeded_subset(len(reference), n, torch.Generator().manual_seed(seed))]
         self.stats = M.gaussian_stats(self.reference)
         self.n, self.seed = n, seed
 

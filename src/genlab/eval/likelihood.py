@@ -22,7 +22,7 @@ import torch
 from genlab.data import fingerprint, load_splits
 from genlab.errors import GenlabError
 
-from genlab.eval.evaluate import _check_shape, _pick, _run_data_spec, negative_log_likelihood
+from genlab.eval.evaluate import _check_shape, seeded_subset, _run_data_spec, negative_log_likelihood
 from genlab.models.base import bits_per_dim
 
 
@@ -109,7 +109,7 @@ def likelihoods(runs: Sequence, images: int | None = None, seed: int = 0) -> Lik
         _check_shape(run.model.data.image_shape, train, f"{run.path}'s images")
     limits = [getattr(run.model, "likelihood_images", None) for run in loaded if hasattr(run.model, "log_likelihood")]
     count = min([len(test), *(limit for limit in limits if limit), *([images] if images else [])])
-    subset = test.subset(_pick(len(test), count, torch.Generator().manual_seed(seed)))
+    subset = test.subset(seeded_subset(len(test), count, torch.Generator().manual_seed(seed)))
     dims = math.prod(test.image_shape)
     rows = []
     for run in loaded:

@@ -56,12 +56,12 @@ class Comparison:
 
     def cells(self) -> tuple[list[str], list[list[str]]]:
         """The table's header and rows as text."""
-        from genlab.eval.evaluate import _shown
+        from genlab.eval.evaluate import metric_text
 
         header = ["Run", "Family", "Data", "Parameters", "Epochs", "Training time", *(t for _, t in MEASURED)]
         rows = [
             [row.path, row.family + (" (conditional)" if row.conditional else ""), row.data, f"{row.parameters:,}", str(row.epochs), duration_text(row.seconds),
-             *(_shown(key, row.metrics) if key in row.metrics else NOT_MEASURED for key, _ in MEASURED)]
+             *(metric_text(key, row.metrics) if key in row.metrics else NOT_MEASURED for key, _ in MEASURED)]
             for row in self.rows
         ]
         return header, rows

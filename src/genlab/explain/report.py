@@ -434,14 +434,14 @@ def reconstructions_html(run: Run, seed: int) -> str:
     if data.get("in_memory"):
         return missing("the run was trained on a dataset in memory: there are no test images to reconstruct")
     from genlab.data import load_splits
-    from genlab.eval.evaluate import _pick
+    from genlab.eval.evaluate import seeded_subset
 
     try:
         train, test = load_splits(data["spec"], size=data.get("size"))
     except GenlabError as error:
         return missing(f"the run's data cannot be read here: {escape(error)}")
     split, name = (test, "test") if len(test) else (train, "training")
-    index = _pick(len(split), RECONSTRUCTIONS, torch.Generator().manual_seed(seed))
+    index = seeded_subset(len(split), RECONSTRUCTIONS, torch.Generator().manual_seed(seed))
     images = split.images[index].float() / 255  # (8, C, H, W) in [0, 1]
     labels = split.labels[index] if model.conditional else None
     with torch.no_grad():
@@ -478,12 +478,12 @@ def trajectory_html(run: Run, seed: int) -> str:
 
 
 def metrics_html(run: Run, metrics: dict[str, Any] | None) -> str:
-    from genlab.eval.evaluate import ROWS, _shown
+    from genlab.eval.evaluate import ROWS, metric_text
 
     if metrics is None:
         return missing(f"not measured yet: run {_code(f'genlab eval {run.path}')}")
     values, floor = metrics.get("metrics", {}), metrics.get("floor", {})
-    rows = [(row.label, _shown(row.key, values), _shown(row.key, floor), row.better)
+    rows = [(row.label, metric_text(row.key, values), metric_text(row.key, floor), row.better)
             for row in ROWS if row.key in values or row.key in floor]
     parts = [_provenance(run, metrics)]
     parts.append(table(("Metric", "Value", "Real vs real", "Better"), rows, numeric=(1, 2)))
