@@ -35,6 +35,7 @@ RUN_FILE = "run.json"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
 HISTORY_FILE = "history.jsonl"
+METRICS_FILE = "metrics.json"  # written by `genlab eval`, read by report and compare
 SAMPLES_DIR = "samples"
 LOCK_FILE = ".lock"
 

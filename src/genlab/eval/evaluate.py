@@ -546,6 +546,7 @@ def write_results(result: Evaluation, folder: str | Path) -> dict[str, Path]:
     """metrics.json (and memorization.png with the closest pairs) into `folder`, atomically."""
     from genlab.images import save_grid
     from genlab.io import atomic_write_json
+    from genlab.run import METRICS_FILE
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -555,8 +556,8 @@ def write_results(result: Evaluation, folder: str | Path) -> dict[str, Path]:
         strip = result.pair_images
         written["memorization"] = save_grid(strip.float() / 255, folder / "memorization.png", nrow=len(strip) // 2)
         document["details"]["memorization"] = {**document["details"]["memorization"], "pairs_png": "memorization.png"}
-    atomic_write_json(folder / "metrics.json", document)
-    written["metrics"] = folder / "metrics.json"
+    atomic_write_json(folder / METRICS_FILE, document)
+    written["metrics"] = folder / METRICS_FILE
     return written
 
 

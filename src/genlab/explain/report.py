@@ -27,10 +27,9 @@ from genlab.errors import GenlabError
 from genlab.explain.observations import observe_metrics
 from genlab.explain.trace import charted_losses, trace_rows, training_trace_cells
 from genlab.io import atomic_write_bytes, read_json
-from genlab.run import HISTORY_FILE, RUN_FILE, SAMPLES_DIR, Run, is_run_dir
+from genlab.run import HISTORY_FILE, METRICS_FILE, RUN_FILE, SAMPLES_DIR, Run, is_run_dir
 
 REPORT_FILE = "report.html"
-METRICS_FILE = "metrics.json"
 EPOCH_GRIDS = 6  # sample grids shown across epochs: all of them, or an even spread keeping first and last
 EPOCH_ROWS = 100  # rows of the epoch table, chosen the same way
 RECONSTRUCTIONS = 8  # test images (top row) over their reconstructions (bottom row)
