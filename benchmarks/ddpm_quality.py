@@ -83,7 +83,7 @@ def _same(recorded: dict, key: dict) -> bool:
 
 
 def train_ddpm(out: Path, data, test_data, settings: dict, epochs: int | None, budget_s: float | None,
-               seed: int, log, reuse: bool = False, wait: bool = True) -> dict:
+               seed: int, log, reuse: bool = False, max_wait: float = 900.0) -> dict:
     """Train a ddpm into `out` for `epochs`, or epoch by epoch within `budget_s` wall seconds.
 
     Returns {"wall", "other", "epochs", "reused"}; reuses a finished run there trained for the same
@@ -99,8 +99,7 @@ def train_ddpm(out: Path, data, test_data, settings: dict, epochs: int | None, b
                 return {**timing, "reused": True}
         except (OSError, ValueError, genlab.GenlabError):
             pass
-    if wait:
-        wait_for_quiet(log)
+    wait_for_quiet(log, max_wait=max_wait)
     common = {"test_data": None if isinstance(data, str) else test_data, "seed": seed, "progress": False,
               "sample_every": 0}
     with LoadMeter() as load:
@@ -148,7 +147,7 @@ def training_row(label: str, out: Path, timing: dict, budget_s: float | None, lo
 
 
 def draw(run, trained_wall: float, path: Path, sampler: str, steps: int, n: int, seed: int, log,
-         reuse: bool = False, wait: bool = True) -> dict:
+         reuse: bool = False, max_wait: float = 900.0) -> dict:
     """n samples of `run` with `sampler` for `steps` steps (eta 0 for DDIM), timed, saved to `path` (.npz uint8).
 
     Returns {"seconds", "other", "reused"}; reuses the file when `reuse` and it was drawn for the same
@@ -162,8 +161,7 @@ def draw(run, trained_wall: float, path: Path, sampler: str, steps: int, n: int,
         if _same(timing, key):
             log(f"  reusing {path.name} ({sampler}, {steps} steps: drawn earlier in {timing['seconds']:.0f} s)")
             return {**timing, "reused": True}
-    if wait:
-        wait_for_quiet(log)
+    wait_for_quiet(log, max_wait=max_wait)
     options = {"sampler": sampler, "steps": steps} | ({"eta": 0.0} if sampler == "ddim" else {})
     run.sample(2, generator=torch.Generator().manual_seed(seed), sampler="ddim", steps=1)  # warm-up, untimed
     with LoadMeter() as load:
@@ -189,7 +187,7 @@ def fashion_part(args, folder: Path, log) -> tuple[dict, list[dict]]:
     log(f"training ddpm on fashion-mnist for {stated}")
     out = folder / "fashion-mnist" / "ddpm"
     timing = train_ddpm(out, data, test_data, settings, None if budget_s else args.fashion_epochs, budget_s,
-                        args.seed, log, args.reuse, wait=not args.smoke)
+                        args.seed, log, args.reuse, max_wait=args.max_wait)
     trained = training_row("genlab ddpm", out, timing, budget_s, log)
     run = trained["run"]
     chain = run.model.config.diffusion_steps
@@ -199,7 +197,7 @@ def fashion_part(args, folder: Path, log) -> tuple[dict, list[dict]]:
         log(f"drawing {args.n} samples with {name}")
         path = out.parent / f"samples_{sampler}_{steps}.npz"
         timed = draw(run, trained["wall"], path, sampler, steps, args.n, args.seed, log, args.reuse,
-                     wait=not args.smoke)
+                     max_wait=args.max_wait)
         result = genlab.evaluate(str(path), "fashion-mnist", n=args.n, metrics="fid,precision,recall")
         log(f"  {name}: {timed['seconds']:.0f} s ({args.n / timed['seconds']:.2f} images/s), "
             f"{result.metrics} (floor {result.floor})")
@@ -219,7 +217,7 @@ def cmnist_part(args, folder: Path, log) -> tuple[dict, Evaluation]:
     log(f"training a conditional ddpm on mnist-5k for {args.mnist_epochs} epoch(s)")
     out = folder / "mnist-5k" / "conditional_ddpm"
     timing = train_ddpm(out, data, test_data, settings, args.mnist_epochs, None, args.seed, log, args.reuse,
-                        wait=not args.smoke)
+                        max_wait=args.max_wait)
     trained = training_row("genlab conditional ddpm", out, timing, None, log)
     result = genlab.evaluate(trained["run"], "mnist-5k", n=args.n, metrics="fid,precision,recall,label_accuracy")
     log(f"  conditional ddpm on mnist-5k: {result.metrics} (floor {result.floor})")
@@ -315,6 +313,8 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true",
                         help=f"check the script end to end: {SMOKE_IMAGES} training images, a tiny UNet {SMOKE_MODEL}, "
                              f"1 epoch, {SMOKE_N} samples, DDIM-{SMOKE_DDIM_STEPS}, no waiting for a quiet machine")
+    parser.add_argument("--max-wait", type=float, default=900.0,
+                        help="seconds to wait for a quiet machine before each timed block (default 900)")
     parser.add_argument("--write", action="store_true", help=f"replace the {SECTION} section of benchmarks/README.md")
     args = parser.parse_args(argv)
     if args.reuse and not args.keep:
@@ -326,7 +326,7 @@ def main(argv=None) -> int:
         parser.error(f"unknown part(s) {bad}; choose from {PARTS}")
     if args.smoke:
         args.fashion_epochs = args.mnist_epochs = 1
-        args.n, args.ddim_steps = SMOKE_N, SMOKE_DDIM_STEPS
+        args.n, args.ddim_steps, args.max_wait = SMOKE_N, SMOKE_DDIM_STEPS, 0.0
 
     began = time.perf_counter()
 

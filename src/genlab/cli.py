@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int, help="images per step (default: the family's)")
     train.add_argument("--seed", type=_seed, help="seed for weights, order and noise (default 0)")
     train.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
+    train.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                       help="auto: bf16 autocast on a CUDA GPU that has it, fp32 elsewhere (default auto)")
+    train.add_argument("--compile", action="store_true", help="torch.compile the networks (pays off on a GPU)")
     train.add_argument("--size", type=_image_size, help="resize images to S or HxW (folder data of mixed sizes)")
     train.add_argument("--out", help="run directory (default runs/MODEL)")
     given = train.add_mutually_exclusive_group()
@@ -280,7 +283,8 @@ def _train(args: argparse.Namespace) -> int:
     try:
         run = train(
             args.model, args.data, out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-            device=args.device, size=args.size, resume=args.resume, overwrite=args.overwrite,
+            device=args.device, precision=args.precision, compile=args.compile, size=args.size,
+            resume=args.resume, overwrite=args.overwrite,
             progress=not args.quiet, sample_every=args.sample_every, eval_every=args.eval_every,
             model_config=model_config,
         )

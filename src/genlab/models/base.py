@@ -240,6 +240,16 @@ class GenerativeModel(nn.Module):
         """Numbers on a held-out batch (no gradient), e.g. {"test_loss": ...}; none by default."""
         return {}
 
+    def compile_targets(self) -> list[nn.Module]:
+        """The networks `compile=True` (--compile) hands to torch.compile, each in place.
+
+        By default every child module with parameters (called by the training or validation step,
+        as a DDPM's EMA copy is). A family whose step calls a network through a
+        method other than `forward`, or differentiates twice (compiled graphs have no double
+        backward), names the modules its step does call.
+        """
+        return [module for module in self.children() if next(module.parameters(), None) is not None]
+
     def sample(
         self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:

@@ -27,9 +27,13 @@ from genlab.models.diffusion.process import PREDICTIONS, SCHEDULES, GaussianDiff
 from genlab.models.diffusion.samplers import SAMPLERS, respaced, sample as run_sampler
 from genlab.models.diffusion.unet import UNet
 
-PRESETS = {  # UNet sizes: "small" trains on a CPU in minutes per epoch; "base" is the usual small-image UNet
-    "small": {"channels": 32, "channel_mult": (1, 2, 2), "num_res_blocks": 1},
-    "base": {"channels": 64, "channel_mult": (1, 2, 2), "num_res_blocks": 2},
+# UNet sizes. "small" (1.06M parameters at 28x28) trains a Fashion-MNIST epoch in about 10 minutes on
+# 2 CPU cores; it has no dropout, because a short CPU budget underfits rather than overfits (and
+# dropout's random masks cost ~8% of a CPU step). "base" is the usual small-image UNet, with the
+# dropout 0.1 Ho et al. used on CIFAR-10.
+PRESETS = {
+    "small": {"channels": 32, "channel_mult": (1, 2, 2), "num_res_blocks": 1, "dropout": 0.0},
+    "base": {"channels": 64, "channel_mult": (1, 2, 2), "num_res_blocks": 2, "dropout": 0.1},
 }
 
 
@@ -42,7 +46,7 @@ class DDPMConfig:
     channel_mult: tuple[int, ...] | None = None
     num_res_blocks: int | None = None
     attention: bool = True  # self-attention at the lowest resolution
-    dropout: float = 0.1
+    dropout: float | None = None  # None: the preset's
     diffusion_steps: int = 1000  # T of the training chain
     schedule: str = "linear"  # "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal)
     prediction: str = "epsilon"  # "epsilon" or "v"

@@ -351,6 +351,9 @@ class GAN(GenerativeModel):
     def build_networks(self, config: GANConfig, data: DataSpec) -> tuple[nn.Module, Discriminator]:
         return MLPGenerator(config, data), mlp_discriminator(config, data)
 
+    def compile_targets(self) -> list[nn.Module]:
+        return [self.generator, self.discriminator.features]  # D is called through score_and_classify too
+
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         betas = (self.config.beta1, self.config.beta2)
         return {
@@ -652,6 +655,9 @@ class WGANGP(DCGAN):
         stages = conv_stages(data, self.family)
         norm = "spectral" if config.spectral_norm else "none"
         return ConvGenerator(config, data, stages), conv_discriminator(config, data, stages, norm)
+
+    def compile_targets(self) -> list[nn.Module]:
+        return [self.generator]  # the gradient penalty differentiates the critic twice: it stays eager
 
     def generator_update_due(self) -> bool:
         return int(self.steps) % self.config.n_critic == 0  # after every n_critic critic steps

@@ -204,6 +204,9 @@ class VAE(GenerativeModel):
     def configure_optimizers(self):
         return {"model": self.adam(self.parameters(), lr=self.config.lr)}
 
+    def compile_targets(self) -> list[nn.Module]:
+        return [self.coder.encoder, self.coder.decoder]  # the step calls the coder's methods, not its forward
+
     def training_step(self, batch: Batch, optimizers) -> dict[str, float]:
         x, labels = batch
         if self.config.binarize:

@@ -25,7 +25,7 @@ from genlab.run import (
     truncate_history,
     write_run_info,
 )
-from genlab.training import distributed
+from genlab.training import acceleration, distributed
 from genlab.training.callbacks import EvalEvery, ProgressBar, RunWriter, SampleGrids
 from genlab.training.trainer import Callback, EpochProgress, TrainConfig, Trainer, pick_device
 
@@ -41,6 +41,8 @@ def train(
     batch_size: int | None = None,
     seed: int | None = None,
     device: str = "auto",
+    precision: str = "auto",
+    compile: bool = False,
     size: int | tuple[int, int] | None = None,
     test_data: ImageDataset | None = None,
     resume: bool = False,
@@ -62,6 +64,11 @@ def train(
     recall of `eval_n` samples to history.jsonl every N epochs. Nothing at `out` is touched
     until every input has been checked.
 
+    `precision` "auto" trains under bf16 autocast on a CUDA GPU that supports it and in fp32
+    elsewhere ("fp32" and "bf16" force one); `compile=True` hands the family's networks to
+    torch.compile. On CUDA, TF32 and channels_last (convolutional families) are always on. These
+    settings may change on resume; run.json records the last ones.
+
     Launched by torchrun (several processes), it joins the process group (nccl on CUDA, gloo on
     the CPU) and trains data parallel; only rank 0 writes `out`, and the `callbacks` given here
     run on every rank. Rank 0 returns the loaded run, the others the same weights in memory.
@@ -72,7 +79,8 @@ def train(
     if resume:
         info = _resumable_info(out, model, data, batch_size, seed, size, model_config)
         stored = info["train"]
-        config = TrainConfig(epochs or stored["epochs"], stored["batch_size"], stored["seed"], device)
+        config = TrainConfig(epochs or stored["epochs"], stored["batch_size"], stored["seed"], device,
+                             precision, compile)
         size = info["data"]["size"]
         if data is None:
             if info["data"].get("in_memory"):
@@ -84,12 +92,14 @@ def train(
             raise GenlabError("name a model family to train, e.g. `genlab train vae`")
         if data is None:
             raise GenlabError("name the data to train on, e.g. --data mnist-5k")
-        config = TrainConfig(epochs or DEFAULT_EPOCHS, batch_size, 0 if seed is None else seed, device)
+        config = TrainConfig(epochs or DEFAULT_EPOCHS, batch_size, 0 if seed is None else seed, device,
+                             precision, compile)
     config.validate()
 
     train_data, test_data, data_info = _load_data(data, size, test_data)
     monitoring = _monitor(eval_every, eval_n, train_data, test_data, config.seed)
     run_device = distributed.rank_device(pick_device(device))  # under torchrun: cuda -> cuda:LOCAL_RANK
+    speed = {"precision": acceleration.resolve_precision(precision, run_device), "compile": bool(compile)}
     torch.manual_seed(config.seed)  # the initial weights depend on the seed only
     if resume:
         if data_info["fingerprint"] != info["data"]["fingerprint"]:
@@ -104,6 +114,7 @@ def train(
         info = new_run_info(
             network, data_info, {"epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed}
         )
+    info["train"].update(speed)
     network.to(run_device)
     optimizers = network.configure_optimizers()
 

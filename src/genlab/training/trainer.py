@@ -18,7 +18,7 @@ from genlab.data.dataset import ImageDataset
 from genlab.data.transforms import to_unit
 from genlab.errors import GenlabError, TrainingDiverged
 from genlab.models.base import GenerativeModel
-from genlab.training import distributed
+from genlab.training import acceleration, distributed
 
 
 MAX_SEED = 2**32  # seeds are 32-bit, so (seed, epoch) -> one 64-bit generator seed never overflows
@@ -32,6 +32,9 @@ class TrainConfig:
     batch_size: int | None = None  # None: the family's default_batch_size
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # "fp32", "bf16" (autocast), or "auto": bf16 on a CUDA GPU that has it, else fp32
+    compile: bool = False  # torch.compile the family's compile_targets() before training
+    channels_last: bool | None = None  # NHWC weights and batches; None: on CUDA for convolutional models
 
     def validate(self) -> None:
         """Raise GenlabError for settings the loop cannot run with."""
@@ -41,6 +44,7 @@ class TrainConfig:
             raise GenlabError(f"epochs must be a positive integer, got {self.epochs!r}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size <= 0):
             raise GenlabError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        acceleration.check_precision(self.precision)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -126,7 +130,15 @@ class Trainer:
         self.config.validate()
         self.device = device or distributed.rank_device(pick_device(self.config.device))
         self.model = model.to(self.device)
+        self.precision = acceleration.resolve_precision(self.config.precision, self.device)
+        self.channels_last = self.config.channels_last
+        if self.channels_last is None:
+            self.channels_last = self.device.type == "cuda" and acceleration.uses_convolutions(model)
         self.optimizers = optimizers or model.configure_optimizers()
+        if self.channels_last:
+            acceleration.to_channels_last(self.model, self.optimizers)
+        if self.config.compile:
+            acceleration.compile_networks(model.compile_targets())
         self.train_data = train_data.to(self.device)
         self.test_data = None if test_data is None else test_data.to(self.device)
         self.batch_size = self.config.batch_size or model.default_batch_size  # images a step, over all ranks
@@ -191,7 +203,7 @@ class Trainer:
         it at the next step boundary and raises KeyboardInterrupt with `stopped_cleanly` set,
         so callbacks can save a checkpoint inside the epoch. Callbacks hear the status first.
         """
-        with self._ctrl_c_stops_cleanly(), self._data_parallel():
+        with self._ctrl_c_stops_cleanly(), self._data_parallel(), acceleration.tf32_on_cuda(self.device):
             return self._fit()
 
     @contextlib.contextmanager
@@ -247,7 +259,8 @@ class Trainer:
                 # Noise independent across ranks and a function of the step alone, so resume is exact anywhere.
                 rng.seed(distributed.step_seed(self.config.seed, epoch, self.step, rank), self.device)
                 self.averaging.share = len(images) / self._step_images(self.step)  # per-image mean on a short last batch
-            metrics = self.model.training_step((to_unit(images), labels), self.optimizers)
+            with acceleration.autocast(self.precision, self.device):
+                metrics = self.model.training_step((self._prepared(images), labels), self.optimizers)
             # The global batch's numbers; with several ranks a stop asked for during this step's
             # callbacks travels with the next step's numbers, so every rank stops at the same step.
             metrics, count, stop = distributed.average_metrics(metrics, len(images), self.stop_requested)
@@ -271,6 +284,11 @@ class Trainer:
         record = {key: total / progress.images_seen for key, total in progress.totals.items()}
         return {"seconds": progress.seconds, "images_per_second": progress.images_seen / progress.seconds, **record}
 
+    def _prepared(self, images: torch.Tensor) -> torch.Tensor:
+        """A uint8 batch as the step takes it: floats in [0, 1], NHWC when training channels_last."""
+        x = to_unit(images)
+        return acceleration.batch_channels_last(x) if self.channels_last else x
+
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """The family's validation numbers over the whole test set, under a fixed RNG."""
@@ -279,7 +297,9 @@ class Trainer:
         with rng.preserved(self.device):
             torch.manual_seed(self.config.seed)
             for images, labels in self.test_data.batches(max(self.batch_size, 500), shuffle=False):
-                for key, value in self.model.validation_step((to_unit(images), labels)).items():
+                with acceleration.autocast(self.precision, self.device):
+                    numbers = self.model.validation_step((self._prepared(images), labels))
+                for key, value in numbers.items():
                     totals[key] = totals.get(key, 0.0) + value * len(images)
         self.model.train()
         return {key: total / len(self.test_data) for key, total in totals.items()}

@@ -1,0 +1,397 @@
+"""Throughput of every genlab family on fashion-mnist, in one command: training, its peak memory,
+sampling, and the time of an FID; written to benchmarks/results.md (rewritten whole each run).
+
+For each family of `genlab.models.MODELS` (`--families`), on fashion-mnist's 60,000 training
+images (`genlab.load_dataset("fashion-mnist", split="train")`, 1x28x28 uint8), on the CPU with
+the torch threads the environment gives, seed 0 (so every loop starts from the same weights):
+
+  training  images/s over `--steps` (100) optimizer steps at the family's `default_batch_size`,
+            after `--warmup-steps` (10) untimed ones, of each loop:
+              genlab Trainer   `torch.manual_seed(0)`, `genlab.build_model(FAMILY, train)`, its
+                               `configure_optimizers()`, then `Trainer(model, part, None,
+                               TrainConfig(epochs=1, batch_size=B, seed=0, device="cpu"),
+                               callbacks=[], optimizers=...).fit()`: one epoch over `part`, the
+                               next steps x B images of the dataset (the warm-up's part first,
+                               then the timed one; both Trainers share the optimizers)
+              per-sample loop  the same freshly built model and optimizers, and
+                               `model.training_step((x, y), optimizers)` for each batch of a
+                               `DataLoader(batch_size=B, shuffle=True, num_workers=0)` over all
+                               60,000 images whose Dataset turns one uint8 image into a float in
+                               [0, 1] per item (`_common.examples_loader`: gan_throughput.py's
+                               lean loop, step-limited and for any family)
+              diffusers (ddpm) `ddpm_vs_diffusers.train_diffusers`: diffusers' UNet2DModel laid
+                               out as genlab's small preset with DDPMScheduler, trained in the
+                               style of their train_unconditional.py (per-sample PIL + ToTensor +
+                               Normalize items, AdamW, cosine schedule, EMA), one epoch over the
+                               same steps x 128 images; only where `import diffusers` works
+            Images/s = images trained / wall seconds of the timed steps (the diffusers call also
+            builds its UNet, scheduler and EMA inside that time: well under 1% of 100 steps).
+  memory    each loop runs in a fresh process of its own (this script with `--child`, answering
+            one JSON line), whose peak resident set size (`getrusage(RUSAGE_SELF).ru_maxrss`)
+            is read right after the timed steps; beside it the peak before the warm-up (the
+            imports and the dataset: what the process holds before any training). The dataset tensor itself is given above
+            the table for scale (60,000 x 784 bytes = 45 MiB).
+  sampling  images/s of `model.sample(n, generator)` under `torch.no_grad()` in eval mode, by the
+            model the genlab Trainer just trained (same process, after its memory was read), with
+            n = `--sample-n` (256; pixelcnn, which draws pixel by pixel, at most 64) after an
+            untimed one-image draw; ddpm samples with its default, DDIM with 50 steps.
+  FID       seconds of an FID of `--fid-n` (2,000) against as many fashion-mnist images with the
+            shipped "fashion" extractor, through fid_speed.py's functions, each pipeline in a
+            fresh process after one untimed run of it: genlab cold (`Extractor.features` of both
+            sides, `gaussian_stats`, `fid`; nothing cached) and torchmetrics'
+            `FrechetInceptionDistance(feature=GenlabFeatureLayer(...))` where torchmetrics imports
+            (both in batches of 500; "real" = the first n test images, "generated" = n training
+            images drawn with seed 0, as fid_speed.py).
+
+Every timed block runs under `_common.LoadMeter`: each table says how many cores other processes
+kept busy meanwhile; one that says more than ~0.2 was timed on a busy machine. Nothing is repeated
+or retried: for medians over repeats, use the single-topic scripts (vae_throughput.py, ...).
+
+    python benchmarks/run.py                               # every family, the defaults: see the README
+    python benchmarks/run.py --families vae,ddpm --steps 50
+    python benchmarks/run.py --smoke --families vae,ddpm   # 1 + 3 steps, 8 samples, FID of 200: a check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from itertools import islice
+from pathlib import Path
+
+import torch
+
+import genlab
+from genlab.models import MODELS
+from genlab.models.ddpm import DDPMConfig
+from genlab.training.trainer import TrainConfig, Trainer
+
+from _common import LoadMeter, examples_loader, machine_line, markdown_table
+
+DATA = "fashion-mnist"
+SEED = 0
+RESULTS = Path(__file__).resolve().parent / "results.md"
+TRAIN_IMAGES = 60_000  # fashion-mnist's training split
+SMOKE = {"steps": 3, "warmup_steps": 1, "sample_n": 8, "fid_n": 200}
+MAX_SAMPLE_N = {"pixelcnn": 64}  # draws pixel by pixel: 784 network calls whatever n is
+FID_BATCH = 500  # fid_speed.py's default caller batch
+FID_MAX_N = 10_000  # the test split's size
+LOOP_LABELS = {  # the training children
+    "genlab": "genlab Trainer",
+    "peer": "per-sample DataLoader loop, same `training_step`",
+    "diffusers": "diffusers UNet2DModel, train_unconditional-style loop",
+}
+CHILDREN = (*LOOP_LABELS, "fid-genlab", "fid-torchmetrics")
+
+
+# ---------------------------------------------------------------- measuring, in a child process
+
+
+def timed(fn):
+    """(fn()'s result, wall seconds, cores other processes kept busy meanwhile)."""
+    with LoadMeter() as load:
+        start = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - start
+    return result, seconds, load.other_cores
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def image_range(train: genlab.ImageDataset, start: int, stop: int) -> genlab.ImageDataset:
+    """Images start..stop-1 of `train` (and their labels) as a dataset of their own."""
+    return train.subset(torch.arange(start, stop))
+
+
+def fresh_model(family: str, train: genlab.ImageDataset):
+    """(model, its optimizers), built from seed 0: every loop starts from the same weights."""
+    torch.manual_seed(SEED)
+    model = genlab.build_model(family, train)
+    return model, model.configure_optimizers()
+
+
+def time_training(train_timed_steps, steps: int, batch: int, peak_before_mib: float) -> dict:
+    """Run `train_timed_steps()` (`steps` steps of `batch` images) timed: its images/s, load and peak memory."""
+    _, seconds, other_cores = timed(train_timed_steps)
+    return {"batch": batch, "images_per_second": steps * batch / seconds, "seconds": seconds,
+            "other_cores": other_cores, "peak_rss_mib": peak_rss_mib(), "peak_rss_before_mib": peak_before_mib}
+
+
+def time_sampling(model, n: int) -> dict:
+    """Images/s of `model.sample(n)` (eval mode, no gradients) after an untimed one-image draw."""
+    model.eval()
+    generator = torch.Generator().manual_seed(SEED)
+    with torch.no_grad():
+        model.sample(1, generator=generator)
+        _, seconds, other_cores = timed(lambda: model.sample(n, generator=generator))
+    return {"sample_n": n, "sample_images_per_second": n / seconds, "sample_other_cores": other_cores}
+
+
+def measure_genlab(family: str, train: genlab.ImageDataset, args) -> dict:
+    """genlab's Trainer: warm-up steps, then the timed steps on the next images; then sampling."""
+    peak_before = peak_rss_mib()
+    model, optimizers = fresh_model(family, train)
+    batch = model.default_batch_size
+    config = TrainConfig(epochs=1, batch_size=batch, seed=SEED, device="cpu")
+    warmup_images = args.warmup_steps * batch
+    if warmup_images:
+        Trainer(model, image_range(train, 0, warmup_images), None, config, callbacks=[], optimizers=optimizers).fit()
+    timed_part = image_range(train, warmup_images, warmup_images + args.steps * batch)
+    trainer = Trainer(model, timed_part, None, config, callbacks=[], optimizers=optimizers)
+    result = time_training(trainer.fit, args.steps, batch, peak_before)
+    sample_n = min(args.sample_n, MAX_SAMPLE_N.get(family, args.sample_n))
+    return {**result, **time_sampling(model, sample_n)}
+
+
+def per_sample_steps(model, optimizers, batches, steps: int) -> int:
+    """`steps` calls of `model.training_step` on the next batches of `batches`; returns the images trained."""
+    images = 0
+    for x, y in islice(batches, steps):
+        metrics = model.training_step((x, y), optimizers)
+        if not all(math.isfinite(value) for value in metrics.values()):
+            raise SystemExit(f"the per-sample loop's step numbers became non-finite: {metrics}")
+        images += len(x)
+    return images
+
+
+def measure_peer(family: str, train: genlab.ImageDataset, args) -> dict:
+    """The per-sample DataLoader loop driving the same freshly built model's `training_step`."""
+    peak_before = peak_rss_mib()
+    model, optimizers = fresh_model(family, train)
+    batch = model.default_batch_size
+    batches = iter(examples_loader(train, batch))  # shuffled from the global generator, seeded above
+    model.train()
+    per_sample_steps(model, optimizers, batches, args.warmup_steps)
+    return time_training(lambda: per_sample_steps(model, optimizers, batches, args.steps), args.steps, batch,
+                         peak_before)
+
+
+def measure_diffusers(train: genlab.ImageDataset, args) -> dict:
+    """ddpm_vs_diffusers.py's diffusers loop: an untimed run of the warm-up steps, then one of the timed steps."""
+    try:
+        import diffusers  # noqa: F401  (only whether it imports)
+    except ImportError:
+        return {"missing": "diffusers not installed"}
+    from ddpm_vs_diffusers import BATCH, train_diffusers  # imported here: the other children never need it
+
+    def train_on(start: int, stop: int):
+        return train_diffusers(image_range(train, start, stop), 1, SEED, DDPMConfig().lr,
+                               log=lambda text: print(text, file=sys.stderr))
+
+    peak_before = peak_rss_mib()
+    warmup_images = args.warmup_steps * BATCH
+    if warmup_images:
+        train_on(0, warmup_images)
+    return time_training(lambda: train_on(warmup_images, warmup_images + args.steps * BATCH), args.steps, BATCH,
+                         peak_before)
+
+
+def measure_fid(pipeline: str, args) -> dict:
+    """Seconds of one FID of --fid-n vs --fid-n fashion-mnist images, after an untimed run of the same pipeline."""
+    from fid_speed import GenlabFeatureLayer, load_images, run_genlab, run_torchmetrics  # only this child needs them
+    from genlab.eval.features import load_extractor
+
+    _, real, generated = load_images(args.fid_n, SEED)
+    extractor = load_extractor("fashion")
+    if pipeline == "fid-genlab":
+        compute = partial(run_genlab, extractor, real, generated, FID_BATCH)
+    else:
+        try:
+            import torchmetrics  # noqa: F401  (only whether it imports)
+        except ImportError:
+            return {"missing": "torchmetrics not installed"}
+        compute = partial(run_torchmetrics, GenlabFeatureLayer(extractor.model), real, generated, FID_BATCH)
+    compute()
+    (value, _), seconds, other_cores = timed(compute)
+    return {"fid": value, "seconds": seconds, "other_cores": other_cores}
+
+
+def child(args) -> int:
+    """`--child KIND --families FAMILY`: one measurement; prints its JSON as the last line of stdout."""
+    if args.child.startswith("fid-"):
+        result = measure_fid(args.child, args)
+    else:
+        train = genlab.load_dataset(DATA, split="train")
+        family = args.families[0]
+        if args.child == "genlab":
+            result = measure_genlab(family, train, args)
+        elif args.child == "peer":
+            result = measure_peer(family, train, args)
+        else:
+            result = measure_diffusers(train, args)
+    print(json.dumps(result))
+    return 0
+
+
+# ---------------------------------------------------------------- the parent: children, tables, results.md
+
+
+def run_child(kind: str, args, family: str | None = None) -> dict:
+    """One measurement in a fresh process of this script; its JSON answer."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", kind,
+               "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps),
+               "--sample-n", str(args.sample_n), "--fid-n", str(args.fid_n)]
+    command += ["--families", family] if family else []
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)  # stderr: straight through
+    if done.returncode != 0:
+        raise SystemExit(f"{shlex.join(command)} failed with exit status {done.returncode}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def loop_row(family: str, kind: str, result: dict, genlab_rate: float) -> list[str]:
+    """A training-table row: one loop of one family."""
+    if "missing" in result:
+        return [family, LOOP_LABELS[kind], "-", f"- ({result['missing']})", "-", "-", "-"]
+    rate = result["images_per_second"]
+    ratio = "-" if kind == "genlab" else f"**{genlab_rate / rate:.2f}x**"
+    return [family, LOOP_LABELS[kind], str(result["batch"]), f"{rate:,.1f}", ratio,
+            f"{result['peak_rss_mib']:,.0f} ({result['peak_rss_before_mib']:,.0f})", f"{result['other_cores']:.2f}"]
+
+
+def fid_row(label: str, result: dict, genlab_seconds: float | None) -> list[str]:
+    """An FID-table row: one pipeline; with `genlab_seconds`, genlab's speed-up over it."""
+    if "missing" in result:
+        return [label, f"- ({result['missing']})", "-", "-", "-"]
+    speedup = "-" if genlab_seconds is None else f"**{result['seconds'] / genlab_seconds:.2f}x**"
+    return [label, f"{result['seconds']:.3f}", f"{result['fid']:.4f}", speedup, f"{result['other_cores']:.2f}"]
+
+
+def smoke_results_path() -> Path:
+    """A new, empty temporary file for a smoke run's results (kept, so it can be read)."""
+    handle, name = tempfile.mkstemp(prefix="genlab-results-smoke-", suffix=".md")
+    os.close(handle)
+    return Path(name)
+
+
+def invocation() -> str:
+    """The command line this process was started with, thread settings from the environment first."""
+    settings = [f"{name}={os.environ[name]}" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if name in os.environ]
+    return " ".join(settings + [shlex.join(sys.orig_argv)])
+
+
+def family_list(text: str) -> list[str]:
+    """--families: comma-separated names from genlab.models.MODELS."""
+    families = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in families if name not in MODELS]
+    if unknown or not families:
+        raise argparse.ArgumentTypeError(f"unknown or no families ({', '.join(unknown) or text!r}); "
+                                         f"choose from {', '.join(MODELS)}")
+    return families
+
+
+def at_least(minimum: int):
+    """An argparse type: an integer of at least `minimum`."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The options, --smoke applied and checked against the data."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--families", type=family_list, default=list(MODELS),
+                        help=f"comma-separated (default all: {','.join(MODELS)})")
+    parser.add_argument("--steps", type=at_least(1), default=100, help="timed optimizer steps per loop (default 100)")
+    parser.add_argument("--warmup-steps", type=at_least(0), default=10, help="untimed steps before them (default 10)")
+    parser.add_argument("--sample-n", type=at_least(1), default=256,
+                        help=f"images each family samples, timed (default 256; pixelcnn at most {MAX_SAMPLE_N['pixelcnn']})")
+    parser.add_argument("--fid-n", type=at_least(2), default=2000, help="images on each side of the FID (default 2,000)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the results file (default benchmarks/results.md; with --smoke a new temporary file)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a quick check of the script, no benchmark: {warmup_steps} + {steps} steps, {sample_n} "
+                             "samples, FID of {fid_n} (overrides those options)".format(**SMOKE))
+    parser.add_argument("--child", choices=CHILDREN, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(SMOKE)
+    if args.fid_n > FID_MAX_N:
+        parser.error(f"--fid-n must be at most {FID_MAX_N:,} (the test split's size)")
+    largest_batch = max(MODELS[family].default_batch_size for family in args.families)
+    if (args.warmup_steps + args.steps) * largest_batch > TRAIN_IMAGES:
+        parser.error(f"{args.warmup_steps} + {args.steps} steps of {largest_batch} images exceed fashion-mnist's "
+                     f"{TRAIN_IMAGES:,}")
+    return args
+
+
+def main(argv=None) -> int:
+    """Every measurement in a child process of its own, then the tables: printed and written to --out."""
+    args = parse_args(argv)
+    if args.child:
+        return child(args)
+    began = time.perf_counter()
+
+    def log(text: str) -> None:
+        print(f"[{time.perf_counter() - began:6.0f} s] {text}", file=sys.stderr, flush=True)
+
+    train = genlab.load_dataset(DATA, split="train")
+    dataset_mib = train.images.numel() * train.images.element_size() / 2**20
+    log(machine_line())  # torch's threads among the rest
+
+    training_rows, sampling_rows = [], []
+    for family in args.families:
+        kinds = ["genlab", "peer"] + (["diffusers"] if family == "ddpm" else [])
+        results = {}
+        for kind in kinds:
+            log(f"{family}: {LOOP_LABELS[kind]}")
+            results[kind] = run_child(kind, args, family)
+        genlab_rate = results["genlab"]["images_per_second"]
+        training_rows += [loop_row(family, kind, results[kind], genlab_rate) for kind in kinds]
+        ours = results["genlab"]
+        sampling_rows.append([family, f"{ours['sample_n']:,}", f"{ours['sample_images_per_second']:,.1f}",
+                              f"{ours['sample_other_cores']:.2f}"])
+        log(f"{family}: " + ", ".join(f"{kind} {r['images_per_second']:,.1f} images/s" for kind, r in results.items()
+                                      if "missing" not in r))
+
+    log(f"FID of {args.fid_n:,} vs {args.fid_n:,} images")
+    fid_results = {kind: run_child(kind, args) for kind in ("fid-genlab", "fid-torchmetrics")}
+    genlab_seconds = fid_results["fid-genlab"]["seconds"]
+    fid_rows = [fid_row("genlab, cold (`Extractor.features` x 2, `gaussian_stats`, `fid`)", fid_results["fid-genlab"],
+                        None),
+                fid_row("torchmetrics `FrechetInceptionDistance(feature=GenlabFeatureLayer(...))`",
+                        fid_results["fid-torchmetrics"], genlab_seconds)]
+
+    minutes = (time.perf_counter() - began) / 60
+    body = "\n\n".join([
+        "# genlab throughput on fashion-mnist",
+        f"Machine: {machine_line()}.",
+        f"Command: `{invocation()}`; this invocation took {minutes:.1f} min.",
+        *(["**A smoke run (`--smoke`): a check of the script, not a benchmark.**"] if args.smoke else []),
+        (f"Data: fashion-mnist train, {len(train):,} images 1x28x28; the uint8 dataset tensor itself is "
+         f"{dataset_mib:.0f} MiB. Each loop: {args.warmup_steps} untimed + {args.steps} timed optimizer steps at the "
+         f"family's default batch, on the CPU, seed 0, each loop in a fresh process. What is measured and how: the "
+         f"docstring of benchmarks/run.py."),
+        "## Training",
+        markdown_table(["Family", "Loop", "Batch", "Images/s", "genlab / this loop",
+                        "Peak RSS MiB (before the warm-up)", "Other procs (cores)"], training_rows),
+        "## Sampling",
+        markdown_table(["Family", "Images (one `model.sample` call)", "Images/s", "Other procs (cores)"],
+                       sampling_rows),
+        f"## FID of {args.fid_n:,} vs {args.fid_n:,} images (shipped \"fashion\" extractor, batches of {FID_BATCH})",
+        markdown_table(["Pipeline", "Seconds", "FID", "Speed-up of genlab (this s / genlab s)", "Other procs (cores)"],
+                       fid_rows),
+    ]) + "\n"
+    print(body)
+    out = args.out or (smoke_results_path() if args.smoke else RESULTS)
+    out.write_text(body)
+    log(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
