@@ -385,6 +385,7 @@ def _completions(run, args: argparse.Namespace, generator):
 def _eval(args: argparse.Namespace) -> int:
     from genlab.errors import GenlabError
     from genlab.eval.evaluate import evaluate, parse_metrics, write_results
+    from genlab.training import distributed
 
     given = [name for name, value in (("RUN", args.run), ("--samples", args.samples),
                                       ("--real-vs-real", args.real_vs_real)) if value]
@@ -402,6 +403,8 @@ def _eval(args: argparse.Namespace) -> int:
         raise GenlabError("--sampler, --steps, --eta and --guidance choose how a run draws its images: give a run")
     result = evaluate(source, args.data, reference=args.reference, n=args.n, seed=args.seed, metrics=args.metrics,
                       inception=args.inception, use_cache=not args.no_cache, sample_options=options)
+    if not distributed.is_main_process():  # under torchrun every rank holds the result; rank 0 reports it
+        return 0
     print(_eval_header(result.info))
     print(result.table())
     out = args.out or (args.run if args.run else Path(args.samples).with_suffix("").as_posix() + "_eval" if args.samples

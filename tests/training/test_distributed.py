@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -28,6 +29,7 @@ from genlab.run import read_history
 from genlab.training import TrainConfig, Trainer, distributed
 
 SCRIPT = Path(__file__).with_name("two_rank_script.py")
+SAMPLES, EVAL_N = "samples.npz", 63  # as in two_rank_script.py
 TINY_VAE = {"hidden_dim": 32, "latent_dim": 4}  # as in two_rank_script.py
 TINY_PIXELCNN = {"channels": 8, "layers": 2, "head_channels": 16}
 COMMON = dict(batch_size=64, seed=1, progress=False)  # 1,437 digits: 22 batches of 64, then 29 split 14 + 15
@@ -69,8 +71,14 @@ def cli_launch(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def script_launch(tmp_path_factory) -> Path:
     """The folder two_rank_script.py trained its runs into, with each rank's final state."""
     folder = tmp_path_factory.mktemp("script")
+    np.savez(folder / SAMPLES, images=sample_file_images().numpy())
     torchrun(str(SCRIPT), str(folder), cwd=folder)
     return folder
+
+
+def sample_file_images() -> torch.Tensor:
+    """The images of the .npz the ranks evaluate: mnist-5k test images, flipped left-right (not the reference)."""
+    return genlab.load_dataset("mnist-5k", split="test").images[:100].flip(-1)
 
 
 def numbers(record: dict) -> dict:
@@ -198,3 +206,27 @@ def test_gradients_are_averaged_when_backward_ends(tmp_path):
         assert all(torch.equal(p.grad, g) for p, g in zip(layer.parameters(), expected))
     finally:
         dist.destroy_process_group()
+
+
+def test_eval_under_two_ranks_gathers_every_samples_features(script_launch):
+    """A fixed file scores exactly as in one process; a run's pieces add up to n; both ranks agree."""
+    ranks = {name: [json.loads((script_launch / f"eval_{name}.rank{r}.json").read_text()) for r in (0, 1)]
+             for name in ("run", "npz")}
+    for name, (rank0, rank1) in ranks.items():
+        assert rank0 == rank1, name
+        assert rank0["counts"]["samples"] == EVAL_N
+    alone = genlab.evaluate(str(script_launch / SAMPLES), "mnist-5k", n=EVAL_N, seed=2, metrics="fid,precision,recall")
+    assert ranks["npz"][0]["metrics"] == pytest.approx(alone.metrics, rel=1e-6)
+    assert 0 < ranks["run"][0]["metrics"]["fid"] < 1e4
+
+
+def test_shard_slices_cover_n_once_and_gather_is_the_identity_alone(monkeypatch):
+    assert distributed.shard_slice(63) == slice(0, 63)
+    x = torch.arange(6)
+    assert distributed.gather_rows(x) is x and distributed.rank_seed(5) == 5
+    pieces = []
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        monkeypatch.setattr(distributed, "world_size", lambda: 2)
+        pieces.append(distributed.shard_slice(63))
+    assert pieces == [slice(0, 31), slice(31, 63)]

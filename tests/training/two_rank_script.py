@@ -8,6 +8,7 @@ buffers as FOLDER/FAMILY.rankR.safetensors, so the test can compare the ranks ex
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -25,6 +26,7 @@ TINY = {
 }
 EPOCHS = {"pixelcnn": 2, "dcgan": 1, "wgan-gp": 1}
 STOP_AT = (2, 5)  # (epoch, step) where rank 1 alone asks the VAE run to stop
+SAMPLES, EVAL_N = "samples.npz", 63  # 63: the ranks hold pieces of 31 and 32
 
 
 class StopOnRankOne(Callback):
@@ -55,6 +57,14 @@ def main(folder: Path) -> None:
             shutil.copy(folder / "vae" / "run.json", folder / "vae.interrupted.json")
     run = genlab.train(out=folder / "vae", resume=True, progress=False)
     keep_state(run, folder / f"vae.rank{rank}.safetensors")
+    # Evaluation under torchrun: each rank draws (or reads) its piece of the samples and extracts
+    # their features; every rank ends with all of them. SAMPLES was written by the test.
+    # (28x28 images: the shipped extractors take no 8x8 digits.)
+    genlab.train("vae", "mnist-5k", folder / "vae28", epochs=1, model_config=TINY_VAE, **common)
+    for name, source in (("run", folder / "vae28"), ("npz", folder / SAMPLES)):
+        result = genlab.evaluate(source, "mnist-5k", n=EVAL_N, seed=2, metrics="fid,precision,recall")
+        (folder / f"eval_{name}.rank{rank}.json").write_text(json.dumps({"metrics": result.metrics,
+                                                                         "counts": result.info["counts"]}))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from genlab.eval import metrics as M
 from genlab.eval.features import IMAGE_SHAPE, ClassifierConfig, accuracy, extractor_for, train_classifier
 from genlab.eval.reference import FeatureExtractor, RealFeatures, cache_dir, real_features
 from genlab.models.base import bits_per_dim
+from genlab.training import distributed
+from genlab.training.trainer import pick_device
 
 METRIC_NAMES = (
     "fid", "kid", "precision", "recall", "density", "coverage", "classifier_score",
@@ -162,8 +164,9 @@ class Generated:
     run: Any = None  # the Run they were drawn from, for log-likelihood; None for files
 
 
-def _open_source(source) -> tuple[Any, ImageDataset | None]:
-    """(Run or None, samples dataset or None) from a Run, a run folder, an .npz path or an ImageDataset."""
+def _open_source(source, device: torch.device | None = None) -> tuple[Any, ImageDataset | None]:
+    """(Run or None, samples dataset or None) from a Run, a run folder (loaded on `device`, default the CPU),
+    an .npz path or an ImageDataset."""
     from genlab.run import Run, is_run_dir
 
     if source is None or isinstance(source, (Run, ImageDataset)):
@@ -172,7 +175,7 @@ def _open_source(source) -> tuple[Any, ImageDataset | None]:
     if path.is_dir():
         if not is_run_dir(path):
             raise GenlabError(f"{path} is not a genlab run (no run.json); give a run folder or --samples FILE.npz")
-        return Run.load(path), None
+        return Run.load(path, device=device or "cpu"), None
     if path.suffix.lower() != ".npz":
         what = "does not exist" if not path.exists() else "is not an .npz file"
         raise GenlabError(f"{path} {what}; give a run folder, or images as --samples FILE.npz")
@@ -191,12 +194,22 @@ def _draw(run, n: int, seed: int, options: dict[str, Any]) -> Generated:
     from genlab.run import check_sampler_options
 
     check_sampler_options(run.model, options)
-    images = run.sample(n, generator=torch.Generator().manual_seed(seed), **options)
     labels = run.model.check_labels(n, None)
+    piece = distributed.shard_slice(n)  # under torchrun each rank draws its piece; one process draws all n
+    mine = None if labels is None else labels[piece]
+    images = run.sample(piece.stop - piece.start, generator=torch.Generator().manual_seed(distributed.rank_seed(seed)),
+                        labels=mine, **options)
     source = _run_source(run)
     if options:
         source["sample_options"] = dict(options)
-    return Generated(to_uint8(images), None if labels is None else labels.cpu(), source, run)
+    return Generated(distributed.gather_rows(to_uint8(images)), None if labels is None else labels.cpu(), source, run)
+
+
+def _sample_features(extractor: FeatureExtractor, generated: Generated) -> RealFeatures:
+    """Features and class probabilities of the generated images: each rank computes its piece, all ranks get all."""
+    piece = generated.images[distributed.shard_slice(len(generated.images))]
+    return RealFeatures(distributed.gather_rows(extractor.features(piece)),
+                        distributed.gather_rows(extractor.probabilities(piece)), generated.labels)
 
 
 def _run_source(run) -> dict[str, Any]:
@@ -238,12 +251,23 @@ def evaluate(
     `sample_options`: keyword arguments of the run's `sample` (a diffusion run's sampler, steps,
     eta, guidance), recorded with the source.
     """
+    # Under torchrun, each rank draws its piece of the samples (on its own GPU where there are
+    # GPUs) and extracts their features; all ranks then hold every sample's features.
+    device = distributed.rank_device(pick_device("auto")) if distributed.launched_by_torchrun() else None
+    with distributed.process_group_from_env(device or torch.device("cpu")):
+        return _evaluate(source, data, reference, n, seed, metrics, inception, use_cache, cas_steps,
+                         sample_options, device)
+
+
+def _evaluate(source, data, reference, n, seed, metrics, inception, use_cache, cas_steps, sample_options,
+              device) -> Evaluation:
+    """`evaluate` inside the process group, if any; `device`: where a run's model goes (None: the CPU)."""
     if reference not in ("test", "train"):
         raise GenlabError(f"--reference must be test or train, got {reference!r}")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
         raise GenlabError(f"--n must be a positive number of samples, got {n!r}")
     selected = parse_metrics(metrics)
-    run, samples = _open_source(source)
+    run, samples = _open_source(source, device)
     size = None
     if data is None:
         if run is None:
@@ -288,8 +312,7 @@ def evaluate(
     })
     context = _Context(selected, extractor, real_ref, train, test, seed, cas_steps, use_cache)
     if generated is not None:
-        fake = RealFeatures(extractor.features(generated.images), extractor.probabilities(generated.images),
-                            generated.labels)
+        fake = _sample_features(extractor, generated)
         found, result.details = context.measure(fake, generated)
         result.metrics = _flat(found)
         context.selected = tuple(name for name in found if name != "nll")  # the floor of what was measured

@@ -227,6 +227,35 @@ def average_metrics(metrics: dict[str, float], count: int, stop: bool = False) -
     return {key: total / images for key, total in zip(keys, totals)}, int(images), stops > 0
 
 
+def shard_slice(n: int) -> slice:
+    """This rank's contiguous piece of n items: rank k of N takes [n k // N, n (k + 1) // N); one process all."""
+    k, parts = rank(), world_size()
+    return slice(n * k // parts, n * (k + 1) // parts)
+
+
+def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """The ranks' pieces (along dim 0, of any sizes) joined in rank order, on every rank; `tensor` alone without a group.
+
+    Each piece is padded to the longest for all_gather (which wants equal shapes), then cut back.
+    """
+    if not is_distributed():
+        return tensor
+    device = _communication_device()
+    local = tensor.to(device)
+    sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world_size())]
+    dist.all_gather(sizes, torch.tensor([len(local)], device=device))
+    padded = local.new_zeros((int(max(sizes)), *local.shape[1:]))
+    padded[: len(local)] = local
+    pieces = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(pieces, padded)
+    return torch.cat([piece[: int(size)] for piece, size in zip(pieces, sizes)]).to(tensor.device)
+
+
+def rank_seed(seed: int) -> int:
+    """`seed` on rank 0 (so one process draws as it always did), a seed of its own on every other rank."""
+    return seed if rank() == 0 else step_seed(seed, -1, -1, rank())
+
+
 def step_seed(seed: int, epoch: int, step: int, for_rank: int) -> int:
     """A seed for the noise of rank `for_rank` at step `step` of epoch `epoch` of a run seeded `seed`.
 
