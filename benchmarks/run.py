@@ -24,6 +24,9 @@ the torch threads the environment gives, seed 0 (so every loop starts from the s
                                style of their train_unconditional.py (per-sample PIL + ToTensor +
                                Normalize items, AdamW, cosine schedule, EMA), one epoch over the
                                same steps x 128 images; only where `import diffusers` works
+              genlab bf16      with --bf16: the genlab Trainer again, `TrainConfig(precision="bf16")`
+                               (bf16 autocast, fp32 weights; opt-in on the CPU), its speed given
+                               over the per-sample loop's, which runs in fp32
             Images/s = images trained / wall seconds of the timed steps (the diffusers call also
             builds its UNet, scheduler and EMA inside that time: well under 1% of 100 steps).
   memory    each loop runs in a fresh process of its own (this script with `--child`, answering
@@ -49,6 +52,7 @@ or retried: for medians over repeats, use the single-topic scripts (vae_throughp
 
     python benchmarks/run.py                               # every family, the defaults: see the README
     python benchmarks/run.py --families vae,ddpm --steps 50
+    python benchmarks/run.py --bf16                        # also genlab under bf16 autocast
     python benchmarks/run.py --smoke --families vae,ddpm   # 1 + 3 steps, 8 samples, FID of 200: a check
 """
 
@@ -87,6 +91,7 @@ FID_BATCH = 500  # fid_speed.py's default caller batch
 FID_MAX_N = 10_000  # the test split's size
 LOOP_LABELS = {  # the training children
     "genlab": "genlab Trainer",
+    "genlab-bf16": "genlab Trainer, `--precision bf16` (opt-in on the CPU)",
     "peer": "per-sample DataLoader loop, same `training_step`",
     "diffusers": "diffusers UNet2DModel, train_unconditional-style loop",
 }
@@ -139,12 +144,12 @@ def time_sampling(model, n: int) -> dict:
     return {"sample_n": n, "sample_images_per_second": n / seconds, "sample_other_cores": other_cores}
 
 
-def measure_genlab(family: str, train: genlab.ImageDataset, args) -> dict:
+def measure_genlab(family: str, train: genlab.ImageDataset, args, precision: str = "fp32") -> dict:
     """genlab's Trainer: warm-up steps, then the timed steps on the next images; then sampling."""
     peak_before = peak_rss_mib()
     model, optimizers = fresh_model(family, train)
     batch = model.default_batch_size
-    config = TrainConfig(epochs=1, batch_size=batch, seed=SEED, device="cpu")
+    config = TrainConfig(epochs=1, batch_size=batch, seed=SEED, device="cpu", precision=precision)
     warmup_images = args.warmup_steps * batch
     if warmup_images:
         Trainer(model, image_range(train, 0, warmup_images), None, config, callbacks=[], optimizers=optimizers).fit()
@@ -225,8 +230,8 @@ def child(args) -> int:
     else:
         train = genlab.load_dataset(DATA, split="train")
         family = args.families[0]
-        if args.child == "genlab":
-            result = measure_genlab(family, train, args)
+        if args.child in ("genlab", "genlab-bf16"):
+            result = measure_genlab(family, train, args, "bf16" if args.child == "genlab-bf16" else "fp32")
         elif args.child == "peer":
             result = measure_peer(family, train, args)
         else:
@@ -250,12 +255,13 @@ def run_child(kind: str, args, family: str | None = None) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def loop_row(family: str, kind: str, result: dict, genlab_rate: float) -> list[str]:
-    """A training-table row: one loop of one family."""
+def loop_row(family: str, kind: str, result: dict, genlab_rate: float, peer_rate: float) -> list[str]:
+    """A training-table row: one loop of one family (the bf16 row: its speed over the per-sample loop's)."""
     if "missing" in result:
         return [family, LOOP_LABELS[kind], "-", f"- ({result['missing']})", "-", "-", "-"]
     rate = result["images_per_second"]
-    ratio = "-" if kind == "genlab" else f"**{genlab_rate / rate:.2f}x**"
+    ratio = {"genlab": "-", "genlab-bf16": f"{rate / peer_rate:.2f}x the per-sample loop"}.get(
+        kind, f"**{genlab_rate / rate:.2f}x**")
     return [family, LOOP_LABELS[kind], str(result["batch"]), f"{rate:,.1f}", ratio,
             f"{result['peak_rss_mib']:,.0f} ({result['peak_rss_before_mib']:,.0f})", f"{result['other_cores']:.2f}"]
 
@@ -316,6 +322,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true",
                         help="a quick check of the script, no benchmark: {warmup_steps} + {steps} steps, {sample_n} "
                              "samples, FID of {fid_n} (overrides those options)".format(**SMOKE))
+    parser.add_argument("--bf16", action="store_true",
+                        help="also time genlab's Trainer under bf16 autocast (--precision bf16): fast on CPUs with "
+                             "native bf16 (AVX512-BF16, AMX)")
     parser.add_argument("--child", choices=CHILDREN, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.smoke:
@@ -345,13 +354,14 @@ def main(argv=None) -> int:
 
     training_rows, sampling_rows = [], []
     for family in args.families:
-        kinds = ["genlab", "peer"] + (["diffusers"] if family == "ddpm" else [])
+        kinds = ["genlab", "peer"] + (["diffusers"] if family == "ddpm" else []) + (["genlab-bf16"] if args.bf16 else [])
         results = {}
         for kind in kinds:
             log(f"{family}: {LOOP_LABELS[kind]}")
             results[kind] = run_child(kind, args, family)
         genlab_rate = results["genlab"]["images_per_second"]
-        training_rows += [loop_row(family, kind, results[kind], genlab_rate) for kind in kinds]
+        peer_rate = results["peer"]["images_per_second"]
+        training_rows += [loop_row(family, kind, results[kind], genlab_rate, peer_rate) for kind in kinds]
         ours = results["genlab"]
         sampling_rows.append([family, f"{ours['sample_n']:,}", f"{ours['sample_images_per_second']:,.1f}",
                               f"{ours['sample_other_cores']:.2f}"])
