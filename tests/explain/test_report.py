@@ -17,7 +17,7 @@ import genlab
 from genlab.cli import main
 from genlab.eval.evaluate import metric_text
 from genlab.explain.observations import observe_history
-from genlab.explain.report import history_panels, render_pipeline, trainable_parameters
+from genlab.explain.report import history_panels, render_pipeline, speed_text, trainable_parameters
 
 SECTIONS = ("pipeline", "curves", "epochs", "samples", "reconstructions", "interpolation", "trajectory", "metrics",
             "config")
@@ -224,3 +224,8 @@ def test_what_is_not_a_run_is_named(tmp_path, capsys):
         assert main(["report", str(path)]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+
+
+def test_the_header_names_precision_compile_and_processes():
+    assert speed_text({"precision": "bf16", "compile": True, "processes": 4}) == "bf16, compiled, 4 processes"
+    assert speed_text({"epochs": 3}) == "fp32, 1 process"  # a run.json from before these were recorded

@@ -297,6 +297,13 @@ def chart_png(panels: Sequence[Panel], columns: int = 3, panel_size: tuple[float
 # --------------------------------------------------------------------------- sections
 
 
+def speed_text(train: dict[str, Any]) -> str:
+    """"bf16, compiled, 4 processes" from run.json's train settings (runs from before they were recorded: fp32, 1)."""
+    parts = [train.get("precision", "fp32")] + (["compiled"] if train.get("compile") else [])
+    processes = train.get("processes", 1)
+    return ", ".join(parts + [f"{processes} process" + ("es" if processes != 1 else "")])
+
+
 def header_html(run: Run, history: Sequence[dict[str, Any]]) -> str:
     info = run.info
     status = info["status"] + (f": {info['message']}" if info.get("message") else "")
@@ -308,6 +315,7 @@ def header_html(run: Run, history: Sequence[dict[str, Any]]) -> str:
         ("Training time", duration_text(training_seconds(history))),
         ("Batch size", info["train"]["batch_size"]),
         ("Seed", info["train"]["seed"]),
+        ("Precision, processes", speed_text(info["train"])),
         ("genlab version", info.get("genlab_version", "unknown")),
         ("Status", status),
     ]

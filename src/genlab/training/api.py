@@ -120,6 +120,7 @@ def train(
 
     with distributed.process_group_from_env(run_device):
         distributed.check_batch_size(config.batch_size)
+        info["train"]["processes"] = distributed.world_size()  # this session's (a resume may use another number)
         distributed.barrier()  # every rank has checked its inputs before rank 0 changes anything at `out`
         if not distributed.is_main_process():  # the other ranks train alongside and write nothing
             return _fit(out, info, network, optimizers, train_data, test_data, config, run_device, resume,
