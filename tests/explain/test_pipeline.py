@@ -187,6 +187,8 @@ def test_text_and_markdown_show_every_stage_and_layer(family, explained):
     ("vae", {"arch": "conv", "conditional": True}, "encode"),
     ("vae", {"binarize": True, "train_samples": 2}, "binarize"),
     ("dcgan", {"conditional": True, "generator_conditioning": "batchnorm", "ema": 0.9}, "generate"),
+    ("dcgan", {"conditional": True}, "auxiliary classifier"),
+    ("gan", {"conditional": True, "conditioning": "concat"}, "labels"),
     ("ddpm", {"conditional": True, "prediction": "v", "ema": 0.0}, "UNet"),
     ("pixelcnn", {"binarize": True, "conditional": True}, "binarize"),
     ("realnvp", {"conditional": True}, "flow"),
@@ -194,7 +196,9 @@ def test_text_and_markdown_show_every_stage_and_layer(family, explained):
 def test_variants_chain_and_count_their_parameters(family, settings, stage, mnist):
     explanation = explain_model(family, mnist, seed=0, model_config={**TINY[family], **settings})
     assert stage in [s.name for s in explanation.stages]
-    for before, after in zip(explanation.stages, explanation.stages[1:]):
+    # A conditional GAN's labels and auxiliary classifier are side branches into its networks
+    main = [s for s in explanation.stages if s.name not in ("labels", "auxiliary classifier")]
+    for before, after in zip(main, main[1:]):
         if after.path == before.path and after.input_shape is not None:
             assert after.input_shape == before.output_shape
     assert "took no part" not in explanation.trace_note
@@ -292,3 +296,14 @@ def test_a_run_refuses_family_settings(tiny_run, capsys):
     err = capsys.readouterr().err
     assert "a run is explained with its own model and settings; drop model settings" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_conditional_gan_shows_its_labels_and_auxiliary_classifier(mnist):
+    explanation = explain_model("dcgan", mnist, seed=0, model_config={**TINY["dcgan"], "conditional": True})
+    stages = {s.name: s for s in explanation.stages}
+    assert stages["labels"].input_shape == (8,) and stages["labels"].output_shape == (8, 10)
+    assert "class embedding joined to z" in stages["labels"].what and "projection" in stages["labels"].what
+    assert stages["auxiliary classifier"].output_shape == (8, 10)
+    assert re.search(r"CE [\d.]+ x class_loss 10\.0+ x label weight", stages["auxiliary classifier"].example)
+    plain = explain_model("dcgan", mnist, seed=0, model_config=TINY["dcgan"])
+    assert not {"labels", "auxiliary classifier"} & {s.name for s in plain.stages}

@@ -533,11 +533,24 @@ class GAN(GenerativeModel):
             "scale to [-1, 1]", "x * 2 - 1: real images in the range of G's tanh output", x, real,
             f"pixel {pixel} {format_number(x[pixel])} becomes {format_number(real[pixel])}",
         )]
-        real_scores = self.discriminator(real, labels)  # (B,)
+        if labels is not None:
+            stages.append(self._label_stage(labels))
+        real_scores, class_logits = self.discriminator.score_and_classify(real, labels)  # (B,), (B, K) or None
         stages.append(Stage.measured(
             f"{critic} on real", f"the {critic} network scores each real image ({self._explain_score()})",
             real, real_scores, f"scores[:3] = {format_values(real_scores[:3])}" + self._explain_probability(real_scores),
         ))
+        if class_logits is not None:
+            weighted, cross_entropy = self.auxiliary_class_loss(class_logits, labels)
+            guess = int(class_logits[0].argmax())
+            stages.append(Stage.measured(
+                "auxiliary classifier", f"a linear layer on the {critic}'s features averaged over positions names the "
+                "class of each real image (AC-GAN); its cross-entropy joins the "
+                f"{critic}'s loss here and, on generated images, G's", real, class_logits,
+                f"image 0: class {guess} predicted for label {int(labels[0])}; CE {format_number(cross_entropy)} x "
+                f"class_loss {format_number(self.config.class_loss)} x label weight "
+                f"{format_number(self.discriminator.condition_weight)} = {format_number(weighted)}",
+            ))
         z = self.sample_latent(len(x), generator)  # (B, latent)
         stages.append(Stage.measured(
             "sample noise", "z ~ N(0, I), one vector per image", None, z, f"z[0, :3] = {format_values(z[0, :3])}",
@@ -570,6 +583,24 @@ class GAN(GenerativeModel):
             path="generation",
         ))
         return stages
+
+    def _label_stage(self, labels: torch.Tensor) -> Stage:
+        """How the class labels (B,) enter both networks, with the label's weight at this step."""
+        per_class_norm = getattr(self.config, "generator_conditioning", "input") == "batchnorm"  # the MLP G: input
+        into_g = "per-class BatchNorm scales and shifts" if per_class_norm else "a class embedding joined to z"
+        into_d = {"projection": "the inner product of a class embedding with its pooled features (projection)",
+                  "concat": "one-hot planes joined to the image"}[self.discriminator.mode]
+        onehot = F.one_hot(labels, self.data.num_classes).float()  # (B, K)
+        start, end = self.config.condition_ramp
+        label = int(labels[0])
+        names = self.data.class_names
+        name = f" ({names[label]})" if names and names[label] != str(label) else ""
+        return Stage.measured(
+            "labels", f"each image's class conditions G through {into_g} and the {self.judge} through {into_d}, "
+            f"weighted by w, which training fades in from 0 to 1 over steps {start} to {end}", labels, onehot,
+            f"label[0] = {label}{name}; w = {format_number(self.discriminator.condition_weight)} in these weights "
+            f"(after {int(self.steps)} training steps)",
+        )
 
     def _explain_score(self) -> str:
         return "a logit, higher for 'real'"
