@@ -367,7 +367,7 @@ def main(argv=None) -> int:
             ("Fashion-MNIST samples, the same noise seed for both samplers (DDIM with eta 0; DDPM: the ancestral "
              "chain). Scores by genlab's shipped extractor; in brackets the real-vs-real floor: as many held-out "
              "training images as samples, against the same test images. Sampling wall: `run.sample(n)` at its "
-             "default batch of 1,000."),
+             "default batch (`sample_batch_size`: 64 for a diffusion model on the CPU)."),
             sampler_table(samplers),
         ]
     if conditional:

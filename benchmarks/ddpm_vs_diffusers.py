@@ -65,7 +65,7 @@ SECTION = "ddpm_vs_diffusers"
 DATA = "fashion-mnist"
 PRESET = "small"
 BATCH = 128
-SAMPLE_BATCH = 1000  # `Run.sample`'s default: both sides draw this many at a time
+SAMPLE_BATCH = 1000  # both sides draw this many at a time (genlab's own default for a DDPM on the CPU is 64)
 EXAMPLE_WARMUP = 500  # train_unconditional.py's --lr_warmup_steps
 SMOKE_IMAGES, SMOKE_TEST_IMAGES, SMOKE_N, SMOKE_STEPS = 256, 128, 10, 5
 
@@ -193,7 +193,8 @@ def run_genlab(train, test, args, folder: Path, log) -> dict:
     log(f"sampling genlab: {args.n} images, DDIM {args.steps} steps")
     run.sample(2, generator=torch.Generator().manual_seed(args.seed), sampler="ddim", steps=1)  # warm-up
     images, seconds, other = timed(lambda: to_uint8(run.sample(
-        args.n, generator=torch.Generator().manual_seed(args.seed), sampler="ddim", steps=args.steps, eta=0.0)),
+        args.n, generator=torch.Generator().manual_seed(args.seed), sampler="ddim", steps=args.steps, eta=0.0,
+        batch_size=SAMPLE_BATCH)),
         args.max_wait, log)
     seen = sum(r["seconds"] * r["images_per_second"] for r in history)
     return {"label": f"genlab ddpm ({PRESET})", "parameters": parameters(run.model.network), "images": seen,

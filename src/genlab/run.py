@@ -306,9 +306,10 @@ class Run:
         return read_history(self.path)
 
     def sample(
-        self, n: int, generator: torch.Generator | None = None, labels=None, batch_size: int = 1000, **options
+        self, n: int, generator: torch.Generator | None = None, labels=None, batch_size: int | None = None, **options
     ) -> torch.Tensor:
-        """n images (n, C, H, W) in [0, 1] on the CPU, drawn `batch_size` at a time.
+        """n images (n, C, H, W) in [0, 1] on the CPU, drawn `batch_size` at a time (default: the
+        family's `sample_batch_size`, 1,000; a diffusion model on the CPU 64).
 
         `labels` (conditional models): one class for all, or one per image; by default the
         classes in turn. The same generator seed gives the same images for any batch size
@@ -318,6 +319,7 @@ class Run:
         check_sampler_options(self.model, options)
         self._check_size(n)
         labels = self.model.check_labels(n, labels)
+        batch_size = batch_size or self.model.sample_batch_size
         chunks = []
         with torch.no_grad():
             for start in range(0, n, batch_size):

@@ -173,3 +173,14 @@ def test_eval_draws_with_the_sampler_options_it_is_given(tmp_path, capsys):
     assert "--steps must be from 1 to the model's 40" in capsys.readouterr().err
     assert main(["eval", "--samples", str(tmp_path / "x.npz"), "--data", "mnist-5k", "--sampler", "ddpm"]) == 2
     assert "give a run" in capsys.readouterr().err
+
+
+def test_run_sample_draws_a_cpu_diffusion_model_64_images_at_a_time(tmp_path):
+    from genlab.run import Run
+
+    model = build_model("ddpm", SPEC, **TINY)
+    assert model.sample_batch_size == 64 and build_model("vae", SPEC).sample_batch_size == 1000
+    sizes, draw = [], model.sample
+    model.sample = lambda n, **options: sizes.append(n) or draw(n, **options)
+    images = Run(tmp_path, {}, model).sample(130, generator=torch.Generator().manual_seed(0))
+    assert sizes == [64, 64, 2] and images.shape == (130, 1, 8, 8)

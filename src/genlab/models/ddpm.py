@@ -121,6 +121,12 @@ class DDPM(GenerativeModel):
         self.diffusion = GaussianDiffusion(config.diffusion_steps, config.schedule, config.prediction)
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))  # optimizer steps, for EMA warm-up
 
+    @property
+    def sample_batch_size(self) -> int:
+        # Each of the 50-1,000 UNet passes holds (B, 32-64, 28, 28) activations: at B = 1,000 they
+        # outgrow a CPU's caches and one core denoises 58 images/s, at B = 64 115 (measured, small UNet).
+        return 1000 if self.device.type == "cuda" else 64
+
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"network": self.adam(self.network.parameters(), self.config.lr)}
 
