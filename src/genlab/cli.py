@@ -204,7 +204,7 @@ def _add_sampler_options(parser: argparse.ArgumentParser, steps_help: str = "") 
     """--steps, --sampler, --eta, --guidance: how a diffusion run draws its images."""
     parser.add_argument("--steps", type=_positive_int,
                         help=f"{steps_help}diffusion: denoising steps (default the model's, 50)")
-    parser.add_argument("--sampler", choices=("ddim", "ddpm"), help="diffusion: DDIM (default) or DDPM's ancestral steps")
+    parser.add_argument("--sampler", choices=("ddim", "ddpm"), help="diffusion: ddpm (ancestral steps, the default) or ddim (deterministic with --eta 0)")
     parser.add_argument("--eta", type=float, help="diffusion, DDIM: noise per step, 0 (deterministic) to 1")
     parser.add_argument("--guidance", type=float,
                         help="conditional diffusion: classifier-free guidance scale (0 unconditional, 1 conditional)")
