@@ -169,6 +169,15 @@ class LoadMeter:
         return False
 
 
+def timed(fn):
+    """(fn()'s result, wall seconds, cores other processes kept busy meanwhile)."""
+    with LoadMeter() as load:
+        start = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - start
+    return result, seconds, load.other_cores
+
+
 # ---------------------------------------------------------------- reporting
 
 

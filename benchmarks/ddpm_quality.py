@@ -52,7 +52,7 @@ import genlab
 from genlab.data.transforms import to_uint8
 from genlab.eval.evaluate import Evaluation
 
-from _common import LoadMeter, machine_line, markdown_table, publish
+from _common import LoadMeter, machine_line, markdown_table, publish, timed
 from gan_quality import wait_for_quiet
 
 PARTS = ("fashion", "cmnist")
@@ -164,12 +164,9 @@ def draw(run, trained_wall: float, path: Path, sampler: str, steps: int, n: int,
     wait_for_quiet(log, max_wait=max_wait)
     options = {"sampler": sampler, "steps": steps} | ({"eta": 0.0} if sampler == "ddim" else {})
     run.sample(2, generator=torch.Generator().manual_seed(seed), sampler="ddim", steps=1)  # warm-up, untimed
-    with LoadMeter() as load:
-        start = time.perf_counter()
-        images = run.sample(n, generator=torch.Generator().manual_seed(seed), **options)
-        seconds = time.perf_counter() - start
+    images, seconds, other_cores = timed(lambda: run.sample(n, generator=torch.Generator().manual_seed(seed), **options))
     np.savez(path, images=to_uint8(images).numpy())
-    timing = {"key": key, "seconds": seconds, "other": load.other_cores}
+    timing = {"key": key, "seconds": seconds, "other": other_cores}
     sidecar.write_text(json.dumps(timing))
     return {**timing, "reused": False}
 

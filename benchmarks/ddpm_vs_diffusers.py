@@ -58,7 +58,7 @@ import genlab
 from genlab.data.transforms import to_uint8
 from genlab.models.ddpm import DDPMConfig
 
-from _common import LoadMeter, machine_line, markdown_table, publish
+from _common import LoadMeter, machine_line, markdown_table, publish, timed
 from gan_quality import NormalizedAsTorchvision, wait_for_quiet
 
 SECTION = "ddpm_vs_diffusers"
@@ -159,14 +159,10 @@ def diffusers_samples(unet, scheduler_config, n: int, steps: int, seed: int) -> 
 # ---------------------------------------------------------------- both sides
 
 
-def timed(draw, max_wait: float, log) -> tuple[torch.Tensor, float, float]:
+def quiet_timed(draw, max_wait: float, log) -> tuple[torch.Tensor, float, float]:
     """(images, seconds, other processes' cores) of `draw()`, after waiting up to `max_wait` s for a quiet machine."""
     wait_for_quiet(log, max_wait=max_wait)
-    with LoadMeter() as load:
-        start = time.perf_counter()
-        images = draw()
-        seconds = time.perf_counter() - start
-    return images, seconds, load.other_cores
+    return timed(draw)
 
 
 def score(images: torch.Tensor, path: Path, n: int):
@@ -192,7 +188,7 @@ def run_genlab(train, test, args, folder: Path, log) -> dict:
             f"loss {r['loss']:.4f}, test loss {r.get('test_loss', float('nan')):.4f}")
     log(f"sampling genlab: {args.n} images, DDIM {args.steps} steps")
     run.sample(2, generator=torch.Generator().manual_seed(args.seed), sampler="ddim", steps=1)  # warm-up
-    images, seconds, other = timed(lambda: to_uint8(run.sample(
+    images, seconds, other = quiet_timed(lambda: to_uint8(run.sample(
         args.n, generator=torch.Generator().manual_seed(args.seed), sampler="ddim", steps=args.steps, eta=0.0,
         batch_size=SAMPLE_BATCH)),
         args.max_wait, log)
@@ -213,7 +209,7 @@ def run_diffusers(train, args, folder: Path, log) -> dict:
     unet.save_pretrained(folder / "diffusers_unet")
     log(f"sampling diffusers: {args.n} images, DDIM {args.steps} steps")
     diffusers_samples(unet, config, 2, 1, args.seed)  # warm-up
-    images, seconds, other = timed(lambda: diffusers_samples(unet, config, args.n, args.steps, args.seed),
+    images, seconds, other = quiet_timed(lambda: diffusers_samples(unet, config, args.n, args.steps, args.seed),
                                    args.max_wait, log)
     return {"label": "diffusers UNet2DModel + DDPMScheduler", "parameters": parameters(unet),
             "images": sum(r["images"] for r in records), "train_seconds": sum(r["seconds"] for r in records),

@@ -79,7 +79,7 @@ from genlab.models import MODELS
 from genlab.models.ddpm import DDPMConfig
 from genlab.training.trainer import TrainConfig, Trainer
 
-from _common import LoadMeter, examples_loader, machine_line, markdown_table
+from _common import examples_loader, machine_line, markdown_table, timed
 
 DATA = "fashion-mnist"
 SEED = 0
@@ -99,15 +99,6 @@ CHILDREN = (*LOOP_LABELS, "fid-genlab", "fid-torchmetrics")
 
 
 # ---------------------------------------------------------------- measuring, in a child process
-
-
-def timed(fn):
-    """(fn()'s result, wall seconds, cores other processes kept busy meanwhile)."""
-    with LoadMeter() as load:
-        start = time.perf_counter()
-        result = fn()
-        seconds = time.perf_counter() - start
-    return result, seconds, load.other_cores
 
 
 def peak_rss_mib() -> float:

@@ -172,11 +172,6 @@ class GenerativeModel(nn.Module):
     family: ClassVar[str] = ""
     config_class: ClassVar[type] = object
     default_batch_size: ClassVar[int] = 128
-
-    @property
-    def sample_batch_size(self) -> int:
-        """Images `Run.sample` draws per call of `sample` by default (a family whose activations are large says less)."""
-        return 1000
     # (history key, column title) shown in the training trace, after Epoch.
     trace_columns: ClassVar[tuple[tuple[str, str], ...]] = (("loss", "Loss"),)
     # The history key whose trend the observations follow (lower is better).
@@ -195,6 +190,11 @@ class GenerativeModel(nn.Module):
     @property
     def conditional(self) -> bool:
         return bool(getattr(self.config, "conditional", False))
+
+    @property
+    def sample_batch_size(self) -> int:
+        """Images `Run.sample` draws per call of `sample` by default (a family whose activations are large says less)."""
+        return 1000
 
     @property
     def device(self) -> torch.device:

@@ -586,8 +586,7 @@ class GAN(GenerativeModel):
 
     def _label_stage(self, labels: torch.Tensor) -> Stage:
         """How the class labels (B,) enter both networks, with the label's weight at this step."""
-        per_class_norm = getattr(self.config, "generator_conditioning", "input") == "batchnorm"  # the MLP G: input
-        into_g = "per-class BatchNorm scales and shifts" if per_class_norm else "a class embedding joined to z"
+        into_g = "a class embedding joined to z" if self.generator.embed is not None else "per-class BatchNorm scales and shifts"
         into_d = {"projection": "the inner product of a class embedding with its pooled features (projection)",
                   "concat": "one-hot planes joined to the image"}[self.discriminator.mode]
         onehot = F.one_hot(labels, self.data.num_classes).float()  # (B, K)
