@@ -130,6 +130,36 @@ def test_only_rank_zero_writes(single, cli_launch):
     assert result.stdout.count("Training trace") == 1
 
 
+def test_two_nodes_train_the_run_one_node_with_two_processes_trains(cli_launch, tmp_path):
+    # Two torchrun agents, one process each, meeting through torchrun's c10d rendezvous as two
+    # machines would (each node its own folder: no shared filesystem). Global ranks, shards and
+    # noise seeds are those of one node with two processes, so the run is the same bit for bit,
+    # and only the node that holds global rank 0 writes it (both have LOCAL_RANK 0).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    nodes = [tmp_path / "node0", tmp_path / "node1"]
+    agents = []
+    for node in nodes:
+        node.mkdir()
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                   "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "genlab-test",
+                   "-m", "genlab", "train", "vae", "--data", "digits", "--epochs", "3", "--batch-size", "64",
+                   "--seed", "1", "--set", "hidden_dim=32", "--set", "latent_dim=4", "--out", "two"]
+        agents.append(subprocess.Popen(command, cwd=node, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [agent.communicate(timeout=300) for agent in agents]
+    assert [agent.returncode for agent in agents] == [0, 0], "".join(out[-3000:] for pair in outputs for out in pair)
+    written = [node for node in nodes if any(node.iterdir())]
+    assert len(written) == 1 and sorted(p.name for p in written[0].iterdir()) == ["two"]
+    one_node, two_nodes = cli_launch[0] / "two", written[0] / "two"
+    assert [numbers(r) for r in read_history(two_nodes)] == [numbers(r) for r in read_history(one_node)]
+    a, _ = load_tensors(one_node / "model.safetensors")
+    b, _ = load_tensors(two_nodes / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((two_nodes / "run.json").read_text())["train"]["processes"] == 2
+
+
 def test_a_batch_size_that_does_not_split_is_refused_before_anything_is_written(tmp_path):
     result = torchrun("-m", "genlab", "train", "vae", "--data", "digits", "--epochs", "1", "--batch-size", "63",
                       "--out", "run", cwd=tmp_path, succeed=False)
