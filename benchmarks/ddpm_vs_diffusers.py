@@ -97,48 +97,81 @@ def diffusers_unet():
     )
 
 
+class DiffusersTraining:
+    """The train_unconditional.py loop on `train` for `epochs`, taken one optimizer step at a time.
+
+    Everything is built from `seed` when made: the UNet, DDPMScheduler, AdamW with its cosine
+    schedule, the EMA and the per-sample DataLoader. `steps()` runs the loop, yielding after each
+    step; `ema_unet()` gives the EMA weights in a copy of the UNet, for sampling.
+    """
+
+    def __init__(self, train: genlab.ImageDataset, epochs: int, seed: int, lr: float):
+        diffusers = _diffusers()
+        from diffusers.optimization import get_scheduler
+        from diffusers.training_utils import EMAModel
+
+        torch.manual_seed(seed)
+        self.epochs = epochs
+        self.model = diffusers_unet()
+        self.noise_scheduler = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, betas=(0.95, 0.999), weight_decay=1e-6,
+                                           eps=1e-8)
+        self.dataloader = DataLoader(NormalizedAsTorchvision(train.images, train.labels), batch_size=BATCH,
+                                     shuffle=True, num_workers=0)
+        total_steps = len(self.dataloader) * epochs
+        self.lr_scheduler = get_scheduler("cosine", optimizer=self.optimizer,
+                                          num_warmup_steps=min(EXAMPLE_WARMUP, total_steps // 10),
+                                          num_training_steps=total_steps)
+        self.ema_model = EMAModel(self.model.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0,
+                                  power=3 / 4)
+
+    def steps(self):
+        """The loop: yields (epoch, images in the step, the step's loss) after each optimizer step."""
+        model = self.model
+        for epoch in range(1, self.epochs + 1):
+            model.train()
+            for clean_images, _ in self.dataloader:
+                noise = torch.randn(clean_images.shape)
+                bsz = clean_images.shape[0]
+                timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (bsz,)).long()
+                noisy_images = self.noise_scheduler.add_noise(clean_images, noise, timesteps)
+                noise_pred = model(noisy_images, timesteps).sample
+                loss = F.mse_loss(noise_pred.float(), noise.float())
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                self.optimizer.step()
+                self.lr_scheduler.step()
+                self.ema_model.step(model.parameters())
+                self.optimizer.zero_grad(set_to_none=True)
+                yield epoch, bsz, loss.item()
+
+    def ema_unet(self):
+        """A copy of the UNet holding the EMA weights, in eval mode."""
+        ema_unet = copy.deepcopy(self.model)
+        self.ema_model.copy_to(ema_unet.parameters())
+        return ema_unet.eval()
+
+
 def train_diffusers(train: genlab.ImageDataset, epochs: int, seed: int, lr: float, log):
     """The train_unconditional.py loop on `train`; returns (EMA UNet for sampling, scheduler config, records)."""
-    diffusers = _diffusers()
-    from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import EMAModel
-
-    torch.manual_seed(seed)
-    model = diffusers_unet()
-    noise_scheduler = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
-    train_dataloader = DataLoader(NormalizedAsTorchvision(train.images, train.labels), batch_size=BATCH,
-                                  shuffle=True, num_workers=0)
-    total_steps = len(train_dataloader) * epochs
-    lr_scheduler = get_scheduler("cosine", optimizer=optimizer, num_warmup_steps=min(EXAMPLE_WARMUP, total_steps // 10),
-                                 num_training_steps=total_steps)
-    ema_model = EMAModel(model.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4)
+    training = DiffusersTraining(train, epochs, seed, lr)
     records = []
-    for epoch in range(1, epochs + 1):
-        model.train()
-        start, seen, total_loss = time.perf_counter(), 0, 0.0
-        for clean_images, _ in train_dataloader:
-            noise = torch.randn(clean_images.shape)
-            bsz = clean_images.shape[0]
-            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,)).long()
-            noisy_images = noise_scheduler.add_noise(clean_images, noise, timesteps)
-            noise_pred = model(noisy_images, timesteps).sample
-            loss = F.mse_loss(noise_pred.float(), noise.float())
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            lr_scheduler.step()
-            ema_model.step(model.parameters())
-            optimizer.zero_grad(set_to_none=True)
-            seen += bsz
-            total_loss += loss.item() * bsz
-        records.append({"epoch": epoch, "seconds": time.perf_counter() - start, "images": seen,
-                        "loss": total_loss / seen})
+    epoch_start = last_step_end = time.perf_counter()
+
+    def close_epoch(epoch: int, seen: int, total_loss: float) -> None:
+        records.append({"epoch": epoch, "seconds": last_step_end - epoch_start, "images": seen, "loss": total_loss / seen})
         log(f"  diffusers epoch {epoch}: {records[-1]['seconds']:.0f} s, {seen / records[-1]['seconds']:.1f} images/s, "
             f"loss {records[-1]['loss']:.4f}")
-    ema_unet = copy.deepcopy(model)
-    ema_model.copy_to(ema_unet.parameters())
-    return ema_unet.eval(), noise_scheduler.config, records
+
+    current, seen, total_loss = 1, 0, 0.0
+    for epoch, bsz, loss in training.steps():
+        if epoch != current:  # the first step of the next epoch: the last one ended where this epoch began
+            close_epoch(current, seen, total_loss)
+            current, seen, total_loss, epoch_start = epoch, 0, 0.0, last_step_end
+        seen, total_loss = seen + bsz, total_loss + loss * bsz
+        last_step_end = time.perf_counter()
+    close_epoch(current, seen, total_loss)
+    return training.ema_unet(), training.noise_scheduler.config, records
 
 
 @torch.no_grad()

@@ -5,52 +5,52 @@ For each family of `genlab.models.MODELS` (`--families`), on fashion-mnist's 60,
 images (`genlab.load_dataset("fashion-mnist", split="train")`, 1x28x28 uint8), on the CPU with
 the torch threads the environment gives, seed 0 (so every loop starts from the same weights):
 
-  training  images/s over the family's timed optimizer steps (`STEPS`, about 4-60 s of each
-            loop; `--steps` sets one number for all) at its `default_batch_size`, after
-            `--warmup-steps` (10) untimed ones, of each loop:
-              genlab Trainer   `torch.manual_seed(0)`, `genlab.build_model(FAMILY, train)`, its
-                               `configure_optimizers()`, then `Trainer(model, part, None,
-                               TrainConfig(epochs=1, batch_size=B, seed=0, device="cpu"),
-                               callbacks=[], optimizers=...).fit()`: one epoch over `part`, the
-                               next steps x B images of the dataset (the warm-up's part first,
-                               then the timed one; both Trainers share the optimizers)
-              per-sample loop  the same freshly built model and optimizers, and
-                               `model.training_step((x, y), optimizers)` for each batch of a
+  training  the family's loops, each with a model of its own built from seed 0, at the family's
+            `default_batch_size` B:
+              genlab Trainer   `genlab.build_model(FAMILY, train)`, its `configure_optimizers()`,
+                               then for each block `Trainer(model, part, None, TrainConfig(
+                               epochs=1, batch_size=B, seed=0, device="cpu"), callbacks=[],
+                               optimizers=...).fit()`: one epoch over `part`, the next steps x B
+                               images of the dataset (views; every block's Trainer shares the
+                               model and optimizers)
+              per-sample loop  `model.training_step((x, y), optimizers)` for each batch of a
                                `DataLoader(batch_size=B, shuffle=True, num_workers=0)` over all
                                60,000 images whose Dataset turns one uint8 image into a float in
                                [0, 1] per item (`_common.examples_loader`: gan_throughput.py's
-                               lean loop, step-limited and for any family)
+                               lean loop, for any family)
               as pytorch/examples feeds it
                                the same, but each item goes the way torchvision's MNIST +
                                ToTensor() takes it: uint8 -> PIL image -> numpy -> float tensor
                                (`_common.MNISTAsTorchvision`), which is how pytorch/examples and
                                most tutorials feed the network
-              diffusers (ddpm) `ddpm_vs_diffusers.train_diffusers`: diffusers' UNet2DModel laid
-                               out as genlab's small preset with DDPMScheduler, trained in the
-                               style of their train_unconditional.py (per-sample PIL + ToTensor +
-                               Normalize items, AdamW, cosine schedule, EMA), one epoch over the
-                               same steps x 128 images; only where `import diffusers` works
+              diffusers (ddpm) `ddpm_vs_diffusers.DiffusersTraining`: diffusers' UNet2DModel laid
+                               out as genlab's small preset with DDPMScheduler, trained as their
+                               train_unconditional.py does (per-sample PIL + ToTensor + Normalize
+                               items, AdamW, cosine schedule, EMA), at batch 128; only where
+                               diffusers is installed
               genlab bf16      with --bf16: the genlab Trainer again, `TrainConfig(precision="bf16")`
                                (bf16 autocast, fp32 weights; opt-in on the CPU), its speed given
                                over the per-sample loop's, which runs in fp32
-            Images/s = images trained / wall seconds of the timed steps (the diffusers call also
-            builds its UNet, scheduler and EMA inside that time: well under 1% of its steps).
-            "Outside the step" = (those wall seconds - the seconds spent inside
+            All of a family's loops live in one process (this script with `--child speed`). Each
+            first runs `--warmup-steps` (10) untimed steps; then they take turns, a block of
+            timed steps each (`BLOCKS`: 0.5-5 s of a loop; --block-steps, --blocks), the order
+            reversed every other round. The machine's speed drifts (processes started a minute
+            apart ran the same loop up to 1.3x apart here), and taking turns every few seconds
+            puts that drift on every loop alike.
+            Images/s = all blocks' images / their wall seconds. genlab / a loop = the median over
+            the rounds of (genlab's images/s in the round's block / the loop's), with the range.
+            "Outside the step" = (the blocks' wall seconds - the seconds spent inside
             `model.training_step`) / steps: what the loop itself costs a step (fetching and
             converting the batch, bookkeeping), measured by wrapping `training_step` in a timer.
-  repeats   the loops of a family run one after another, `--repeats` (3) times over, in fresh
-            processes each; a table gives each loop's median images/s, and genlab's speed over
-            a loop is the median of the repeats' ratios (genlab and that loop of the same
-            repeat, a minute or less apart), with their range.
-  memory    each loop runs in a fresh process of its own (this script with `--child`, answering
-            one JSON line), whose peak resident set size (`getrusage(RUSAGE_SELF).ru_maxrss`)
-            is read right after the timed steps; beside it the peak before the warm-up (the
-            imports and the dataset: what the process holds before any training). The dataset tensor itself is given above
-            the table for scale (60,000 x 784 bytes = 45 MiB).
+  memory    each loop again, alone in a fresh process (`--child memory`, answering one JSON
+            line), for the warm-up and one block of steps; its peak resident set size
+            (`getrusage(RUSAGE_SELF).ru_maxrss`) then, and beside it the peak before the loop
+            was made (the imports and the dataset: what the process holds before any training).
+            The dataset tensor itself is given above the table for scale (60,000 x 784 bytes = 45 MiB).
   sampling  images/s of `model.sample(n, generator)` under `torch.no_grad()` in eval mode, by the
-            model the genlab Trainer of the first repeat just trained (same process, after its memory was read), with
-            n = `--sample-n` (256; pixelcnn, which draws pixel by pixel, at most 64) after an
-            untimed one-image draw; ddpm samples with its default, DDIM with 50 steps.
+            model the genlab Trainer just trained in its memory process (after the memory was
+            read), with n = `--sample-n` (256; pixelcnn, which draws pixel by pixel, at most 64)
+            after an untimed one-image draw; ddpm samples with its default, DDIM with 50 steps.
   FID       seconds of an FID of `--fid-n` (2,000) against as many fashion-mnist images with the
             shipped "fashion" extractor, through fid_speed.py's functions, each pipeline in a
             fresh process after one untimed run of it: genlab cold (`Extractor.features` of both
@@ -60,18 +60,20 @@ the torch threads the environment gives, seed 0 (so every loop starts from the s
             images drawn with seed 0, as fid_speed.py).
 
 Every timed block runs under `_common.LoadMeter`: each table says how many cores other processes
-kept busy meanwhile (the largest over the repeats); one that says more than ~0.2 was timed on a
-busy machine. Nothing is retried.
+kept busy meanwhile (for training, the most in any block); one that says more than ~0.2 was timed
+on a busy machine. Nothing is retried.
 
     python benchmarks/run.py                               # every family, the defaults: see the README
-    python benchmarks/run.py --families vae,ddpm --steps 50 --repeats 1
+    python benchmarks/run.py --families vae,ddpm --blocks 4
     python benchmarks/run.py --bf16                        # also genlab under bf16 autocast
-    python benchmarks/run.py --smoke --families vae,ddpm   # 1 + 3 steps, 1 repeat, 8 samples, FID of 200: a check
+    python benchmarks/run.py --smoke --families vae,ddpm   # 1 + 2 x 2 steps, 8 samples, FID of 200: a check
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import itertools
 import json
 import math
 import os
@@ -83,7 +85,6 @@ import sys
 import tempfile
 import time
 from functools import partial
-from itertools import islice
 from pathlib import Path
 
 import torch
@@ -99,24 +100,26 @@ DATA = "fashion-mnist"
 SEED = 0
 RESULTS = Path(__file__).resolve().parent / "results.md"
 TRAIN_IMAGES = 60_000  # fashion-mnist's training split
-SMOKE = {"steps": 3, "warmup_steps": 1, "repeats": 1, "sample_n": 8, "fid_n": 200}
-# Timed steps per family: a few seconds of the fast families' loops, under a minute of the slow
-# ones' (measured speeds in results.md), so the machine's drift of a second or two averages out.
-STEPS = {"vae": 900, "gan": 600, "dcgan": 100, "wgan-gp": 100, "ddpm": 50, "pixelcnn": 40, "realnvp": 40}
+SMOKE = {"block_steps": 2, "blocks": 2, "warmup_steps": 1, "sample_n": 8, "fid_n": 200}
+# (timed steps per block, blocks) per family: a block is 0.5-5 s of one loop, and the loops take
+# turns block by block, so a drift of the machine's speed (up to 2x between processes started a
+# minute apart, on this shared machine) falls on every loop alike.
+BLOCKS = {"vae": (100, 9), "gan": (60, 10), "dcgan": (10, 10), "wgan-gp": (10, 10), "ddpm": (5, 10),
+          "pixelcnn": (4, 10), "realnvp": (4, 10)}
 MAX_SAMPLE_N = {"pixelcnn": 64}  # draws pixel by pixel: 784 network calls whatever n is
 FID_BATCH = 500  # fid_speed.py's default caller batch
 FID_MAX_N = 10_000  # the test split's size
-LOOP_LABELS = {  # the training children
+LOOP_LABELS = {
     "genlab": "genlab Trainer",
-    "genlab-bf16": "genlab Trainer, `--precision bf16` (opt-in on the CPU)",
     "peer": "per-sample DataLoader loop, same `training_step`",
     "peer-torchvision": "the same, items as pytorch/examples makes them (PIL + ToTensor)",
     "diffusers": "diffusers UNet2DModel, train_unconditional-style loop",
+    "genlab-bf16": "genlab Trainer, `--precision bf16` (opt-in on the CPU)",
 }
-CHILDREN = (*LOOP_LABELS, "fid-genlab", "fid-torchmetrics")
+CHILDREN = ("speed", "memory", "fid-genlab", "fid-torchmetrics")
 
 
-# ---------------------------------------------------------------- measuring, in a child process
+# ---------------------------------------------------------------- the loops
 
 
 def peak_rss_mib() -> float:
@@ -154,17 +157,98 @@ class StepTimer:
         model.training_step = timed_step
 
 
-def time_training(train_timed_steps, steps: int, batch: int, peak_before_mib: float,
-                  step_timer: StepTimer | None = None) -> dict:
-    """Run `train_timed_steps()` (`steps` steps of `batch` images) timed: its images/s, load, peak memory,
-    and with `step_timer` the milliseconds a step spent outside `training_step`."""
-    if step_timer is not None:
-        step_timer.seconds = 0.0
-    _, seconds, other_cores = timed(train_timed_steps)
-    outside = None if step_timer is None else (seconds - step_timer.seconds) / steps * 1e3
-    return {"batch": batch, "images_per_second": steps * batch / seconds, "seconds": seconds,
-            "outside_step_ms": outside, "other_cores": other_cores, "peak_rss_mib": peak_rss_mib(),
-            "peak_rss_before_mib": peak_before_mib}
+class GenlabLoop:
+    """genlab's Trainer, `run(steps)` at a time: one epoch over the next steps x B images (views), same optimizers."""
+
+    def __init__(self, family: str, train: genlab.ImageDataset, precision: str = "fp32"):
+        self.model, self.optimizers = fresh_model(family, train)
+        self.step_timer = StepTimer(self.model)
+        self.batch = self.model.default_batch_size
+        self.config = TrainConfig(epochs=1, batch_size=self.batch, seed=SEED, device="cpu", precision=precision)
+        self.train, self.next_image = train, 0
+
+    def run(self, steps: int) -> int:
+        """Train `steps` more steps; the images trained."""
+        stop = self.next_image + steps * self.batch  # parse_args checks that every loop's steps fit in one epoch
+        part = image_range(self.train, self.next_image, stop)
+        Trainer(self.model, part, None, self.config, callbacks=[], optimizers=self.optimizers).fit()
+        self.next_image = stop
+        return steps * self.batch
+
+
+class PerSampleLoop:
+    """`model.training_step` on the batches of a per-sample DataLoader (`_common.examples_loader`), epoch after epoch."""
+
+    def __init__(self, family: str, train: genlab.ImageDataset, as_torchvision: bool = False):
+        self.model, self.optimizers = fresh_model(family, train)
+        self.step_timer = StepTimer(self.model)
+        self.batch = self.model.default_batch_size
+        loader = examples_loader(train, self.batch, as_torchvision=as_torchvision)  # shuffled by the seeded global RNG
+        self.batches = (batch for _ in itertools.count() for batch in loader)
+        self.model.train()
+
+    def run(self, steps: int) -> int:
+        """Train `steps` more steps; the images trained."""
+        images = 0
+        for x, y in itertools.islice(self.batches, steps):
+            metrics = self.model.training_step((x, y), self.optimizers)
+            if not all(math.isfinite(value) for value in metrics.values()):
+                raise SystemExit(f"the per-sample loop's step numbers became non-finite: {metrics}")
+            images += len(x)
+        return images
+
+
+class DiffusersLoop:
+    """ddpm_vs_diffusers.DiffusersTraining (diffusers' UNet2DModel, train_unconditional.py's loop), `run(steps)` at a time."""
+
+    def __init__(self, train: genlab.ImageDataset):
+        from ddpm_vs_diffusers import BATCH, DiffusersTraining  # imported here: only ddpm's children need it
+
+        self.step_timer = None  # not a genlab training_step: the loop's own cost is not separated
+        self.batch = BATCH
+        self.steps = DiffusersTraining(train, 1, SEED, DDPMConfig().lr).steps()
+
+    def run(self, steps: int) -> int:
+        """Train `steps` more steps (within its one epoch); the images trained."""
+        return sum(images for _, images, _ in itertools.islice(self.steps, steps))
+
+
+def family_loops(family: str, bf16: bool) -> list[str]:
+    """The loops measured for `family`, in the order they take turns."""
+    diffusers = ["diffusers"] if family == "ddpm" and importlib.util.find_spec("diffusers") else []
+    return ["genlab", "peer", "peer-torchvision", *diffusers, *(["genlab-bf16"] if bf16 else [])]
+
+
+def make_loop(kind: str, family: str, train: genlab.ImageDataset):
+    """A fresh loop of `kind` (a LOOP_LABELS key) for `family`."""
+    if kind in ("genlab", "genlab-bf16"):
+        return GenlabLoop(family, train, "bf16" if kind == "genlab-bf16" else "fp32")
+    if kind in ("peer", "peer-torchvision"):
+        return PerSampleLoop(family, train, as_torchvision=kind == "peer-torchvision")
+    return DiffusersLoop(train)
+
+
+# ---------------------------------------------------------------- measuring, in a child process
+
+
+def measure_speed(family: str, train: genlab.ImageDataset, args) -> dict:
+    """Every loop of `family` in this process, taking turns block by block; per loop its totals and per-block rates."""
+    kinds = family_loops(family, args.bf16)
+    loops = {kind: make_loop(kind, family, train) for kind in kinds}
+    for loop in loops.values():
+        loop.run(args.warmup_steps)
+    block_steps, blocks = block_plan(family, args)
+    blocks_of = {kind: [] for kind in kinds}  # per block: (images, seconds, seconds inside training_step, other cores)
+    for block in range(blocks):
+        for kind in kinds if block % 2 == 0 else kinds[::-1]:  # alternate, so no loop always runs right after another
+            loop = loops[kind]
+            if loop.step_timer is not None:
+                loop.step_timer.seconds = 0.0
+            images, seconds, other_cores = timed(lambda: loop.run(block_steps))
+            inside = None if loop.step_timer is None else loop.step_timer.seconds
+            blocks_of[kind].append((images, seconds, inside, other_cores))
+    return {kind: {"batch": loops[kind].batch, "steps": block_steps * blocks, "blocks": blocks_of[kind]}
+            for kind in kinds}
 
 
 def time_sampling(model, n: int) -> dict:
@@ -177,67 +261,16 @@ def time_sampling(model, n: int) -> dict:
     return {"sample_n": n, "sample_images_per_second": n / seconds, "sample_other_cores": other_cores}
 
 
-def measure_genlab(family: str, train: genlab.ImageDataset, args, precision: str = "fp32") -> dict:
-    """genlab's Trainer: warm-up steps, then the timed steps on the next images; then sampling (unless skipped)."""
-    peak_before = peak_rss_mib()
-    model, optimizers = fresh_model(family, train)
-    step_timer = StepTimer(model)
-    batch = model.default_batch_size
-    config = TrainConfig(epochs=1, batch_size=batch, seed=SEED, device="cpu", precision=precision)
-    warmup_images = args.warmup_steps * batch
-    if warmup_images:
-        Trainer(model, image_range(train, 0, warmup_images), None, config, callbacks=[], optimizers=optimizers).fit()
-    timed_part = image_range(train, warmup_images, warmup_images + args.steps * batch)
-    trainer = Trainer(model, timed_part, None, config, callbacks=[], optimizers=optimizers)
-    result = time_training(trainer.fit, args.steps, batch, peak_before, step_timer)
-    if args.skip_sampling:
-        return result
-    sample_n = min(args.sample_n, MAX_SAMPLE_N.get(family, args.sample_n))
-    return {**result, **time_sampling(model, sample_n)}
-
-
-def per_sample_steps(model, optimizers, batches, steps: int) -> int:
-    """`steps` calls of `model.training_step` on the next batches of `batches`; returns the images trained."""
-    images = 0
-    for x, y in islice(batches, steps):
-        metrics = model.training_step((x, y), optimizers)
-        if not all(math.isfinite(value) for value in metrics.values()):
-            raise SystemExit(f"the per-sample loop's step numbers became non-finite: {metrics}")
-        images += len(x)
-    return images
-
-
-def measure_peer(family: str, train: genlab.ImageDataset, args, as_torchvision: bool = False) -> dict:
-    """The per-sample DataLoader loop driving the same freshly built model's `training_step`."""
-    peak_before = peak_rss_mib()
-    model, optimizers = fresh_model(family, train)
-    step_timer = StepTimer(model)
-    batch = model.default_batch_size
-    batches = iter(examples_loader(train, batch, as_torchvision=as_torchvision))  # shuffled by the seeded global generator
-    model.train()
-    per_sample_steps(model, optimizers, batches, args.warmup_steps)
-    return time_training(lambda: per_sample_steps(model, optimizers, batches, args.steps), args.steps, batch,
-                         peak_before, step_timer)
-
-
-def measure_diffusers(train: genlab.ImageDataset, args) -> dict:
-    """ddpm_vs_diffusers.py's diffusers loop: an untimed run of the warm-up steps, then one of the timed steps."""
-    try:
-        import diffusers  # noqa: F401  (only whether it imports)
-    except ImportError:
-        return {"missing": "diffusers not installed"}
-    from ddpm_vs_diffusers import BATCH, train_diffusers  # imported here: the other children never need it
-
-    def train_on(start: int, stop: int):
-        return train_diffusers(image_range(train, start, stop), 1, SEED, DDPMConfig().lr,
-                               log=lambda text: print(text, file=sys.stderr))
-
-    peak_before = peak_rss_mib()
-    warmup_images = args.warmup_steps * BATCH
-    if warmup_images:
-        train_on(0, warmup_images)
-    return time_training(lambda: train_on(warmup_images, warmup_images + args.steps * BATCH), args.steps, BATCH,
-                         peak_before)
+def measure_memory(family: str, kind: str, train: genlab.ImageDataset, args) -> dict:
+    """One loop alone in this fresh process: peak memory before and after the warm-up plus one block
+    of steps; genlab's loop then times sampling with the model it trained."""
+    before = peak_rss_mib()
+    loop = make_loop(kind, family, train)
+    loop.run(args.warmup_steps + block_plan(family, args)[0])
+    result = {"peak_rss_mib": peak_rss_mib(), "peak_rss_before_mib": before}
+    if kind == "genlab":
+        result.update(time_sampling(loop.model, min(args.sample_n, MAX_SAMPLE_N.get(family, args.sample_n))))
+    return result
 
 
 def measure_fid(pipeline: str, args) -> dict:
@@ -261,19 +294,16 @@ def measure_fid(pipeline: str, args) -> dict:
 
 
 def child(args) -> int:
-    """`--child KIND --families FAMILY`: one measurement; prints its JSON as the last line of stdout."""
+    """`--child speed|memory|fid-...`: one measurement; prints its JSON as the last line of stdout."""
     if args.child.startswith("fid-"):
         result = measure_fid(args.child, args)
     else:
         train = genlab.load_dataset(DATA, split="train")
         family = args.families[0]
-        args.steps = timed_steps(family, args)
-        if args.child in ("genlab", "genlab-bf16"):
-            result = measure_genlab(family, train, args, "bf16" if args.child == "genlab-bf16" else "fp32")
-        elif args.child in ("peer", "peer-torchvision"):
-            result = measure_peer(family, train, args, as_torchvision=args.child == "peer-torchvision")
+        if args.child == "speed":
+            result = measure_speed(family, train, args)
         else:
-            result = measure_diffusers(train, args)
+            result = measure_memory(family, args.loop, train, args)
     print(json.dumps(result))
     return 0
 
@@ -281,54 +311,60 @@ def child(args) -> int:
 # ---------------------------------------------------------------- the parent: children, tables, results.md
 
 
-def timed_steps(family: str, args) -> int:
-    """The timed optimizer steps of `family`'s loops: --steps, else its entry in STEPS."""
-    return args.steps or STEPS[family]
+def block_plan(family: str, args) -> tuple[int, int]:
+    """(timed steps per block, blocks) of `family`'s loops: BLOCKS, or --block-steps / --blocks."""
+    block_steps, blocks = BLOCKS[family]
+    return args.block_steps or block_steps, args.blocks or blocks
 
 
-def run_child(kind: str, args, family: str | None = None, sample: bool = True) -> dict:
+def run_child(kind: str, args, family: str | None = None, loop: str | None = None) -> dict:
     """One measurement in a fresh process of this script; its JSON answer."""
-    steps = timed_steps(family, args) if family else 1
     command = [sys.executable, str(Path(__file__).resolve()), "--child", kind,
-               "--steps", str(steps), "--warmup-steps", str(args.warmup_steps),
-               "--sample-n", str(args.sample_n), "--fid-n", str(args.fid_n)]
+               "--warmup-steps", str(args.warmup_steps), "--sample-n", str(args.sample_n), "--fid-n", str(args.fid_n)]
+    command += ["--block-steps", str(args.block_steps)] if args.block_steps else []
+    command += ["--blocks", str(args.blocks)] if args.blocks else []
     command += ["--families", family] if family else []
-    command += [] if sample else ["--skip-sampling"]
+    command += ["--loop", loop] if loop else []
+    command += ["--bf16"] if args.bf16 else []
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)  # stderr: straight through
     if done.returncode != 0:
         raise SystemExit(f"{shlex.join(command)} failed with exit status {done.returncode}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def block_rates(result: dict) -> list[float]:
+    """Images/s of each block of one loop."""
+    return [images / seconds for images, seconds, _, _ in result["blocks"]]
+
+
 def ratio_text(ratios: list[float], bold: bool = False) -> str:
-    """The median of per-repeat speed ratios, with their range when there are several."""
-    middle = f"**{statistics.median(ratios):.2f}x**" if bold else f"{statistics.median(ratios):.2f}x"
+    """The median of per-block speed ratios, with their range when there are several."""
+    middle = f"{statistics.median(ratios):.2f}x"
+    middle = f"**{middle}**" if bold else middle
     return middle if len(ratios) == 1 else f"{middle} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
-def loop_row(family: str, kind: str, repeats: list[dict[str, dict]]) -> list[str]:
-    """A training-table row: one loop of one family over the repeats (medians; ratios per repeat).
+def loop_row(family: str, kind: str, speed: dict[str, dict], memory: dict) -> list[str]:
+    """A training-table row: one loop of one family.
 
-    Other loops are compared with genlab's Trainer of the same repeat; the bf16 row is given as
-    its speed over the per-sample loop (fp32) of the same repeat.
+    Other loops are compared with genlab's Trainer block by block (the blocks of one round ran
+    seconds apart); the bf16 row is given as its speed over the per-sample loop's (fp32).
     """
-    results = [repeat[kind] for repeat in repeats]
-    if any("missing" in result for result in results):
-        return [family, LOOP_LABELS[kind], "-", f"- ({results[0]['missing']})", "-", "-", "-", "-"]
-    rate = statistics.median(result["images_per_second"] for result in results)
+    result = speed[kind]
+    blocks = result["blocks"]
+    images, seconds = sum(b[0] for b in blocks), sum(b[1] for b in blocks)
     if kind == "genlab":
         ratio = "-"
     elif kind == "genlab-bf16":
-        ratio = ratio_text([r[kind]["images_per_second"] / r["peer"]["images_per_second"] for r in repeats])
+        ratio = ratio_text([a / b for a, b in zip(block_rates(result), block_rates(speed["peer"]))])
         ratio += " the per-sample loop"
     else:
-        ratio = ratio_text([r["genlab"]["images_per_second"] / r[kind]["images_per_second"] for r in repeats], bold=True)
-    outside = [result["outside_step_ms"] for result in results if result.get("outside_step_ms") is not None]
-    outside_text = f"{statistics.median(outside):.2f}" if outside else "-"
-    peak = max(result["peak_rss_mib"] for result in results)
-    before = max(result["peak_rss_before_mib"] for result in results)
-    return [family, LOOP_LABELS[kind], str(results[0]["batch"]), f"{rate:,.1f}", ratio, outside_text,
-            f"{peak:,.0f} ({before:,.0f})", f"{max(result['other_cores'] for result in results):.2f}"]
+        ratio = ratio_text([a / b for a, b in zip(block_rates(speed["genlab"]), block_rates(result))], bold=True)
+    inside = [b[2] for b in blocks]
+    outside = "-" if None in inside else f"{(seconds - sum(inside)) / result['steps'] * 1e3:.2f}"
+    return [family, LOOP_LABELS[kind], str(result["batch"]), f"{images / seconds:,.1f}", ratio, outside,
+            f"{memory['peak_rss_mib']:,.0f} ({memory['peak_rss_before_mib']:,.0f})",
+            f"{max(b[3] for b in blocks):.2f}"]
 
 
 def fid_row(label: str, result: dict, genlab_seconds: float | None) -> list[str]:
@@ -346,11 +382,13 @@ def smoke_results_path() -> Path:
     return Path(name)
 
 
-def steps_text(args) -> str:
-    """The timed steps of each family, as the results say them."""
-    if args.steps:
-        return str(args.steps)
-    return "(" + ", ".join(f"{family} {timed_steps(family, args)}" for family in args.families) + ")"
+def plan_text(args, families: list[str]) -> str:
+    """Each family's warm-up and timed steps, as the results say them."""
+    parts = []
+    for family in families:
+        block_steps, blocks = block_plan(family, args)
+        parts.append(f"{family} {args.warmup_steps} + {blocks} x {block_steps}")
+    return ", ".join(parts)
 
 
 def invocation() -> str:
@@ -384,35 +422,36 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", type=family_list, default=list(MODELS),
                         help=f"comma-separated (default all: {','.join(MODELS)})")
-    parser.add_argument("--steps", type=at_least(1), default=None,
-                        help="timed optimizer steps of every loop (default per family: " +
-                             ", ".join(f"{family} {steps}" for family, steps in STEPS.items()) + ")")
-    parser.add_argument("--repeats", type=at_least(1), default=3,
-                        help="times each family's loops run, one after another (default 3)")
-    parser.add_argument("--warmup-steps", type=at_least(0), default=10, help="untimed steps before them (default 10)")
+    plans = ", ".join(f"{family} {blocks} x {steps}" for family, (steps, blocks) in BLOCKS.items())
+    parser.add_argument("--block-steps", type=at_least(1), default=None,
+                        help=f"timed steps of a block, for every family (default per family; blocks x steps: {plans})")
+    parser.add_argument("--blocks", type=at_least(1), default=None,
+                        help="blocks each loop runs, taking turns with the others (default per family, above)")
+    parser.add_argument("--warmup-steps", type=at_least(0), default=10,
+                        help="untimed steps of each loop before the blocks (default 10)")
     parser.add_argument("--sample-n", type=at_least(1), default=256,
                         help=f"images each family samples, timed (default 256; pixelcnn at most {MAX_SAMPLE_N['pixelcnn']})")
     parser.add_argument("--fid-n", type=at_least(2), default=2000, help="images on each side of the FID (default 2,000)")
     parser.add_argument("--out", type=Path, default=None,
                         help="the results file (default benchmarks/results.md; with --smoke a new temporary file)")
     parser.add_argument("--smoke", action="store_true",
-                        help="a quick check of the script, no benchmark: {warmup_steps} + {steps} steps, {sample_n} "
-                             "samples, FID of {fid_n} (overrides those options)".format(**SMOKE))
+                        help="a quick check of the script, no benchmark: {warmup_steps} + {blocks} x {block_steps} "
+                             "steps, {sample_n} samples, FID of {fid_n} (overrides those options)".format(**SMOKE))
     parser.add_argument("--bf16", action="store_true",
                         help="also time genlab's Trainer under bf16 autocast (--precision bf16): fast on CPUs with "
                              "native bf16 (AVX512-BF16, AMX)")
     parser.add_argument("--child", choices=CHILDREN, help=argparse.SUPPRESS)
-    parser.add_argument("--skip-sampling", action="store_true", help=argparse.SUPPRESS)  # a genlab child that only trains
+    parser.add_argument("--loop", choices=LOOP_LABELS, help=argparse.SUPPRESS)  # the loop a memory child runs
     args = parser.parse_args(argv)
     if args.smoke:
         vars(args).update(SMOKE)
     if args.fid_n > FID_MAX_N:
         parser.error(f"--fid-n must be at most {FID_MAX_N:,} (the test split's size)")
-    for family in args.families:
-        batch, steps = MODELS[family].default_batch_size, timed_steps(family, args)
-        if (args.warmup_steps + steps) * batch > TRAIN_IMAGES:
-            parser.error(f"{args.warmup_steps} + {steps} steps of {family}'s {batch} images exceed fashion-mnist's "
-                         f"{TRAIN_IMAGES:,}")
+    for family in args.families:  # every loop's steps within one epoch of the data
+        (block_steps, blocks), batch = block_plan(family, args), MODELS[family].default_batch_size
+        if (args.warmup_steps + blocks * block_steps) * batch > TRAIN_IMAGES:
+            parser.error(f"{args.warmup_steps} + {blocks} x {block_steps} steps of {family}'s {batch} images exceed "
+                         f"fashion-mnist's {TRAIN_IMAGES:,}")
     return args
 
 
@@ -432,19 +471,17 @@ def main(argv=None) -> int:
 
     training_rows, sampling_rows = [], []
     for family in args.families:
-        kinds = ["genlab", "peer", "peer-torchvision"] + (["diffusers"] if family == "ddpm" else []) + \
-            (["genlab-bf16"] if args.bf16 else [])
-        repeats = []  # per repeat: {kind: result}
-        for repeat in range(args.repeats):
-            results = {}
-            for kind in kinds:
-                log(f"{family}, repeat {repeat + 1}/{args.repeats}: {LOOP_LABELS[kind]}")
-                results[kind] = run_child(kind, args, family, sample=kind == "genlab" and repeat == 0)
-            log(f"{family}: " + ", ".join(f"{kind} {r['images_per_second']:,.1f} images/s"
-                                          for kind, r in results.items() if "missing" not in r))
-            repeats.append(results)
-        training_rows += [loop_row(family, kind, repeats) for kind in kinds]
-        ours = repeats[0]["genlab"]
+        kinds = family_loops(family, args.bf16)
+        log(f"{family}: speed, {len(kinds)} loops taking turns ({plan_text(args, [family])})")
+        speed = run_child("speed", args, family)
+        log(f"{family}: " + ", ".join(f"{kind} {sum(b[0] for b in r['blocks']) / sum(b[1] for b in r['blocks']):,.1f} "
+                                      "images/s" for kind, r in speed.items()))
+        memory = {}
+        for kind in kinds:
+            log(f"{family}: peak memory of {LOOP_LABELS[kind]}, alone")
+            memory[kind] = run_child("memory", args, family, loop=kind)
+        training_rows += [loop_row(family, kind, speed, memory[kind]) for kind in kinds]
+        ours = memory["genlab"]
         sampling_rows.append([family, f"{ours['sample_n']:,}", f"{ours['sample_images_per_second']:,.1f}",
                               f"{ours['sample_other_cores']:.2f}"])
 
@@ -463,15 +500,15 @@ def main(argv=None) -> int:
         f"Command: `{invocation()}`; this invocation took {minutes:.1f} min.",
         *(["**A smoke run (`--smoke`): a check of the script, not a benchmark.**"] if args.smoke else []),
         (f"Data: fashion-mnist train, {len(train):,} images 1x28x28; the uint8 dataset tensor itself is "
-         f"{dataset_mib:.0f} MiB. Each loop: {args.warmup_steps} untimed + "
-         f"{steps_text(args)} timed optimizer steps at the family's default batch, on the CPU, seed 0, in a fresh "
-         f"process; a family's loops one after another, {args.repeats} time(s) over. What is measured and how: the "
-         f"docstring of benchmarks/run.py."),
+         f"{dataset_mib:.0f} MiB. On the CPU, seed 0, at each family's default batch; a family's loops share one "
+         f"process and take turns, block by block, after their warm-up (untimed + blocks x timed steps: "
+         f"{plan_text(args, args.families)}); each loop's peak memory comes from a fresh process of its own. What is "
+         f"measured and how: the docstring of benchmarks/run.py."),
         "## Training",
-        markdown_table(["Family", "Loop", "Batch", f"Images/s (median of {args.repeats})",
-                        "genlab / this loop (median of the repeats' ratios, range)",
-                        "Outside the step, ms per step", "Peak RSS MiB (before the warm-up)",
-                        "Other procs (cores, most)"], training_rows),
+        markdown_table(["Family", "Loop", "Batch", "Images/s (all blocks)",
+                        "genlab / this loop (median of the blocks' ratios, range)",
+                        "Outside the step, ms per step", "Peak RSS MiB (before the loop)",
+                        "Other procs (cores, most in a block)"], training_rows),
         "## Sampling",
         markdown_table(["Family", "Images (one `model.sample` call)", "Images/s", "Other procs (cores)"],
                        sampling_rows),
