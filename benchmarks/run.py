@@ -35,7 +35,7 @@ the torch threads the environment gives, seed 0 (so every loop starts from the s
             first runs `--warmup-steps` (10) untimed steps; then they take turns, a block of
             timed steps each (`BLOCKS`: 0.5-5 s of a loop; --block-steps, --blocks), the order
             reversed every other round. The machine's speed drifts (processes started a minute
-            apart ran the same loop up to 1.3x apart here), and taking turns every few seconds
+            apart ran the same loop up to 2x apart here), and taking turns every few seconds
             puts that drift on every loop alike.
             Images/s = all blocks' images / their wall seconds. genlab / a loop = the median over
             the rounds of (genlab's images/s in the round's block / the loop's), with the range.
