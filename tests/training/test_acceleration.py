@@ -133,6 +133,17 @@ def test_compile_trains_the_same_numbers_and_run_json_records_the_settings(tmp_p
     assert info["train"]["compile"] is True and info["train"]["precision"] == "fp32"
 
 
+def test_a_second_compiling_trainer_leaves_the_compiled_networks_as_they_are(digits):
+    torch.manual_seed(0)
+    model = build_model("vae", digits[0], {"hidden_dim": 32, "latent_dim": 4})
+    config = TrainConfig(epochs=1, batch_size=64, compile=True)
+    Trainer(model, digits[0], None, config)
+    first = [target.forward for target in model.compile_targets()]
+    Trainer(model, digits[0], None, config)
+    assert [target.forward for target in model.compile_targets()] == first  # not wrapped a second time
+    assert all("forward" in vars(target) for target in model.compile_targets())
+
+
 def test_cli_precision_flag_and_its_bad_value(tmp_path, capsys):
     out = tmp_path / "bf16"
     assert main(["train", "vae", "--data", "digits", "--epochs", "1", "--out", str(out), "--quiet",

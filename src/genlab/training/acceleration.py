@@ -89,8 +89,11 @@ def compile_networks(networks: list[nn.Module]) -> None:
     """torch.compile each module's forward in place: calls, hooks and state_dict keys stay as they are.
 
     (`Module.compile()` left the modules untraced under torch 2.13, and `torch.compile(module)`
-    wraps it, renaming its weights.) Compile after any deepcopy of a network: a copy would keep
-    calling the original's compiled forward.
+    wraps it, renaming its weights.) A network compiled already (a second Trainer with
+    compile=True on the same model) is left as it is. Compile after any deepcopy of a network:
+    a copy would keep calling the original's compiled forward.
     """
     for network in networks:
+        if "forward" in vars(network):  # an instance attribute: compiled here before (classes define forward)
+            continue
         network.forward = torch.compile(network.forward)
