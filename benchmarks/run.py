@@ -31,6 +31,9 @@ the torch threads the environment gives, seed 0 (so every loop starts from the s
               genlab bf16      with --bf16: the genlab Trainer again, `TrainConfig(precision="bf16")`
                                (bf16 autocast, fp32 weights; opt-in on the CPU), its speed given
                                over the per-sample loop's, which runs in fp32
+              genlab compile   with --compile: the genlab Trainer again, `TrainConfig(compile=True)`
+                               (torch.compile of the family's `compile_targets()`, compiled during
+                               the warm-up), its speed given over the per-sample loop's
             All of a family's loops live in one process (this script with `--child speed`). Each
             first runs `--warmup-steps` (10) untimed steps; then they take turns, a block of
             timed steps each (`BLOCKS`: 0.5-5 s of a loop; --block-steps, --blocks), the order
@@ -69,6 +72,7 @@ on a busy machine. Nothing is retried.
     python benchmarks/run.py                               # every family, the defaults: see the README
     python benchmarks/run.py --families vae,ddpm --blocks 4
     python benchmarks/run.py --bf16                        # also genlab under bf16 autocast
+    python benchmarks/run.py --compile --out F.md          # also genlab with torch.compile
     python benchmarks/run.py --smoke --families vae,ddpm   # 1 + 2 x 2 steps, 8 samples, FID of 200: a check
 """
 
@@ -118,6 +122,7 @@ LOOP_LABELS = {
     "peer-torchvision": "the same, items as pytorch/examples makes them (PIL + ToTensor)",
     "diffusers": "diffusers UNet2DModel, train_unconditional-style loop",
     "genlab-bf16": "genlab Trainer, `--precision bf16` (opt-in on the CPU)",
+    "genlab-compile": "genlab Trainer, `--compile` (torch.compile, inductor)",
 }
 CHILDREN = ("speed", "memory", "fid-genlab", "fid-torchmetrics")
 
@@ -163,11 +168,14 @@ class StepTimer:
 class GenlabLoop:
     """genlab's Trainer, `run(steps)` at a time: one epoch over the next steps x B images (views), same optimizers."""
 
-    def __init__(self, family: str, train: genlab.ImageDataset, precision: str = "fp32"):
+    def __init__(self, family: str, train: genlab.ImageDataset, precision: str = "fp32", compile: bool = False):
         self.model, self.optimizers = fresh_model(family, train)
         self.step_timer = StepTimer(self.model)
         self.batch = self.model.default_batch_size
-        self.config = TrainConfig(epochs=1, batch_size=self.batch, seed=SEED, device="cpu", precision=precision)
+        # With compile, the first block's Trainer compiles the family's networks (during the warm-up) and
+        # the later ones find them compiled (acceleration.compile_networks leaves those as they are).
+        self.config = TrainConfig(epochs=1, batch_size=self.batch, seed=SEED, device="cpu", precision=precision,
+                                  compile=compile)
         self.train, self.next_image = train, 0
 
     def run(self, steps: int) -> int:
@@ -216,16 +224,17 @@ class DiffusersLoop:
         return sum(images for _, images, _ in itertools.islice(self.steps, steps))
 
 
-def family_loops(family: str, bf16: bool) -> list[str]:
+def family_loops(family: str, args) -> list[str]:
     """The loops measured for `family`, in the order they take turns."""
     diffusers = ["diffusers"] if family == "ddpm" and importlib.util.find_spec("diffusers") else []
-    return ["genlab", "peer", "peer-torchvision", *diffusers, *(["genlab-bf16"] if bf16 else [])]
+    return ["genlab", "peer", "peer-torchvision", *diffusers, *(["genlab-bf16"] if args.bf16 else []),
+            *(["genlab-compile"] if args.compile else [])]
 
 
 def make_loop(kind: str, family: str, train: genlab.ImageDataset):
     """A fresh loop of `kind` (a LOOP_LABELS key) for `family`."""
-    if kind in ("genlab", "genlab-bf16"):
-        return GenlabLoop(family, train, "bf16" if kind == "genlab-bf16" else "fp32")
+    if kind.startswith("genlab"):
+        return GenlabLoop(family, train, "bf16" if kind == "genlab-bf16" else "fp32", compile=kind == "genlab-compile")
     if kind in ("peer", "peer-torchvision"):
         return PerSampleLoop(family, train, as_torchvision=kind == "peer-torchvision")
     return DiffusersLoop(train)
@@ -236,7 +245,7 @@ def make_loop(kind: str, family: str, train: genlab.ImageDataset):
 
 def measure_speed(family: str, train: genlab.ImageDataset, args) -> dict:
     """Every loop of `family` in this process, taking turns block by block; per loop its totals and per-block rates."""
-    kinds = family_loops(family, args.bf16)
+    kinds = family_loops(family, args)
     loops = {kind: make_loop(kind, family, train) for kind in kinds}
     for loop in loops.values():
         loop.run(args.warmup_steps)
@@ -340,6 +349,7 @@ def run_child(kind: str, args, family: str | None = None, loop: str | None = Non
     command += ["--families", family] if family else []
     command += ["--loop", loop] if loop else []
     command += ["--bf16"] if args.bf16 else []
+    command += ["--compile"] if args.compile else []
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)  # stderr: straight through
     if done.returncode != 0:
         raise SystemExit(f"{shlex.join(command)} failed with exit status {done.returncode}")
@@ -369,7 +379,7 @@ def loop_row(family: str, kind: str, speed: dict[str, dict], memory: dict) -> li
     images, seconds = sum(b[0] for b in blocks), sum(b[1] for b in blocks)
     if kind == "genlab":
         ratio = "-"
-    elif kind == "genlab-bf16":
+    elif kind in ("genlab-bf16", "genlab-compile"):
         ratio = ratio_text([a / b for a, b in zip(block_rates(result), block_rates(speed["peer"]))])
         ratio += " the per-sample loop"
     else:
@@ -454,6 +464,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--bf16", action="store_true",
                         help="also time genlab's Trainer under bf16 autocast (--precision bf16): fast on CPUs with "
                              "native bf16 (AVX512-BF16, AMX)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time genlab's Trainer with --compile (torch.compile of the family's networks; "
+                             "the compiling happens in the untimed warm-up)")
     parser.add_argument("--child", choices=CHILDREN, help=argparse.SUPPRESS)
     parser.add_argument("--loop", choices=LOOP_LABELS, help=argparse.SUPPRESS)  # the loop a memory child runs
     args = parser.parse_args(argv)
@@ -485,7 +498,7 @@ def main(argv=None) -> int:
 
     training_rows, sampling_rows = [], []
     for family in args.families:
-        kinds = family_loops(family, args.bf16)
+        kinds = family_loops(family, args)
         log(f"{family}: speed, {len(kinds)} loops taking turns ({plan_text(args, [family])})")
         speed = run_child("speed", args, family)
         log(f"{family}: " + ", ".join(f"{kind} {sum(b[0] for b in r['blocks']) / sum(b[1] for b in r['blocks']):,.1f} "
