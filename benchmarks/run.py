@@ -356,6 +356,11 @@ def run_child(kind: str, args, family: str | None = None, loop: str | None = Non
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def overall_rate(result: dict) -> float:
+    """Images/s of one loop over all its blocks."""
+    return sum(block[0] for block in result["blocks"]) / sum(block[1] for block in result["blocks"])
+
+
 def block_rates(result: dict) -> list[float]:
     """Images/s of each block of one loop."""
     return [images / seconds for images, seconds, _, _ in result["blocks"]]
@@ -376,7 +381,6 @@ def loop_row(family: str, kind: str, speed: dict[str, dict], memory: dict) -> li
     """
     result = speed[kind]
     blocks = result["blocks"]
-    images, seconds = sum(b[0] for b in blocks), sum(b[1] for b in blocks)
     if kind == "genlab":
         ratio = "-"
     elif kind in ("genlab-bf16", "genlab-compile"):
@@ -385,8 +389,9 @@ def loop_row(family: str, kind: str, speed: dict[str, dict], memory: dict) -> li
     else:
         ratio = ratio_text([a / b for a, b in zip(block_rates(speed["genlab"]), block_rates(result))], bold=True)
     inside = [b[2] for b in blocks]
+    seconds = sum(b[1] for b in blocks)
     outside = "-" if None in inside else f"{(seconds - sum(inside)) / result['steps'] * 1e3:.2f}"
-    return [family, LOOP_LABELS[kind], str(result["batch"]), f"{images / seconds:,.1f}", ratio, outside,
+    return [family, LOOP_LABELS[kind], str(result["batch"]), f"{overall_rate(result):,.1f}", ratio, outside,
             f"{memory['peak_rss_mib']:,.0f} ({memory['peak_rss_before_mib']:,.0f})",
             f"{max(b[3] for b in blocks):.2f}"]
 
@@ -501,8 +506,7 @@ def main(argv=None) -> int:
         kinds = family_loops(family, args)
         log(f"{family}: speed, {len(kinds)} loops taking turns ({plan_text(args, [family])})")
         speed = run_child("speed", args, family)
-        log(f"{family}: " + ", ".join(f"{kind} {sum(b[0] for b in r['blocks']) / sum(b[1] for b in r['blocks']):,.1f} "
-                                      "images/s" for kind, r in speed.items()))
+        log(f"{family}: " + ", ".join(f"{kind} {overall_rate(r):,.1f} images/s" for kind, r in speed.items()))
         memory = {}
         for kind in kinds:
             log(f"{family}: peak memory of {LOOP_LABELS[kind]}, alone")

@@ -36,11 +36,16 @@ COMMON = dict(batch_size=64, seed=1, progress=False)  # 1,437 digits: 22 batches
 TIMING = ("seconds", "images_per_second")
 
 
-def torchrun(*args: str, cwd: Path, succeed: bool = True) -> subprocess.CompletedProcess:
-    """`python -m torch.distributed.run` with two ranks on 127.0.0.1 and a free port."""
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+def torchrun(*args: str, cwd: Path, succeed: bool = True) -> subprocess.CompletedProcess:
+    """`python -m torch.distributed.run` with two ranks on 127.0.0.1 and a free port."""
+    port = free_port()
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
                "--master_addr", "127.0.0.1", "--master_port", str(port), *args]
     result = subprocess.run(command, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -135,9 +140,7 @@ def test_two_nodes_train_the_run_one_node_with_two_processes_trains(cli_launch, 
     # machines would (each node its own folder: no shared filesystem). Global ranks, shards and
     # noise seeds are those of one node with two processes, so the run is the same bit for bit,
     # and only the node that holds global rank 0 writes it (both have LOCAL_RANK 0).
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     nodes = [tmp_path / "node0", tmp_path / "node1"]
     agents = []
     for node in nodes:
