@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH_VERSION := 2.13.0
 STAMP  := $(VENV)/.genlab-installed
 
-.PHONY: setup data demo test bench clean
+.PHONY: setup data demo test lint bench clean
 
 setup: $(STAMP) data
 
@@ -54,8 +54,14 @@ demo: setup
 	$(VENV)/bin/genlab sample runs/demo-vae --interpolate --n 4 --seed 1 --out runs/demo-vae/interpolation.png
 	@echo "sample grids: runs/demo-vae/samples/epoch_*.png, runs/demo-vae/grid.png, runs/demo-vae/interpolation.png"
 
-test: setup
+# Lint, format and types first (seconds), then the suite.
+test: setup lint
 	$(PY) -m pytest tests
+
+lint: setup
+	$(VENV)/bin/ruff check src
+	$(VENV)/bin/ruff format --check src
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(PY) benchmarks/vae_throughput.py

@@ -64,7 +64,7 @@ from torch import nn
 
 from genlab.data import load_dataset
 from genlab.eval.features import Extractor, load_extractor, to_unit_float
-from genlab.eval.metrics import FIDStatistics, _psd_sqrt, fid, gaussian_stats
+from genlab.eval.metrics import FIDStatistics, fid, gaussian_stats, psd_sqrt
 from genlab.eval.reference import cache_path, real_features
 
 TARGET_SPEEDUP = 2.0
@@ -263,7 +263,7 @@ def profile_genlab(extractor: Extractor, real: torch.Tensor, generated: torch.Te
 
     stream = best_of(streamed)
     (smu1, ss1), (smu2, ss2) = stream[3]
-    sqrt = best_of(lambda: (_psd_sqrt(s1), _psd_sqrt(s2)))
+    sqrt = best_of(lambda: (psd_sqrt(s1), psd_sqrt(s2)))
     r1, r2 = sqrt[3]
     svd = best_of(lambda: torch.linalg.svdvals(r1 @ r2).sum())
     fid_t = best_of(lambda: fid(mu1, s1, mu2, s2))
@@ -279,7 +279,7 @@ def profile_genlab(extractor: Extractor, real: torch.Tensor, generated: torch.Te
             f"{min(batch_size, extractor.network_batch)}", feat),
         row("`gaussian_stats` x 2 (float64 mean and (N, 256)^T (N, 256))", stats),
         row("`fid` (traces, 2 eigh square roots, svdvals)", fid_t),
-        row("- of which `_psd_sqrt` x 2 (eigh of 256x256)", sqrt, False),
+        row("- of which `psd_sqrt` x 2 (eigh of 256x256)", sqrt, False),
         row("- of which `svdvals` (256x256)", svd, False),
         row(f"(instead of `gaussian_stats`) `FIDStatistics.update` per {batch_size} features, x 2", stream, False,
             f"FID rel. diff. {stream_rel:.0e}"),

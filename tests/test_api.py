@@ -42,3 +42,10 @@ def test_train_accepts_datasets_in_memory(tmp_path):
                        model_config={"hidden_dim": 32, "latent_dim": 4})
     assert run.info["data"]["train_images"] == 200 and run.info["data"]["test_images"] == 360
     assert [r["epoch"] for r in run.history] == [1, 2] and "test_loss" in run.history[0]
+
+
+def test_the_public_names_are_the_lazy_exports():
+    import genlab
+
+    assert genlab.__all__ == sorted(genlab._EXPORTS)
+    assert all(getattr(genlab, name) is not None for name in genlab.__all__)

@@ -42,8 +42,8 @@ if TYPE_CHECKING:
     from genlab.errors import GenlabError
     from genlab.eval.evaluate import evaluate
     from genlab.eval.likelihood import likelihoods
-    from genlab.explain.pipeline import explain_model, explain_run
     from genlab.explain.compare import compare
+    from genlab.explain.pipeline import explain_model, explain_run
     from genlab.explain.report import report
     from genlab.models import MODELS, DataSpec, build_model
     from genlab.run import Run
@@ -62,4 +62,22 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(_EXPORTS[name]), name)
 
 
-__all__ = sorted(_EXPORTS)
+__all__ = [  # the names of _EXPORTS (tests/test_api.py checks they agree)
+    "DataSpec",
+    "GenlabError",
+    "ImageDataset",
+    "MODELS",
+    "Run",
+    "TrainConfig",
+    "Trainer",
+    "build_model",
+    "compare",
+    "dataset_catalog",
+    "evaluate",
+    "explain_model",
+    "explain_run",
+    "likelihoods",
+    "load_dataset",
+    "report",
+    "train",
+]

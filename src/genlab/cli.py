@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from genlab.names import DIFFUSION_SAMPLERS, EMA_FAMILIES, FAMILIES, SAMPLER_OPTIONS
+
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 1
 EXIT_INTERRUPTED = 130
@@ -77,38 +79,62 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = commands.add_parser("datasets", help="list the datasets, where they are, and how to get the rest")
     datasets.add_argument("--download", metavar="NAME", help="download NAME (mnist, fashion-mnist), checksums verified")
     datasets.add_argument("--mirror", metavar="URL", help="base URL to download from instead of the default mirror")
-    datasets.add_argument("--root", metavar="DIR",
-                          help="data root to download into, as $GENLAB_DATA (default: $GENLAB_DATA or ~/.local/share/genlab)")
+    datasets.add_argument(
+        "--root",
+        metavar="DIR",
+        help="data root to download into, as $GENLAB_DATA (default: $GENLAB_DATA or ~/.local/share/genlab)",
+    )
     datasets.set_defaults(handler=_datasets)
 
     explain = commands.add_parser(
         "explain", help="a family's pipeline stage by stage and its layers, measured on one real batch"
     )
-    explain.add_argument("target", metavar="MODEL_OR_RUN",
-                         help="model family (vae, gan, dcgan, wgan-gp, ddpm, pixelcnn, realnvp) or a run directory")
-    explain.add_argument("--data", help="dataset for a family (default mnist-5k): mnist-5k, mnist, fashion-mnist, "
-                                        "digits, folder:PATH, npz:PATH")
+    explain.add_argument(
+        "target", metavar="MODEL_OR_RUN", help=f"model family ({', '.join(FAMILIES)}) or a run directory"
+    )
+    explain.add_argument(
+        "--data",
+        help="dataset for a family (default mnist-5k): mnist-5k, mnist, fashion-mnist, digits, folder:PATH, npz:PATH",
+    )
     explain.add_argument("--size", type=_image_size, help="resize images to S or HxW (a family)")
     explain.add_argument("--batch-size", type=_positive_int, default=8, help="images in the batch (default 8)")
-    explain.add_argument("--seed", type=_seed, default=0,
-                         help="seed of the batch, the noise and an untrained family's weights (default 0): "
-                              "the same seed prints the same")
-    explain.add_argument("--format", choices=("text", "json", "markdown"), default="text",
-                         help="aligned text (default), JSON for machines, Markdown for docs")
+    explain.add_argument(
+        "--seed",
+        type=_seed,
+        default=0,
+        help="seed of the batch, the noise and an untrained family's weights (default 0): "
+        "the same seed prints the same",
+    )
+    explain.add_argument(
+        "--format",
+        choices=("text", "json", "markdown"),
+        default="text",
+        help="aligned text (default), JSON for machines, Markdown for docs",
+    )
     explain.add_argument("--conditional", action="store_const", const=True, help="a family: condition on class labels")
-    explain.add_argument("--set", type=_setting, action="append", default=[], metavar="KEY=VALUE",
-                         help="a family: any config field, e.g. --set arch=conv (repeatable)")
+    explain.add_argument(
+        "--set",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a family: any config field, e.g. --set arch=conv (repeatable)",
+    )
     explain.set_defaults(handler=_explain)
 
     train = commands.add_parser("train", help="train a model family on a dataset into a run directory")
-    train.add_argument("model", nargs="?", help="model family: vae, gan, dcgan, wgan-gp, ddpm; optional with --resume")
+    train.add_argument("model", nargs="?", help=f"model family: {', '.join(FAMILIES)}; optional with --resume")
     train.add_argument("--data", help="dataset: mnist-5k, mnist, fashion-mnist, digits, folder:PATH, npz:PATH")
     train.add_argument("--epochs", type=_positive_int, help="total epochs (default 20; with --resume: the run's)")
     train.add_argument("--batch-size", type=_positive_int, help="images per step (default: the family's)")
     train.add_argument("--seed", type=_seed, help="seed for weights, order and noise (default 0)")
     train.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")
-    train.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                       help="auto: bf16 autocast on a CUDA GPU that has it, fp32 elsewhere (default auto)")
+    train.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bf16 autocast on a CUDA GPU that has it, fp32 elsewhere (default auto)",
+    )
     train.add_argument("--compile", action="store_true", help="torch.compile the networks (pays off on a GPU)")
     train.add_argument("--size", type=_image_size, help="resize images to S or HxW (folder data of mixed sizes)")
     train.add_argument("--out", help="run directory (default runs/MODEL)")
@@ -120,35 +146,66 @@ def build_parser() -> argparse.ArgumentParser:
     model_settings.add_argument("--arch", help="architecture variant (vae: mlp, conv)")
     model_settings.add_argument("--latent-dim", type=_positive_int, help="size of the latent space")
     model_settings.add_argument("--lr", type=float, help="learning rate")
-    model_settings.add_argument("--ema", type=float, metavar="DECAY",
-                                help="GANs: sample from a moving average of G's weights, e.g. --ema 0.999")
-    model_settings.add_argument("--set", type=_setting, action="append", default=[], metavar="KEY=VALUE",
-                                help="any other config field, e.g. --set hidden_dim=512 (repeatable)")
+    model_settings.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help=f"{', '.join(EMA_FAMILIES)}: sample from a moving average of the generating "
+        "network's weights, e.g. --ema 0.999",
+    )
+    model_settings.add_argument(
+        "--set",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other config field, e.g. --set hidden_dim=512 (repeatable)",
+    )
     train.add_argument("--sample-every", type=int, default=1, metavar="N", help="sample grid every N epochs (0: none)")
-    train.add_argument("--eval-every", type=int, default=0, metavar="N",
-                       help="FID, precision and recall of 1,000 samples every N epochs, into history.jsonl (0: never)")
+    train.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="FID, precision and recall of 1,000 samples every N epochs, into history.jsonl (0: never)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     train.set_defaults(handler=_train)
 
     sample = commands.add_parser("sample", help="draw images from a trained run")
     sample.add_argument("run", help="run directory written by `genlab train`")
-    sample.add_argument("--n", type=_positive_int,
-                        help="images (default 64, or one per --labels entry), or strips with --interpolate (default 1)")
+    sample.add_argument(
+        "--n",
+        type=_positive_int,
+        help="images (default 64, or one per --labels entry), or strips with --interpolate (default 1)",
+    )
     sample.add_argument("--seed", type=_seed, default=0, help="noise seed: the same seed gives the same file")
     sample.add_argument("--out", help="output file (default RUN/samples/seed_SEED.png or .npz)")
     sample.add_argument("--labels", type=_labels, help="class(es) to draw on a conditional model: 3 or 0,1,2")
     sample.add_argument("--interpolate", action="store_true", help="decode a straight line between two latents")
     _add_sampler_options(sample, steps_help="with --interpolate: images per strip (default 10); ")
-    sample.add_argument("--trajectory", type=_positive_int, metavar="K",
-                        help="diffusion: save the denoising of each image from x_T to x_0, every K steps, one row each")
-    sample.add_argument("--complete", metavar="IMAGE",
-                        help="pixelcnn: keep the top --rows rows of this image file (resized to the model's size) "
-                             "and draw the rest, --n times (default 8); the grid shows the image, what was kept, "
-                             "then the completions")
-    sample.add_argument("--rows", type=int, help="with --complete: rows of the image to keep (default: half its height)")
+    sample.add_argument(
+        "--trajectory",
+        type=_positive_int,
+        metavar="K",
+        help="diffusion: save the denoising of each image from x_T to x_0, every K steps, one row each",
+    )
+    sample.add_argument(
+        "--complete",
+        metavar="IMAGE",
+        help="pixelcnn: keep the top --rows rows of this image file (resized to the model's size) "
+        "and draw the rest, --n times (default 8); the grid shows the image, what was kept, "
+        "then the completions",
+    )
+    sample.add_argument(
+        "--rows", type=int, help="with --complete: rows of the image to keep (default: half its height)"
+    )
     sample.add_argument("--format", choices=("png", "npz"), help="png grid or npz of raw images and labels")
-    sample.add_argument("--nrow", type=_positive_int,
-                        help="images per grid row (default 8; a conditional model drawing every class: one column per class)")
+    sample.add_argument(
+        "--nrow",
+        type=_positive_int,
+        help="images per grid row (default 8; a conditional model drawing every class: one column per class)",
+    )
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     sample.set_defaults(handler=_sample)
 
@@ -157,62 +214,99 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("run", nargs="?", help="run directory written by `genlab train`")
     evaluate.add_argument("--samples", metavar="FILE.npz", help="evaluate these images instead of a run (needs --data)")
-    evaluate.add_argument("--real-vs-real", action="store_true",
-                          help="only the floor: held-out real images against the reference")
+    evaluate.add_argument(
+        "--real-vs-real", action="store_true", help="only the floor: held-out real images against the reference"
+    )
     evaluate.add_argument("--data", help="real data to compare with (default: the run's)")
-    evaluate.add_argument("--reference", choices=("test", "train"), default="test",
-                          help="real split the samples are compared with (default test)")
-    evaluate.add_argument("--n", type=_positive_int, help="samples (default: as many as the reference has, up to 10,000)")
+    evaluate.add_argument(
+        "--reference",
+        choices=("test", "train"),
+        default="test",
+        help="real split the samples are compared with (default test)",
+    )
+    evaluate.add_argument(
+        "--n", type=_positive_int, help="samples (default: as many as the reference has, up to 10,000)"
+    )
     evaluate.add_argument("--seed", type=_seed, default=0, help="seed for sampling and every random subset (default 0)")
-    evaluate.add_argument("--metrics", metavar="NAMES",
-                          help="comma-separated subset of: fid, kid, precision, recall, density, coverage, "
-                               "classifier_score, mode_coverage, label_accuracy, memorization, cas, nll (default all)")
-    evaluate.add_argument("--inception", metavar="PATH",
-                          help="pytorch-fid's Inception-v3 weight file: use it as the feature extractor")
-    evaluate.add_argument("--out", metavar="DIR",
-                          help="folder for metrics.json and memorization.png (default: the run; FILE_eval for --samples)")
+    evaluate.add_argument(
+        "--metrics",
+        metavar="NAMES",
+        help="comma-separated subset of: fid, kid, precision, recall, density, coverage, "
+        "classifier_score, mode_coverage, label_accuracy, memorization, cas, nll (default all)",
+    )
+    evaluate.add_argument(
+        "--inception", metavar="PATH", help="pytorch-fid's Inception-v3 weight file: use it as the feature extractor"
+    )
+    evaluate.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder for metrics.json and memorization.png (default: the run; FILE_eval for --samples)",
+    )
     evaluate.add_argument("--no-cache", action="store_true", help="recompute the real features and the floor")
     _add_sampler_options(evaluate)
     evaluate.set_defaults(handler=_eval)
 
     likelihood = commands.add_parser(
-        "likelihood", help="one NLL table (nats per image, bits/dim) for runs of any likelihood family, same test images"
+        "likelihood",
+        help="one NLL table (nats per image, bits/dim) for runs of any likelihood family, same test images",
     )
     likelihood.add_argument("runs", nargs="+", metavar="RUN", help="run directories trained on the same data")
-    likelihood.add_argument("--images", type=_positive_int,
-                            help="test images to score (default: all, or the fewest a family asks for, e.g. DDPM's 1,000)")
-    likelihood.add_argument("--seed", type=_seed, default=0, help="seed of the test subset and of any sampling in a bound")
+    likelihood.add_argument(
+        "--images",
+        type=_positive_int,
+        help="test images to score (default: all, or the fewest a family asks for, e.g. DDPM's 1,000)",
+    )
+    likelihood.add_argument(
+        "--seed", type=_seed, default=0, help="seed of the test subset and of any sampling in a bound"
+    )
     likelihood.add_argument("--out", metavar="FILE.json", help="also write the table as JSON")
     likelihood.set_defaults(handler=_likelihood)
 
     report = commands.add_parser("report", help="write RUN/report.html: the whole run on one self-contained page")
     report.add_argument("run", help="run directory written by `genlab train`")
     report.add_argument("--out", metavar="FILE.html", help="where to write the page (default RUN/report.html)")
-    report.add_argument("--seed", type=_seed, default=0,
-                        help="seed of the images drawn for the page: reconstructions, interpolation, trajectory")
+    report.add_argument(
+        "--seed",
+        type=_seed,
+        default=0,
+        help="seed of the images drawn for the page: reconstructions, interpolation, trajectory",
+    )
     report.set_defaults(handler=_report)
 
     compare = commands.add_parser("compare", help="two or more runs side by side: one table, and compare.html")
     compare.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by `genlab train`")
-    compare.add_argument("--out", metavar="FILE.html", default="compare.html",
-                         help="where to write the page (default compare.html in the current folder)")
+    compare.add_argument(
+        "--out",
+        metavar="FILE.html",
+        default="compare.html",
+        help="where to write the page (default compare.html in the current folder)",
+    )
     compare.set_defaults(handler=_compare)
     return parser
 
 
 def _add_sampler_options(parser: argparse.ArgumentParser, steps_help: str = "") -> None:
     """--steps, --sampler, --eta, --guidance: how a diffusion run draws its images."""
-    parser.add_argument("--steps", type=_positive_int,
-                        help=f"{steps_help}diffusion: denoising steps (default the model's, 50)")
-    parser.add_argument("--sampler", choices=("ddim", "ddpm"), help="diffusion: ddpm (ancestral steps, the default) or ddim (deterministic with --eta 0)")
+    parser.add_argument(
+        "--steps", type=_positive_int, help=f"{steps_help}diffusion: denoising steps (default the model's, 50)"
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=DIFFUSION_SAMPLERS,
+        help="diffusion: ddpm (ancestral steps, the default) or ddim (deterministic with --eta 0)",
+    )
     parser.add_argument("--eta", type=float, help="diffusion, DDIM: noise per step, 0 (deterministic) to 1")
-    parser.add_argument("--guidance", type=float,
-                        help="conditional diffusion: classifier-free guidance scale (0 unconditional, 1 conditional)")
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        help="conditional diffusion: classifier-free guidance scale (0 unconditional, 1 conditional)",
+    )
 
 
 def _sampler_options(args: argparse.Namespace) -> dict:
     """The sampler flags given on the command line (diffusion runs), by `sample`'s keyword names."""
-    return {key: getattr(args, key) for key in ("sampler", "steps", "eta", "guidance") if getattr(args, key) is not None}
+    given = vars(args)
+    return {key: given[key] for key in SAMPLER_OPTIONS if given.get(key) is not None}
 
 
 def _version() -> str:
@@ -261,8 +355,9 @@ def _explain(args: argparse.Namespace) -> int:
     model_config = dict(args.set)
     if args.conditional:
         model_config["conditional"] = True
-    explanation = explain_model(args.target, args.data, batch_size=args.batch_size, seed=args.seed, size=args.size,
-                                model_config=model_config)
+    explanation = explain_model(
+        args.target, args.data, batch_size=args.batch_size, seed=args.seed, size=args.size, model_config=model_config
+    )
     if args.format == "json":
         print(json.dumps(explanation.to_dict(), indent=2))
     else:
@@ -282,10 +377,21 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out(args.model)
     try:
         run = train(
-            args.model, args.data, out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-            device=args.device, precision=args.precision, compile=args.compile, size=args.size,
-            resume=args.resume, overwrite=args.overwrite,
-            progress=not args.quiet, sample_every=args.sample_every, eval_every=args.eval_every,
+            args.model,
+            args.data,
+            out,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=args.device,
+            precision=args.precision,
+            compile=args.compile,
+            size=args.size,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            sample_every=args.sample_every,
+            eval_every=args.eval_every,
             model_config=model_config,
         )
     except KeyboardInterrupt:
@@ -315,8 +421,15 @@ def _sample(args: argparse.Namespace) -> int:
     from genlab.run import SAMPLES_DIR, Run
     from genlab.training.trainer import pick_device
 
-    modes = [flag for flag, given in (("--interpolate", args.interpolate), ("--trajectory", args.trajectory),
-                                      ("--complete", args.complete)) if given]
+    modes = [
+        flag
+        for flag, given in (
+            ("--interpolate", args.interpolate),
+            ("--trajectory", args.trajectory),
+            ("--complete", args.complete),
+        )
+        if given
+    ]
     if len(modes) > 1:
         raise GenlabError(f"{' and '.join(modes)} are different kinds of output: give one of them")
     if args.rows is not None and not args.complete:
@@ -324,7 +437,9 @@ def _sample(args: argparse.Namespace) -> int:
     suffix = Path(args.out).suffix.lower() if args.out else ""
     fmt = args.format or ("npz" if suffix == ".npz" else "png")
     if args.out and suffix != f".{fmt}":
-        raise GenlabError(f"--out {args.out} must end in .{fmt} (genlab writes {fmt.upper()} {'grids' if fmt == 'png' else 'arrays'})")
+        raise GenlabError(
+            f"--out {args.out} must end in .{fmt} (genlab writes {fmt.upper()} {'grids' if fmt == 'png' else 'arrays'})"
+        )
     run = Run.load(args.run, device=pick_device(args.device))
     out = Path(args.out or Path(args.run) / SAMPLES_DIR / f"seed_{args.seed}.{fmt}")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -338,17 +453,7 @@ def _sample(args: argparse.Namespace) -> int:
     elif args.complete:
         images, labels, nrow = _completions(run, args, generator)
     elif args.trajectory:
-        from genlab.run import check_sampler_options
-
-        check_sampler_options(run.model, {**options, "trajectory_every": args.trajectory})
-        n = args.n or 8
-        labels = run.model.check_labels(n, args.labels)
-        with torch.no_grad():
-            _, strip = run.model.sample(n, generator=generator, labels=labels, trajectory_every=args.trajectory,
-                                        **options)
-        images = torch.stack(strip, dim=1).flatten(0, 1).cpu()  # (n * len(strip), C, H, W): one row per image
-        labels = None if labels is None else labels.cpu().repeat_interleave(len(strip))
-        nrow = len(strip)
+        images, labels, nrow = run.sample_chain(args.n or 8, args.trajectory, generator, args.labels, **options)
     else:
         n = args.n or (len(args.labels) if args.labels and len(args.labels) > 1 else 64)
         labels = run.model.check_labels(n, args.labels)
@@ -387,8 +492,11 @@ def _eval(args: argparse.Namespace) -> int:
     from genlab.eval.evaluate import evaluate, parse_metrics, write_results
     from genlab.training import distributed
 
-    given = [name for name, value in (("RUN", args.run), ("--samples", args.samples),
-                                      ("--real-vs-real", args.real_vs_real)) if value]
+    given = [
+        name
+        for name, value in (("RUN", args.run), ("--samples", args.samples), ("--real-vs-real", args.real_vs_real))
+        if value
+    ]
     if len(given) != 1:
         raise GenlabError(
             "give one of: a run directory, --samples FILE.npz (with --data), or --real-vs-real (with --data)"
@@ -401,17 +509,31 @@ def _eval(args: argparse.Namespace) -> int:
     options = _sampler_options(args)
     if options and not args.run:
         raise GenlabError("--sampler, --steps, --eta and --guidance choose how a run draws its images: give a run")
-    result = evaluate(source, args.data, reference=args.reference, n=args.n, seed=args.seed, metrics=args.metrics,
-                      inception=args.inception, use_cache=not args.no_cache, sample_options=options)
+    result = evaluate(
+        source,
+        args.data,
+        reference=args.reference,
+        n=args.n,
+        seed=args.seed,
+        metrics=args.metrics,
+        inception=args.inception,
+        use_cache=not args.no_cache,
+        sample_options=options,
+    )
     if not distributed.is_main_process():  # under torchrun every rank holds the result; rank 0 reports it
         return 0
     print(_eval_header(result.info))
     print(result.table())
-    out = args.out or (args.run if args.run else Path(args.samples).with_suffix("").as_posix() + "_eval" if args.samples
-                       else None)
+    out = args.out or (
+        args.run if args.run else Path(args.samples).with_suffix("").as_posix() + "_eval" if args.samples else None
+    )
     if out is not None:
         written = write_results(result, out)
-        extra = " and memorization.png (the 16 samples closest to a training image, over them)" if "memorization" in written else ""
+        extra = (
+            " and memorization.png (the 16 samples closest to a training image, over them)"
+            if "memorization" in written
+            else ""
+        )
         print(f"\nwrote {written['metrics']}{extra}")
     return 0
 
@@ -422,8 +544,10 @@ def _likelihood(args: argparse.Namespace) -> int:
 
     table = likelihoods(args.runs, images=args.images, seed=args.seed)
     info = table.info
-    print(f"{info['data']['spec']} test split: {info['images']:,} of {info['test_images']:,} images "
-          f"(seed {info['seed']}), the same for every run\n")
+    print(
+        f"{info['data']['spec']} test split: {info['images']:,} of {info['test_images']:,} images "
+        f"(seed {info['seed']}), the same for every run\n"
+    )
     print(table.table())
     if args.out:
         atomic_write_json(args.out, table.to_dict())
@@ -451,8 +575,10 @@ def _compare(args: argparse.Namespace) -> int:
 def _eval_header(info: dict) -> str:
     source, data, counts = info["source"], info["data"], info["counts"]
     if info["extractor"] is None:  # --metrics nll alone
-        return (f"{source['family']} run {source['path']} ({source['epochs']} epochs): likelihood of "
-                f"{data['spec']} test images, seed {info['seed']}, {info['seconds']:.1f} s\n")
+        return (
+            f"{source['family']} run {source['path']} ({source['epochs']} epochs): likelihood of "
+            f"{data['spec']} test images, seed {info['seed']}, {info['seconds']:.1f} s\n"
+        )
     if source["kind"] == "run":
         what = f"{source['family']} run {source['path']} ({source['epochs']} epochs), {counts['samples']:,} samples"
     elif source["kind"] == "samples":
@@ -460,9 +586,11 @@ def _eval_header(info: dict) -> str:
     else:
         what = f"{counts['held_out']:,} held-out real images"
     extractor = info["extractor"]
-    return (f"{what} vs {data['spec']} {data['reference']} ({counts['reference']:,} images); "
-            f"floor: {counts['held_out']:,} held-out real images; extractor {extractor['name']} "
-            f"({extractor['sha256'][:12]}), seed {info['seed']}, {info['seconds']:.1f} s\n")
+    return (
+        f"{what} vs {data['spec']} {data['reference']} ({counts['reference']:,} images); "
+        f"floor: {counts['held_out']:,} held-out real images; extractor {extractor['name']} "
+        f"({extractor['sha256'][:12]}), seed {info['seed']}, {info['seconds']:.1f} s\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ def save_npz(
         if class_names:  # the label space, even when only some classes were drawn
             arrays["class_names"] = np.array(list(class_names), dtype=str)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, allow_pickle=False, **arrays)
     path = Path(path)
     atomic_write_bytes(path, buffer.getvalue())
     return path

@@ -93,7 +93,9 @@ def load_tensors(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, 
     return parse_tensors(data, path, what)
 
 
-def parse_tensors(data: bytes, source: Path, what: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def parse_tensors(
+    data: bytes, source: Path, what: str = "checkpoint"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, genlab's metadata or {}) from the bytes of a safetensors file read from `source`."""
     from safetensors.torch import load
 

@@ -9,7 +9,7 @@ the stream that training sees.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -36,8 +36,8 @@ def restore(states: dict[str, torch.Tensor], device: torch.device) -> None:
 def seed(value: int, device: torch.device) -> None:
     """Seed the CPU generator and that of `device` (CUDA or MPS) alone.
 
-    These are all training draws from; skipping the other devices' generators makes this about
-    100 times cheaper than torch.manual_seed (1 us against 120 us on the CPU), cheap enough per step.
+    These are all training draws from; skipping the other devices' generators makes this far
+    cheaper than torch.manual_seed, cheap enough to call every step (benchmarks/README.md).
     """
     torch.default_generator.manual_seed(value)
     if device.type == "cuda":

@@ -18,17 +18,19 @@ import contextlib
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 import genlab
-from genlab.errors import GenlabError
 from genlab import rng
-from genlab.io import atomic_write_bytes, atomic_write_json, load_tensors, read_json, refuse_pickle, save_tensors
 from genlab.data.transforms import binarize
-from genlab.models import DataSpec, GenerativeModel, build_model, make_config
+from genlab.errors import GenlabError
+from genlab.io import atomic_write_bytes, atomic_write_json, load_tensors, read_json, refuse_pickle, save_tensors
+from genlab.models import DataSpec, GenerativeModel, build_model, families_with, make_config
+from genlab.models.base import CanComplete, HasLatentSpace, HasSamplerOptions, ShowsSamplingChain, flag_list
 
 FORMAT_VERSION = 1
 RUN_FILE = "run.json"
@@ -42,8 +44,15 @@ LOCK_FILE = ".lock"
 
 # Keys run.json must have, as paths into its JSON object.
 REQUIRED_KEYS = (
-    ("model", "name"), ("model", "config"), ("data", "spec"), ("data", "shape"),
-    ("train", "epochs"), ("train", "batch_size"), ("train", "seed"), ("status",), ("epochs_completed",),
+    ("model", "name"),
+    ("model", "config"),
+    ("data", "spec"),
+    ("data", "shape"),
+    ("train", "epochs"),
+    ("train", "batch_size"),
+    ("train", "seed"),
+    ("status",),
+    ("epochs_completed",),
 )
 
 
@@ -143,7 +152,11 @@ def load_model_weights(model: GenerativeModel, tensors: dict[str, torch.Tensor],
     unexpected = sorted(set(tensors) - set(expected))
     wrong_shape = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
     if missing or unexpected or wrong_shape:
-        detail = (missing and f"missing {missing[:3]}") or (unexpected and f"unexpected {unexpected[:3]}") or f"wrong shape {wrong_shape[:3]}"
+        detail = (
+            (missing and f"missing {missing[:3]}")
+            or (unexpected and f"unexpected {unexpected[:3]}")
+            or f"wrong shape {wrong_shape[:3]}"
+        )
         raise GenlabError(f"{source} does not hold the weights of the {model.family} model in run.json ({detail})")
     model.load_state_dict(tensors)
 
@@ -183,24 +196,25 @@ def load_checkpoint(
     tensors, metadata = load_tensors(source, "training state")
     if metadata.get("format") != "genlab-state":
         raise GenlabError(f"{source} is not a genlab training state")
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     load_model_weights(model, weights, source)
     for name, optimizer in optimizers.items():
         prefix = f"optimizer.{name}."
-        state_tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        state_tensors = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         if name not in metadata["optimizers"]:
             raise GenlabError(f"{source} has no state for optimizer {name!r}")
         optimizer.load_state_dict(_unflatten_optimizer_state(state_tensors, metadata["optimizers"][name]))
     if "rng.cpu" not in tensors:
         raise GenlabError(f"{source} has no random-number state; it cannot resume exactly")
-    states = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
+    states = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
     rng.restore(states, next(model.parameters()).device)  # a state from another device kind is ignored
     return int(metadata["epoch"]), metadata.get("progress")
 
 
 def _flatten_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """Split an optimizer state_dict into tensors ("state.<param>.<key>") and JSON for the rest."""
-    tensors, plain = {}, {}
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, Any] = {}
     for param_id, entries in state_dict["state"].items():
         for key, value in entries.items():
             if isinstance(value, torch.Tensor):
@@ -257,15 +271,18 @@ def truncate_history(path: str | Path, epochs: int) -> None:
 # ---------------------------------------------------------------- the loaded run
 
 
-def check_sampler_options(model: GenerativeModel, options: dict[str, Any]) -> None:
-    """Refuse sampler options (e.g. --sampler, --guidance) that this family's `sample` does not take."""
-    import inspect
-
-    accepted = inspect.signature(model.sample).parameters
-    unknown = [name for name in options if name not in accepted]
-    if unknown:
-        flags = ", ".join("--" + name.replace("_", "-") for name in unknown)
-        raise GenlabError(f"only diffusion models take {flags}; the {model.family} family samples without it")
+def check_sampler_options(model: GenerativeModel, options: dict[str, Any]) -> dict[str, Any]:
+    """The sampler options (e.g. --sampler, --guidance) as the family declares them; a family that declares
+    none refuses any, naming the families that take them."""
+    if isinstance(model, HasSamplerOptions):
+        return model.check_sampler_options(options)
+    if options:
+        takers = families_with(HasSamplerOptions)
+        raise GenlabError(
+            f"the {model.family} family samples without {flag_list(list(options))}; "
+            f"only {', '.join(takers)} models take sampler options"
+        )
+    return {}
 
 
 class Run:
@@ -277,7 +294,7 @@ class Run:
         self.model = model
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Run":
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Run:
         """Read run.json, rebuild the model and load model.safetensors (never unpickles)."""
         info = read_run_info(path)
         model = model_from_info(info)
@@ -300,6 +317,13 @@ class Run:
         """The model family's registry name, e.g. "vae"."""
         return self.model.family
 
+    def data_spec(self) -> tuple[str, Any]:
+        """(data spec, size) the run was trained on, to load its splits again; a dataset given in memory has none."""
+        data = self.info["data"]
+        if data.get("in_memory"):
+            raise GenlabError(f"{self.path} was trained on a dataset in memory; name the data to compare with (--data)")
+        return data["spec"], data.get("size")
+
     @property
     def history(self) -> list[dict[str, Any]]:
         """The per-epoch records of history.jsonl."""
@@ -316,7 +340,7 @@ class Run:
         that divides the draws the same way (keep the default to reproduce a file).
         `options` go to the family's sampler (diffusion: sampler, steps, eta, guidance).
         """
-        check_sampler_options(self.model, options)
+        options = check_sampler_options(self.model, options)
         self._check_size(n)
         labels = self.model.check_labels(n, labels)
         batch_size = batch_size or self.model.sample_batch_size
@@ -328,44 +352,81 @@ class Run:
                 chunks.append(self.model.sample(count, generator=generator, labels=part, **options).cpu())
         return torch.cat(chunks)
 
+    def sample_chain(
+        self, n: int, every: int, generator: torch.Generator | None = None, labels=None, **options
+    ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """The sampler's chain for n images, a state every `every` steps from the start to the image:
+        (n * states, C, H, W) on the CPU, one row of states per image, their labels, and states per row."""
+        model = self.model
+        if not isinstance(model, ShowsSamplingChain):
+            showing = families_with(ShowsSamplingChain)
+            raise GenlabError(
+                f"the {self.family} family does not draw through a chain of images; "
+                f"--trajectory needs a {' or '.join(showing)} run"
+            )
+        options = check_sampler_options(model, options)
+        self._check_size(n)
+        labels = model.check_labels(n, labels)
+        with torch.no_grad():
+            _, chain = model.sample_chain(n, every, generator=generator, labels=labels, **options)
+        images = torch.stack(chain, dim=1).flatten(0, 1).cpu()  # (n * states, C, H, W): one row per image
+        return images, None if labels is None else labels.cpu().repeat_interleave(len(chain)), len(chain)
+
     def interpolate(
         self, strips: int, steps: int, generator: torch.Generator | None = None, labels=None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`strips` latent interpolations of `steps` images each: images (strips*steps, C, H, W) and their labels."""
+        model = self.model
+        if not isinstance(model, HasLatentSpace):
+            raise GenlabError(f"the {self.family} family has no latent space to interpolate in")
         self._check_size(strips * steps)
-        labels = self.model.check_labels(strips, labels)
+        labels = model.check_labels(strips, labels)
         with torch.no_grad():
-            images = torch.cat([
-                self.model.interpolate(steps, generator, None if labels is None else labels[i]).cpu()
-                for i in range(strips)
-            ])
+            images = torch.cat(
+                [
+                    model.interpolate(steps, generator, None if labels is None else labels[i]).cpu()
+                    for i in range(strips)
+                ]
+            )
         return images, None if labels is None else labels.cpu().repeat_interleave(steps)
 
-    def complete(self, image: torch.Tensor, rows: int, n: int, generator: torch.Generator | None = None,
-                 labels=None, batch_size: int = 1000) -> torch.Tensor:
+    def complete(
+        self,
+        image: torch.Tensor,
+        rows: int,
+        n: int,
+        generator: torch.Generator | None = None,
+        labels=None,
+        batch_size: int = 1000,
+    ) -> torch.Tensor:
         """n completions (n, C, H, W) of one image (C, H, W) in [0, 1] that keep its top `rows` rows.
 
         Autoregressive families only (they draw pixel by pixel, so the rest follows the kept rows).
         A conditional model needs the image's class as `labels`; a binarizing one sees the image
         binarized once with `generator`.
         """
-        if not hasattr(self.model, "complete"):
-            raise GenlabError(f"a {self.family} run cannot complete an image (it does not draw pixel by pixel); "
-                              "use a pixelcnn run")
+        model = self.model
+        if not isinstance(model, CanComplete):
+            completers = families_with(CanComplete)
+            raise GenlabError(
+                f"a {self.family} run cannot complete an image (it does not draw pixel by pixel); "
+                f"use a {' or '.join(completers)} run"
+            )
         self._check_size(n)
-        if self.model.conditional and labels is None:
+        if model.conditional and labels is None:
             raise GenlabError("a conditional model completes an image of a known class: pass its label (--labels K)")
-        labels = self.model.check_labels(n, labels)
-        image = image.to(self.model.device, torch.float32)
-        if getattr(self.model.config, "binarize", False):
+        labels = model.check_labels(n, labels)
+        image = image.to(model.device, torch.float32)
+        if model.binary_pixels:
             image = binarize(image, generator)  # the model knows only 0/1 pixels: one seeded binarization
         chunks = []
         with torch.no_grad():
             for start in range(0, n, batch_size):
                 count = min(batch_size, n - start)
                 part = None if labels is None else labels[start : start + count]
-                chunks.append(self.model.complete(image.expand(count, *image.shape), rows, generator=generator,
-                                                  labels=part).cpu())
+                chunks.append(
+                    model.complete(image.expand(count, *image.shape), rows, generator=generator, labels=part).cpu()
+                )
         return torch.cat(chunks)
 
     def _check_size(self, n: int) -> None:

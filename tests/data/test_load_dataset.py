@@ -123,8 +123,8 @@ def test_load_splits_reads_an_npz_once(tmp_path, monkeypatch):
 
     np.savez(tmp_path / "a.npz", images=np.zeros((10, 2, 2), np.uint8))
     reads = []
-    real = npz._read
-    monkeypatch.setattr(npz, "_read", lambda *args: reads.append(args) or real(*args))
+    real = npz._arrays
+    monkeypatch.setattr(npz, "_arrays", lambda *args: reads.append(args) or real(*args))
     train, test = load_splits(f"npz:{tmp_path / 'a.npz'}")
     assert (len(train), len(test), len(reads)) == (8, 2, 1)
 
@@ -142,6 +142,54 @@ def test_split_checked_once_at_the_entry():
     # Sources trust load_dataset's check of `split`; none repeats it.
     for module in (genlab.data.folder, genlab.data.npz, genlab.data.idx, genlab.data.mnist5k, genlab.data.digits):
         assert "check_split" not in vars(module), module.__name__
+
+
+def test_spec_parsed_once(tmp_path, monkeypatch):
+    # parse_spec is the one place a spec is read: the sources get its ParsedSpec and never expand a path again.
+    from genlab.data import spec as spec_module
+
+    for module in (genlab.data.folder, genlab.data.npz, genlab.data.idx, genlab.data.mnist5k, genlab.data.digits):
+        assert not {"user_path", "parse_spec", "path_spec"} & set(vars(module)), module.__name__
+    import numpy as np
+
+    np.savez(tmp_path / "a.npz", images=np.zeros((10, 2, 2), np.uint8))
+    calls = []
+    real = spec_module.user_path
+    monkeypatch.setattr(spec_module, "user_path", lambda *args: calls.append(args) or real(*args))
+    genlab.data.load_splits(f"npz:{tmp_path / 'a.npz'}")
+    assert calls == [(str(tmp_path / "a.npz"), f"npz:{tmp_path / 'a.npz'}")]
+
+
+def test_parse_spec():
+    from genlab.data.spec import ParsedSpec, parse_spec, path_spec
+
+    home = Path("~").expanduser()
+    parsed = parse_spec("npz:~/a.npz", ("test",), 28)
+    assert parsed == ParsedSpec("npz:~/a.npz", "npz", home / "a.npz", ("test",), (28, 28))
+    parsed = parse_spec("folder:x:y", size=(3, 4))  # the path is everything after the first ":"
+    assert parsed == ParsedSpec("folder:x:y", "folder", Path("x:y"), ("train", "test"), (3, 4))
+    builtin = parse_spec("mnist")
+    assert builtin == ParsedSpec("mnist", "mnist", None, ("train", "test"), None)
+    with pytest.raises(ValueError, match="names a builtin dataset"):
+        _ = builtin.location
+    assert path_spec("npz", Path("b.npz")).text == "npz:b.npz"
+    # The checks keep load_dataset's order: split, then size, then the spec.
+    with pytest.raises(GenlabError, match="valid splits"):
+        parse_spec(3, ("val",), 0)
+    with pytest.raises(GenlabError, match="size must be"):
+        parse_spec(3, ("test",), 0)
+
+
+def test_read_npz_is_unsplit_and_named_by_its_path(tmp_path):
+    import numpy as np
+
+    from genlab.data import read_npz
+
+    np.savez(tmp_path / "a.npz", images=np.zeros((10, 2, 2), np.uint8), labels=np.arange(10) % 2)
+    whole = read_npz(tmp_path / "a.npz")
+    assert len(whole) == 10 and whole.name == f"npz:{tmp_path / 'a.npz'}" and whole.labels.tolist() == [0, 1] * 5
+    with pytest.raises(GenlabError, match="cannot expand ~no_such_user_genlab/x"):
+        read_npz("~no_such_user_genlab/x")
 
 
 @pytest.mark.parametrize("size", [4097, (28, 10_000)])

@@ -78,7 +78,10 @@ def test_labels_and_class_names(tmp_path):
         ({"images": -pixels((N, 4, 4), np.float64) / 255}, r"values in \[-1"),
         ({"images": np.full((N, 4, 4), np.nan, np.float32)}, "NaN"),
         ({"images": pixels((N, 4, 4), np.int16)}, "int16.*astype"),
-        ({"images": pixels((N, 4, 4)), "labels": np.zeros(N - 1, int)}, r"is int64 \(9,\); expected 10 integer class indices"),
+        (
+            {"images": pixels((N, 4, 4)), "labels": np.zeros(N - 1, int)},
+            r"is int64 \(9,\); expected 10 integer class indices",
+        ),
         ({"images": pixels((N, 4, 4)), "labels": np.zeros(N, np.float32)}, "float32"),
         ({"images": pixels((N, 4, 4)), "labels": -np.ones(N, int)}, "negative value -1"),
         ({"images": pixels((N, 4, 4)), "labels": np.arange(N), "class_names": np.array(["a"])}, "label 9 has no entry"),

@@ -13,9 +13,11 @@ import torch
 from genlab.cli import main
 from genlab.data import load_splits
 from genlab.errors import GenlabError
-from genlab.eval.evaluate import METRIC_NAMES, TrainingMonitor, evaluate, parse_metrics, write_results
-from genlab.eval.reference import cache_dir, cache_path, real_features
+from genlab.eval.evaluate import evaluate, write_results
 from genlab.eval.features import load_extractor
+from genlab.eval.monitor import TrainingMonitor
+from genlab.eval.reference import cache_dir, cache_path, real_features
+from genlab.eval.registry import METRIC_NAMES, parse_metrics
 
 FAST = "fid,kid,precision,recall,density,coverage,classifier_score,mode_coverage"
 
@@ -140,7 +142,7 @@ def test_metrics_selection_computes_only_those(vae_run, tmp_path):
     likelihood = evaluate(vae_run, metrics="nll")  # alone: no samples, no extractor, no floor
     assert likelihood.metrics["nll_nats"] == pytest.approx(result.metrics["nll_nats"])
     assert likelihood.floor == {} and likelihood.info["extractor"] is None
-    with pytest.raises(GenlabError, match="only diffusion models take --sampler"):
+    with pytest.raises(GenlabError, match="the vae family samples without --sampler"):
         evaluate(vae_run, n=200, metrics="fid", sample_options={"sampler": "ddim"})
 
 
@@ -186,6 +188,27 @@ def test_training_monitor_and_eval_every_write_fid_to_history(tmp_path, capsys):
 
     scores = monitor(Real())
     assert scores["precision"] > 0.6 and scores["recall"] > 0.6
+
+
+def test_the_training_monitor_samples_in_eval_mode_and_gives_every_module_its_mode_back():
+    train, test = load_splits("mnist-5k")
+    monitor = TrainingMonitor(train, test, n=20)
+
+    class Real(torch.nn.Module):  # real test images, recording the modes it samples in
+        def __init__(self):
+            super().__init__()
+            self.network, self.average = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+            self.seen = []
+
+        def sample(self, n, generator=None):
+            self.seen.append((self.training, self.network.training, self.average.training))
+            return test.images[:n].float() / 255
+
+    model = Real().train()
+    model.average.eval()  # a submodule its family keeps in eval mode (an EMA copy)
+    monitor(model)
+    assert model.seen == [(False, False, False)]
+    assert model.training and model.network.training and not model.average.training
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ import genlab
 from genlab.cli import main
 from genlab.data import load_splits
 from genlab.errors import GenlabError
-from genlab.eval.evaluate import evaluate, negative_log_likelihood
-from genlab.eval.likelihood import likelihoods
+from genlab.eval.evaluate import evaluate
+from genlab.eval.likelihood import likelihoods, negative_log_likelihood
 
 TINY_DDPM = {"channels": 8, "channel_mult": (1, 2), "diffusion_steps": 50, "likelihood_timesteps": 5}
 
@@ -89,3 +89,23 @@ def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
     with pytest.raises(GenlabError, match="--images must be a positive"):
         likelihoods([runs / "vae"], images=0)
+
+
+def test_scoring_runs_in_eval_mode_and_leaves_the_model_in_the_mode_it_was_in():
+    train, test = load_splits("digits")
+    model = genlab.build_model("vae", train, hidden_dim=16, latent_dim=2, iw_samples=2).train()
+    held = next(module for module in model.modules() if module is not model).eval()  # one submodule kept in eval
+    modes = {name: module.training for name, module in model.named_modules()}
+    scored_in = []
+    score = model.log_likelihood
+    model.log_likelihood = lambda x, labels=None: scored_in.append(model.training) or score(x, labels)
+    negative_log_likelihood(model, test.subset(torch.arange(20)), seed=0)
+    assert scored_in == [False]  # dropout and batch statistics off while scoring
+    # The named fix of issue 17: scoring used to leave the whole model in eval mode.
+    assert {name: module.training for name, module in model.named_modules()} == modes and not held.training
+
+
+def test_a_family_without_a_likelihood_is_refused():
+    train, test = load_splits("digits")
+    with pytest.raises(GenlabError, match="the gan family has no log-likelihood"):
+        negative_log_likelihood(genlab.build_model("gan", train), test, seed=0)

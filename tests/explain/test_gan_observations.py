@@ -16,6 +16,7 @@ from genlab.explain.observations import (
 )
 from genlab.explain.trace import training_trace, training_trace_table
 from genlab.models import VAE
+from genlab.models.base import GenerativeModel
 
 HEALTHY = {
     "d_loss": 1.2, "g_loss": 0.9, "d_accuracy": 0.72, "d_real": 0.61, "d_fake": 0.38,
@@ -44,9 +45,8 @@ class GANLike:
     trace_columns = (("d_loss", "D loss"), ("g_loss", "G loss"), ("d_accuracy", "D accuracy"))
 
 
-class NoObserver:
+class NoObserver(GenerativeModel):  # a family that leaves `observer` and `monitor` at the contract's defaults
     trace_columns = (("loss", "Loss"),)
-    monitor = "loss"
 
 
 # --- each rule ---------------------------------------------------------------------------------

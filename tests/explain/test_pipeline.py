@@ -15,7 +15,7 @@ from genlab.cli import main
 from genlab.data import load_dataset
 from genlab.explain.pipeline import explain_model, explain_run, trace_layers
 from genlab.models import MODELS, build_model
-from genlab.models.base import PredictionPass
+from genlab.explain.stages import PredictionPass
 from genlab.run import Run
 
 # Small networks of every family, so that the whole file runs in seconds on one thread.

@@ -6,13 +6,18 @@ to test, and gets every check below for free.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 
 import pytest
 import torch
 
 from genlab.errors import GenlabError
-from genlab.models import DataSpec, build_model
+from genlab.models import DataSpec, build_model, model_class
+from genlab.models.base import (
+    CanComplete, CanReconstruct, HasEncoder, HasLatentSpace, HasLikelihood, HasSamplerOptions, ShowsSamplingChain,
+)
 from genlab.run import load_model_weights
 from genlab.io import load_tensors, save_tensors
 
@@ -98,3 +103,90 @@ class FamilyConformance:
         else:
             with pytest.raises(GenlabError, match="unconditional"):
                 model.sample(2, labels=torch.tensor([0, 1]))
+
+    # ---------------------------------------------------------------- the declared capabilities do what they say
+
+    def test_sampling_gives_back_every_submodule_its_mode(self):
+        model = self.make_model()
+        model.train()
+        next(model.children()).eval()  # a mixed state: the first network in eval mode, the rest training
+        modes = [m.training for m in model.modules()]
+        model.sample(2, generator=torch.Generator().manual_seed(0))
+        assert [m.training for m in model.modules()] == modes
+
+    def test_integer_settings_refuse_booleans(self):
+        config_class = model_class(self.family).config_class
+        hints = typing.get_type_hints(config_class)
+        integers = [f.name for f in dataclasses.fields(config_class) if hints[f.name] is int]
+        assert integers, "every family has integer settings"
+        for name in integers:
+            with pytest.raises(GenlabError, match=name):
+                build_model(self.family, self.spec, {**self.settings, name: True})
+
+    def test_a_conditional_model_needs_two_classes(self):
+        one_class = DataSpec(1, 8, 8, 1, ("only",))
+        with pytest.raises(GenlabError, match="at least 2 classes"):
+            build_model(self.family, one_class, {**self.settings, "conditional": True})
+
+    def test_likelihood_if_declared(self):
+        model = self.make_model().eval()
+        if not isinstance(model, HasLikelihood):
+            pytest.skip(f"{self.family} declares no likelihood")
+        x, labels = self.make_batch(4)
+        torch.manual_seed(0)
+        log_p = model.log_likelihood(x, labels if model.conditional else None)
+        assert log_p.shape == (4,) and torch.isfinite(log_p).all()
+        assert model.likelihood_kind and model.likelihood_data_model
+
+    def test_latent_space_if_declared(self):
+        model = self.make_model().eval()
+        if not isinstance(model, HasLatentSpace):
+            pytest.skip(f"{self.family} declares no latent space")
+        z = model.sample_latent(3, generator=torch.Generator().manual_seed(0))
+        labels = model.check_labels(3, None)
+        images = model.decode(z, labels)
+        assert images.shape == (3, *self.spec.image_shape)
+        assert 0.0 <= images.min().item() and images.max().item() <= 1.0
+        path = model.interpolate(4, generator=torch.Generator().manual_seed(0))
+        assert path.shape == (4, *self.spec.image_shape)
+        if isinstance(model, HasEncoder):
+            x, labels = self.make_batch(3)
+            assert model.latent_of(x, labels if model.conditional else None).shape == z.shape
+
+    def test_reconstruction_if_declared(self):
+        model = self.make_model().eval()
+        if not isinstance(model, CanReconstruct):
+            pytest.skip(f"{self.family} declares no reconstruction")
+        x, labels = self.make_batch(3)
+        rebuilt = model.reconstruct(x, labels if model.conditional else None)
+        assert rebuilt.shape == x.shape and 0.0 <= rebuilt.min().item() and rebuilt.max().item() <= 1.0
+
+    def test_completion_if_declared(self):
+        model = self.make_model().eval()
+        if not isinstance(model, CanComplete):
+            pytest.skip(f"{self.family} declares no completion")
+        x, labels = self.make_batch(2)
+        x = torch.bernoulli(x) if model.binary_pixels else (x * 255).round() / 255
+        done = model.complete(x, 3, generator=torch.Generator().manual_seed(0),
+                              labels=labels if model.conditional else None)
+        assert done.shape == x.shape
+        torch.testing.assert_close(done[:, :, :3], x[:, :, :3])
+
+    def test_sampler_options_if_declared(self):
+        model = self.make_model().eval()
+        if not isinstance(model, HasSamplerOptions):
+            pytest.skip(f"{self.family} declares no sampler options")
+        fields = {f.name for f in dataclasses.fields(model.config)}
+        assert model.sampler_options and all(option.config_field in fields for option in model.sampler_options)
+        assert model.check_sampler_options({}) == {}
+        with pytest.raises(GenlabError, match="--colour"):
+            model.check_sampler_options({"colour": 1})
+
+    def test_sampling_chain_if_declared(self):
+        model = self.make_model().eval()
+        if not isinstance(model, ShowsSamplingChain):
+            pytest.skip(f"{self.family} declares no sampling chain")
+        images, chain = model.sample_chain(2, 1, generator=torch.Generator().manual_seed(0))
+        assert images.shape == (2, *self.spec.image_shape)
+        assert len(chain) == model.chain_steps + 1 and all(state.shape == images.shape for state in chain)
+        torch.testing.assert_close(chain[-1], images)

@@ -8,7 +8,7 @@ import torch
 import genlab
 from genlab.errors import GenlabError
 from genlab.models import DataSpec, build_model
-from genlab.models.diffusion.unet import timestep_embedding
+from genlab.models.ddpm import timestep_embedding
 from tests.models.conformance import FamilyConformance
 
 TINY = {"channels": 8, "channel_mult": (1, 2), "diffusion_steps": 20, "sample_steps": 5, "lr": 2e-3}
@@ -41,7 +41,7 @@ def test_presets_are_resolved_into_the_config():
 def test_sizes_the_unet_cannot_take_and_bad_settings_are_named():
     with pytest.raises(GenlabError, match="multiples of 4; these are 30x30"):
         build_model("ddpm", DataSpec(1, 30, 30, 0, ()))
-    with pytest.raises(GenlabError, match="unknown preset 'huge'"):
+    with pytest.raises(GenlabError, match="unknown DDPM preset 'huge'"):
         build_model("ddpm", SPEC, preset="huge")
     with pytest.raises(GenlabError, match="sample_steps must be from 1 to diffusion_steps"):
         build_model("ddpm", SPEC, **{**TINY, "sample_steps": 50})
@@ -89,10 +89,73 @@ def test_ddim_eta_0_is_deterministic_and_trajectory_runs_from_noise_to_image():
     model = perturbed(build_model("ddpm", SPEC, **TINY))
     g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
     assert torch.equal(model.sample(3, g(), sampler="ddim", steps=10), model.sample(3, g(), sampler="ddim", steps=10))
-    images, strip = model.sample(3, g(), sampler="ddpm", steps=20, trajectory_every=5)
+    images, strip = model.sample_chain(3, 5, g(), sampler="ddpm", steps=20)
     assert len(strip) == 5 and torch.equal(strip[-1], images)  # x_T, every 5 steps, x_0
     assert images.min() >= 0 and images.max() <= 1
     assert not torch.equal(strip[0], strip[1])  # each shown step changes the image
+
+
+def test_sample_chain_runs_from_x_T_to_the_images_sample_draws():
+    torch.manual_seed(0)
+    model = perturbed(build_model("ddpm", SPEC, **TINY, conditional=True))
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    labels = torch.tensor([0, 1, 2])
+    images, chain = model.sample_chain(3, 2, g(), labels)
+    assert model.chain_steps == TINY["sample_steps"] == 5 and model.chain_sampler == "ddpm"
+    assert len(chain) == 4  # x_T, after steps 2 and 4, and x_0 after the 5th
+    assert all(state.shape == (3, 1, 8, 8) and 0 <= state.min() and state.max() <= 1 for state in chain)
+    assert torch.equal(chain[-1], images) and torch.equal(images, model.sample(3, g(), labels))
+    images, chain = model.sample_chain(2, 3, g(), labels=1, sampler="ddim", steps=7, eta=0.0, guidance=2.0)
+    assert images.shape == (2, 1, 8, 8) and len(chain) == 1 + 2 + 1  # x_T, after 3 and 6 steps, x_0
+    for every in (0, -1, True, 1.5):
+        with pytest.raises(GenlabError, match="positive integer"):
+            model.sample_chain(2, every, g())
+
+
+def test_declared_sampler_options_take_good_values_and_refuse_bad_ones():
+    model = build_model("ddpm", SPEC, **TINY)
+    assert [option.name for option in model.sampler_options] == ["sampler", "steps", "eta", "guidance"]
+    assert [option.config_field for option in model.sampler_options] == ["sampler", "sample_steps", "eta", "guidance"]
+    checked = model.check_sampler_options({"sampler": "ddim", "steps": 20.0, "eta": 1, "guidance": 0})
+    assert checked == {"sampler": "ddim", "steps": 20, "eta": 1.0, "guidance": 0.0}
+    assert type(checked["steps"]) is int and type(checked["eta"]) is float
+    bad = [
+        ({"sampler": "euler"}, "--sampler must be one of ddpm, ddim"),
+        ({"steps": 0}, "--steps must be from 1"),
+        ({"steps": 2.5}, "--steps must be an integer"),
+        ({"steps": True}, "--steps must be an integer"),
+        ({"steps": 21}, "--steps must be from 1 to the model's 20 diffusion steps, got 21"),
+        ({"eta": 1.5}, "--eta must be from 0 to 1"),
+        ({"eta": -0.1}, "--eta must be from 0 to 1"),
+        ({"eta": float("nan")}, "--eta must be from 0 to 1"),
+        ({"guidance": -1.0}, "--guidance must be from 0"),
+        ({"guidance": "strong"}, "--guidance must be a number"),
+        ({"trajectory_every": 5}, "--trajectory-every is not an option of this sampler"),
+    ]
+    for options, message in bad:
+        with pytest.raises(GenlabError, match=message):
+            model.check_sampler_options(options)
+
+
+def test_integer_and_number_settings_are_checked_one_way():
+    for settings, message in [
+        ({"channels": 12}, "channels must be a positive multiple of 8"),
+        ({"channels": True}, "channels must be an integer >= 8"),
+        ({"channel_mult": (1, 0)}, "channel_mult must be a positive integer"),
+        ({"channel_mult": (1, True)}, "channel_mult must be a positive integer"),
+        ({"num_res_blocks": 0}, "num_res_blocks must be a positive integer"),
+        ({"diffusion_steps": 1}, "diffusion_steps must be an integer >= 2"),
+        ({"dropout": 1.0}, "dropout must be a number >= 0 and < 1"),
+        ({"ema": True}, "ema must be a number"),
+        ({"eta": 2.0}, "eta must be a number >= 0 and <= 1"),
+        ({"guidance": -0.5}, "guidance must be a number >= 0"),
+        ({"lr": 0.0}, "lr must be a positive number"),
+        ({"schedule": "quadratic"}, "unknown DDPM schedule 'quadratic'"),
+        ({"sampler": "euler"}, "unknown DDPM sampler 'euler'"),
+        ({"attention": 1}, "attention must be true or false"),
+    ]:
+        with pytest.raises(GenlabError, match=message):
+            build_model("ddpm", SPEC, **{**TINY, **settings})
 
 
 def test_a_tiny_model_overfits_eight_images():
@@ -155,7 +218,7 @@ def test_sampling_options_from_the_command_line(tmp_path, capsys):
     vae = tmp_path / "vae"
     assert main(["train", "vae", "--data", "digits", "--epochs", "1", "--quiet", "--out", str(vae)]) == 0
     assert main(["sample", str(vae), "--sampler", "ddim"]) == 2
-    assert "only diffusion models take --sampler" in capsys.readouterr().err
+    assert "the vae family samples without --sampler; only ddpm models take" in capsys.readouterr().err
 
 
 def test_eval_draws_with_the_sampler_options_it_is_given(tmp_path, capsys):

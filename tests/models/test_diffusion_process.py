@@ -8,8 +8,13 @@ import pytest
 import torch
 
 from genlab.errors import GenlabError
-from genlab.models.diffusion.process import GaussianDiffusion, beta_schedule, discretized_gaussian_log_likelihood
-from genlab.models.diffusion.samplers import respaced, sample
+from genlab.models.ddpm import (
+    GaussianDiffusion,
+    beta_schedule,
+    discretized_gaussian_log_likelihood,
+    respaced,
+    run_sampler,
+)
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
@@ -90,7 +95,7 @@ def oracle(diffusion, x0):
     """A network that knows the data is the single image x0: it predicts ε exactly."""
 
     def network(x_t, t):
-        alpha_bar = diffusion._at(diffusion.alpha_bar, t, x_t)
+        alpha_bar = diffusion.at(diffusion.alpha_bar, t, x_t)
         return (x_t - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
 
     return network
@@ -100,7 +105,7 @@ def oracle(diffusion, x0):
 def test_samplers_reach_the_data_an_oracle_knows(sampler, steps):
     diffusion = GaussianDiffusion(1000, "linear")
     x0 = torch.linspace(-0.8, 0.8, 16).reshape(1, 1, 4, 4)
-    images, _ = sample(oracle(diffusion, x0), diffusion, (3, 1, 4, 4), sampler=sampler, steps=steps,
+    images, _ = run_sampler(oracle(diffusion, x0), diffusion, (3, 1, 4, 4), sampler=sampler, steps=steps,
                        generator=torch.Generator().manual_seed(0))
     assert torch.allclose(images, x0.expand(3, -1, -1, -1), atol=1e-3)
 
@@ -112,7 +117,7 @@ def test_ddim_with_eta_0_is_deterministic_and_ddpm_is_not_without_its_seed():
         return 0.5 * x_t + 0.001 * t.float().reshape(-1, 1, 1, 1)
 
     def run(sampler, seed, **kwargs):
-        return sample(network, diffusion, (2, 1, 4, 4), sampler=sampler, steps=20,
+        return run_sampler(network, diffusion, (2, 1, 4, 4), sampler=sampler, steps=20,
                       generator=torch.Generator().manual_seed(seed), **kwargs)[0]
 
     assert torch.equal(run("ddim", 3), run("ddim", 3))
@@ -124,11 +129,11 @@ def test_ddim_with_eta_0_is_deterministic_and_ddpm_is_not_without_its_seed():
 def test_trajectory_and_bad_sampler():
     diffusion = GaussianDiffusion(100, "linear")
     x0 = torch.zeros(1, 1, 4, 4)
-    images, trajectory = sample(oracle(diffusion, x0), diffusion, (2, 1, 4, 4), steps=10, trajectory_every=5,
+    images, trajectory = run_sampler(oracle(diffusion, x0), diffusion, (2, 1, 4, 4), steps=10, trajectory_every=5,
                                 generator=torch.Generator().manual_seed(0))
     assert len(trajectory) == 3 and torch.equal(trajectory[-1], images)  # x_T, after 5 steps, x_0
     with pytest.raises(GenlabError, match="unknown sampler 'euler'"):
-        sample(oracle(diffusion, x0), diffusion, (1, 1, 4, 4), sampler="euler")
+        run_sampler(oracle(diffusion, x0), diffusion, (1, 1, 4, 4), sampler="euler")
 
 
 # ---------------------------------------------------------------- the variational bound

@@ -330,7 +330,7 @@ def test_bad_settings_are_named():
         build_model("gan", MNIST, conditioning="film")
     with pytest.raises(GenlabError, match="generator_conditioning 'film'; choose one of input, batchnorm"):
         build_model("dcgan", MNIST, generator_conditioning="film")
-    with pytest.raises(GenlabError, match=r"--ema must be in \[0, 1\)"):
+    with pytest.raises(GenlabError, match=r"ema must be in \[0, 1\)"):
         build_model("gan", MNIST, ema=1.5)
     with pytest.raises(GenlabError, match="n_critic"):
         build_model("wgan-gp", MNIST, n_critic=0)

@@ -12,8 +12,17 @@ import genlab
 from genlab.data import load_splits
 from genlab.errors import GenlabError
 from genlab.eval.evaluate import negative_log_likelihood
-from genlab.models import DataSpec, build_model
-from genlab.models.pixelcnn import draw, fill
+from genlab.models import MODELS, DataSpec, build_model
+from genlab.models.base import (
+    CanComplete,
+    CanReconstruct,
+    HasEncoder,
+    HasLatentSpace,
+    HasLikelihood,
+    HasSamplerOptions,
+    ShowsSamplingChain,
+)
+from genlab.models.pixelcnn import PixelCNN, PixelCNNConfig, draw, explain, fill
 from tests.models.conformance import FamilyConformance
 
 TINY = {"channels": 8, "layers": 3, "kernel_size": 3, "head_channels": 16, "lr": 3e-3}
@@ -213,8 +222,13 @@ def test_bad_settings_are_named():
         ({"channels": 0}, "setting channels must be a positive integer, got 0"),
         ({"layers": -1}, "setting layers must be a positive integer, got -1"),
         ({"head_channels": 2.5}, "setting head_channels must be a positive integer, got 2.5"),
-        ({"kernel_size": 4}, "setting kernel_size must be an odd integer of at least 3, got 4"),
-        ({"kernel_size": 1}, "setting kernel_size must be an odd integer of at least 3, got 1"),
+        ({"kernel_size": 4}, "setting kernel_size must be an odd integer, got 4"),
+        ({"kernel_size": 1}, "setting kernel_size must be an integer >= 3, got 1"),
+        ({"kernel_size": True}, "setting kernel_size must be an integer >= 3, got True"),
+        ({"channels": True}, "setting channels must be a positive integer, got True"),
+        ({"lr": True}, "setting lr must be a positive number, got True"),
+        ({"binarize": 1}, "setting binarize must be true or false, got 1"),
+        ({"conditional": "yes please"}, "setting conditional='yes please' is not a valid bool"),
         ({"lr": 0.0}, "setting lr must be a positive number, got 0.0"),
         ({"lr": "nan"}, "setting lr must be a positive number, got nan"),
         ({"layers": "many"}, "setting layers='many' is not a valid int"),
@@ -222,7 +236,7 @@ def test_bad_settings_are_named():
     ]:
         with pytest.raises(GenlabError, match=message):
             build_model("pixelcnn", spec, settings)
-    with pytest.raises(GenlabError, match="conditional PixelCNN needs labelled data"):
+    with pytest.raises(GenlabError, match="conditional pixelcnn needs labelled data with at least 2 classes"):
         build_model("pixelcnn", DataSpec(1, 8, 8), conditional=True)
     with pytest.raises(GenlabError, match="channels and head_channels must be at least the 3 colour channels"):
         build_model("pixelcnn", DataSpec(3, 8, 8), channels=2)
@@ -239,7 +253,7 @@ def test_training_through_the_api_lowers_the_nll_and_eval_measures_it(tmp_path):
     first, last = run.history[0], run.history[-1]
     assert {"loss", "bits_per_dim", "test_loss", "test_bits_per_dim"} <= set(last)
     assert before > 300  # about 64 ln 256 = 355 nats: near-uniform over the 256 levels
-    # measured 361 -> 240 -> 145: digits use 17 of the 256 grey levels, which is learnt first
+    # the loss falls fast: digits use 17 of the 256 grey levels, which is learnt first
     assert last["test_loss"] < 0.8 * first["test_loss"] and last["test_loss"] < 0.5 * before
     assert last["test_bits_per_dim"] == pytest.approx(last["test_loss"] / (64 * math.log(2)))
     assert (tmp_path / "run" / "samples" / "epoch_0002.png").exists()
@@ -248,3 +262,57 @@ def test_training_through_the_api_lowers_the_nll_and_eval_measures_it(tmp_path):
     assert result.metrics["nll_nats"] == pytest.approx(last["test_loss"], rel=1e-4)  # exact: no sampling in it
     assert result.details["nll"]["data_model"] == "256-way discrete (8-bit pixels)"
     assert result.details["nll"]["kind"] == "exact"
+
+
+def test_it_declares_a_likelihood_and_completion_and_no_other_capability():
+    assert MODELS["pixelcnn"] is PixelCNN and PixelCNN.config_class is PixelCNNConfig
+    model, binary = tiny(1, 2, 3), tiny(1, 2, 3, binarize=True, conditional=True)
+    for each in (model, binary):
+        assert isinstance(each, HasLikelihood) and isinstance(each, CanComplete)
+        for capability in (HasLatentSpace, HasEncoder, CanReconstruct, HasSamplerOptions, ShowsSamplingChain):
+            assert not isinstance(each, capability), capability.__name__
+        assert each.likelihood_kind == "exact"
+    assert PixelCNN.likelihood_images is None  # one network pass per image: eval scores the whole test split
+    assert not model.binary_pixels and binary.binary_pixels  # the config's binarize
+    assert (model.likelihood_data_model, binary.likelihood_data_model) == (
+        "256-way discrete (8-bit pixels)", "binarized")
+
+
+def test_labels_reach_the_network_only_on_a_conditional_model():
+    model = tiny(1, 2, 3)
+    x = random_images(model, 2, seed=9)
+    assert model.condition(torch.tensor([0, 1])) is None  # an unconditional model ignores labels it is given
+    assert torch.equal(model.log_likelihood(x, torch.tensor([0, 1])), model.log_likelihood(x))
+    conditional = tiny(1, 2, 3, conditional=True)
+    told = conditional.condition(torch.tensor([2, 1]))
+    assert told is not None and torch.equal(told, torch.tensor([2, 1]))
+    with torch.no_grad():
+        expected = -conditional.nll(x, torch.tensor([2, 1]))
+        assert torch.equal(conditional.log_likelihood(x, torch.tensor([2, 1])), expected)
+    with pytest.raises(GenlabError, match="a conditional pixelcnn needs labels"):
+        conditional.condition(None)
+
+
+@pytest.mark.parametrize("settings", [{}, {"binarize": True, "conditional": True}])
+def test_the_explain_methods_are_the_explain_functions(settings):
+    """The model's pipeline_stages and prediction_pass delegate to explain.py, draw for draw."""
+    model = tiny(1, 4, 4, **settings)
+    x = random_images(model, 3, seed=10)
+    labels = torch.tensor([0, 2, 1]) if model.conditional else None
+    g = torch.Generator
+    with torch.no_grad():
+        stages = model.pipeline_stages(x, labels, g().manual_seed(0))
+        assert stages == explain.pipeline_stages(model, x, labels, g().manual_seed(0))
+        assert [stage.name for stage in stages][0] == ("binarize" if settings else "discretize")
+        assert stages[-1].output_shape == (3, 1, 4, 4) and stages[-1].path == "generation"
+        traced = model.prediction_pass(x, labels, g().manual_seed(0))
+        again = explain.prediction_pass(model, x, labels, g().manual_seed(0))
+        assert traced.network is model.network and torch.equal(traced.inputs, again.inputs)
+        torch.testing.assert_close(traced.run(), model.network(traced.inputs, labels), rtol=0, atol=0)
+
+
+def test_the_network_still_converts_like_any_module():
+    """Its kernel reach is `half_kernel`: an attribute named `half` would shadow nn.Module.half()."""
+    network = tiny(1, 2, 3).network
+    assert network.half_kernel == 2
+    assert next(network.half().parameters()).dtype == torch.float16

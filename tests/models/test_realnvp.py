@@ -281,3 +281,26 @@ def test_settings_parse_from_the_command_line_and_conditional_needs_classes():
     assert (model.config.hidden_channels, model.config.scales, model.config.lr) == (8, 2, 2e-3)
     with pytest.raises(GenlabError, match="needs labelled data"):
         build_model("realnvp", DataSpec(1, 8, 8), conditional=True)
+
+
+def test_declares_an_exact_likelihood_and_an_encoder_whose_latent_is_its_z():
+    from genlab.models import CanReconstruct, HasEncoder, HasLatentSpace, HasLikelihood
+
+    torch.manual_seed(0)
+    model = perturbed(build_model("realnvp", SPEC, conditional=True, **TINY))
+    assert isinstance(model, HasLikelihood) and isinstance(model, HasEncoder) and isinstance(model, HasLatentSpace)
+    assert not isinstance(model, CanReconstruct) and not model.binary_pixels
+    x, labels = torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        z = model.latent_of(x, labels)
+        assert z.shape == x.shape and torch.equal(z, model.encode(x, labels)[0])
+        assert (model.decode(z, labels) - x).abs().max().item() < 1e-4
+    with pytest.raises(GenlabError, match="needs labels"):
+        model.latent_of(x)
+
+
+@pytest.mark.parametrize("setting, value", [("hidden_channels", True), ("scales", True), ("conditional", 1),
+                                            ("alpha", True)])
+def test_settings_of_the_wrong_type_are_refused(setting, value):
+    with pytest.raises(GenlabError, match=setting):
+        build_model("realnvp", SPEC, **{setting: value})

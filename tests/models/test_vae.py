@@ -167,3 +167,29 @@ def test_interpolation_runs_between_two_latents():
     z0, z1 = model.sample_latent(2, torch.Generator().manual_seed(0))
     torch.testing.assert_close(strip[0], model.decode(z0[None])[0])
     torch.testing.assert_close(strip[-1], model.decode(z1[None])[0])
+
+
+def test_declares_likelihood_encoder_and_reconstruction():
+    from genlab.models import CanComplete, CanReconstruct, HasEncoder, HasLatentSpace, HasLikelihood
+
+    model = build_model("vae", MNIST_SPEC, arch="conv").eval()
+    assert isinstance(model, HasLikelihood) and isinstance(model, HasEncoder) and isinstance(model, HasLatentSpace)
+    assert isinstance(model, CanReconstruct) and not isinstance(model, CanComplete)
+    x = torch.rand(3, 1, 28, 28)
+    z = model.latent_of(x)
+    mean, _ = model.encode(x)
+    assert z.shape == (3, 20) and torch.equal(z, mean)  # the posterior mean
+    torch.testing.assert_close(model.reconstruct(x), model.decode(z))
+
+
+def test_binarizing_declares_binary_pixels_and_its_data_model():
+    plain, binary = build_model("vae", MNIST_SPEC), build_model("vae", MNIST_SPEC, binarize=True)
+    assert (plain.binary_pixels, binary.binary_pixels) == (False, True)
+    assert (plain.likelihood_data_model, binary.likelihood_data_model) == ("unit-interval pixels", "binarized")
+    assert plain.likelihood_kind == "bound: importance-weighted (Burda et al. 2016), k = 100"
+
+
+@pytest.mark.parametrize("setting, value", [("latent_dim", True), ("binarize", 1), ("lr", True), ("arch", "MLP")])
+def test_settings_of_the_wrong_type_are_refused(setting, value):
+    with pytest.raises(GenlabError, match=setting):
+        build_model("vae", MNIST_SPEC, **{setting: value})

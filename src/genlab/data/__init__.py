@@ -12,8 +12,6 @@ the sources that need them, when they are used.
 
 from __future__ import annotations
 
-import difflib
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +23,8 @@ from genlab.errors import GenlabError
 from . import digits, folder, idx, mnist5k, npz
 from .dataset import ImageDataset, fingerprint
 from .idx import data_root
-from .splits import SPLITS, check_split
+from .spec import DATASET_NAMES, ParsedSpec, parse_spec, path_spec
+from .splits import SPLITS
 
 __all__ = [
     "DATASET_NAMES",
@@ -40,8 +39,6 @@ __all__ = [
     "read_npz",
 ]
 
-DATASET_NAMES = ("mnist-5k", "mnist", "fashion-mnist", "digits")
-MAX_SIDE = 4096  # pixels per side: beyond it one image alone is tens of MB, a dataset many GB
 RESIZE_BUDGET = 1 << 25  # float32 values per interpolate call (128 MiB): bounds the temporary copies
 
 
@@ -60,24 +57,6 @@ class DatasetInfo:
     how_to_get: str | None  # the exact command when not available
 
 
-def _as_hw(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
-    """`size` as (H, W): S -> (S, S); None stays None."""
-
-    def positive(s: object) -> bool:
-        return isinstance(s, numbers.Integral) and not isinstance(s, bool) and 0 < s <= MAX_SIDE
-
-    if size is None:
-        return None
-    if positive(size):
-        return int(size), int(size)
-    if isinstance(size, (tuple, list)) and len(size) == 2 and all(positive(s) for s in size):
-        return int(size[0]), int(size[1])
-    raise GenlabError(
-        f"size must be a positive int S (for SxS) or a pair (H, W), each at most {MAX_SIDE}, got {size!r}; "
-        "pass e.g. size=28 or size=(28, 28)"
-    )
-
-
 def _resize(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """uint8 (N, C, H, W) -> uint8 (N, C, *hw), bilinear with antialiasing (PIL's filter when shrinking)."""
     if tuple(images.shape[2:]) == hw:
@@ -92,49 +71,21 @@ def _resize(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return out
 
 
-def _unknown_spec(spec: str) -> GenlabError:
-    hint = ""
-    close = difflib.get_close_matches(spec, DATASET_NAMES, n=1)
-    try:
-        path = Path(spec).expanduser()
-    except RuntimeError:  # ~nosuchuser
-        path = Path(spec)
-    if close:
-        hint = f" (did you mean {close[0]}?)"
-    elif spec and path.is_dir():
-        hint = f" (for that folder use folder:{spec})"
-    elif path.suffix == ".npz":
-        hint = f" (for that file use npz:{spec})"
-    return GenlabError(
-        f"unknown dataset {spec!r}{hint}; valid: {', '.join(DATASET_NAMES)}, "
-        "folder:PATH (one subfolder of images per class) or npz:PATH (an .npz with `images`)"
-    )
-
-
-def _load(spec: str, splits: tuple[str, ...], hw: tuple[int, int] | None) -> list[ImageDataset]:
-    """The `splits` (valid names) of `spec`, each source read once, resized to `hw` when given."""
-    if not isinstance(spec, str):
-        raise GenlabError(
-            f"a dataset spec is a string such as 'mnist-5k' or 'folder:PATH', got {type(spec).__name__} {spec!r}; "
-            "pass it as a string"
-        )
-    kind, _, path = spec.partition(":")
-    if kind == "folder" and path:
-        return folder.load(path, splits, hw, spec)  # resizes each file as it decodes it
-    if kind == "npz" and path:
-        datasets = npz.load(path, splits, spec)
-    elif spec == "mnist-5k":
-        datasets = mnist5k.load(splits)
-    elif spec in idx.SOURCES:
-        datasets = idx.load(spec, splits)
-    elif spec == "digits":
-        datasets = digits.load(splits)
-    else:
-        raise _unknown_spec(spec)
-    return [
-        ImageDataset(d.images if hw is None else _resize(d.images, hw), d.labels, list(d.class_names), spec)
-        for d in datasets
-    ]
+def _load(parsed: ParsedSpec) -> list[ImageDataset]:
+    """The splits `parsed` names, each read once by its source, at `parsed.size` when given."""
+    if parsed.source == "folder":
+        datasets = folder.load(parsed)  # resizes each file as it decodes it: _resize below leaves them
+    elif parsed.source == "npz":
+        datasets = npz.load(parsed)
+    elif parsed.source == "mnist-5k":
+        datasets = mnist5k.load(parsed.splits)
+    elif parsed.source == "digits":
+        datasets = digits.load(parsed.splits)
+    else:  # "mnist" or "fashion-mnist": parse_spec lets through only DATASET_NAMES and the PATH sources
+        datasets = idx.load(parsed.source, parsed.splits)
+    if parsed.size is None:
+        return datasets
+    return [ImageDataset(_resize(d.images, parsed.size), d.labels, list(d.class_names), d.name) for d in datasets]
 
 
 def load_dataset(spec: str, split: str = "train", size: int | tuple[int, int] | None = None) -> ImageDataset:
@@ -144,8 +95,7 @@ def load_dataset(spec: str, split: str = "train", size: int | tuple[int, int] | 
     dataset's `name` is `spec`. `size` (S for SxS, or (H, W)) resizes every image.
     Only what `split` needs is decoded (a folder's test split reads only its test files).
     """
-    check_split(split)
-    (dataset,) = _load(spec, (split,), _as_hw(size))
+    (dataset,) = _load(parse_spec(spec, (split,), size))
     return dataset
 
 
@@ -155,7 +105,7 @@ def load_splits(spec: str, size: int | tuple[int, int] | None = None) -> tuple[I
     Each source is read and decoded once for both splits (a folder's files, an .npz, a
     builtin's file), where two load_dataset calls would read it twice.
     """
-    train, test = _load(spec, SPLITS, _as_hw(size))
+    train, test = _load(parse_spec(spec, SPLITS, size))
     return train, test
 
 
@@ -227,4 +177,4 @@ def dataset_catalog() -> list[DatasetInfo]:
 
 def read_npz(path: str | Path) -> ImageDataset:
     """Every image (and label) in an .npz file, unsplit, checked as for `npz:PATH` (e.g. samples to evaluate)."""
-    return npz.read(path)
+    return npz.read(path_spec("npz", path))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -49,19 +49,23 @@ class ImageDataset:
     def device(self) -> torch.device:
         return self.images.device
 
-    def to(self, device: torch.device | str) -> "ImageDataset":
+    def to(self, device: torch.device | str) -> ImageDataset:
         """The same dataset with its tensors on `device` (no copy when already there)."""
         labels = None if self.labels is None else self.labels.to(device)
         return ImageDataset(self.images.to(device), labels, list(self.class_names), self.name)
 
-    def subset(self, indices: torch.Tensor | np.ndarray | list[int]) -> "ImageDataset":
+    def subset(self, indices: torch.Tensor | np.ndarray | list[int]) -> ImageDataset:
         """The images (and labels) at `indices`, in that order."""
         index = torch.as_tensor(np.asarray(indices), dtype=torch.long, device=self.images.device)
         labels = None if self.labels is None else self.labels[index]
         return ImageDataset(self.images[index], labels, list(self.class_names), self.name)
 
     def batches(
-        self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True, skip: int = 0,
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        shuffle: bool = True,
+        skip: int = 0,
         shard: tuple[int, int] = (0, 1),
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """Yield (images uint8 (B, C, H, W), labels (B,) or None) slices.

@@ -17,9 +17,10 @@ Every image becomes 8-bit L (when all of them are grayscale) or RGB:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,7 +28,8 @@ import torch
 from genlab.errors import GenlabError
 
 from .dataset import ImageDataset
-from .splits import SPLITS, split_indices, user_path
+from .spec import ParsedSpec
+from .splits import SPLITS, split_indices
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -124,7 +126,8 @@ def _check_headers(files: list[Path], size: tuple[int, int] | None, spec: str) -
     Raises a GenlabError for an unreadable file, and (without `size`) for two files of
     different sizes, since they cannot be stacked into one tensor.
     """
-    gray, first = True, None
+    gray = True
+    first: tuple[Path, tuple[int, int]] | None = None  # (the first file, its (W, H))
     for path in files:
         with _open_image(path) as image:
             gray = gray and _is_gray(image)
@@ -136,7 +139,11 @@ def _check_headers(files: list[Path], size: tuple[int, int] | None, spec: str) -
                 f"{spec}: images differ in size ({first[0]} is {w0}x{h0}, {path} is {w1}x{h1}); "
                 "pass --size to resize them all (size=S or size=(H, W) in Python)"
             )
-    return gray, size or (first[1][1], first[1][0])
+    if size is not None:
+        return gray, size
+    if first is None:  # callers refuse a tree without images before reading headers
+        raise ValueError("no image files to read headers from")
+    return gray, (first[1][1], first[1][0])
 
 
 def _decode(files: list[Path], gray: bool, size: tuple[int, int]) -> torch.Tensor:
@@ -202,26 +209,23 @@ def _derived_splits(root: Path, spec: str) -> tuple[Parts, list[str], list[Path]
     return parts, names, files
 
 
-def load(
-    path: str | Path, splits: tuple[str, ...] = SPLITS, size: tuple[int, int] | None = None, spec: str | None = None
-) -> list[ImageDataset]:
-    """The `splits` of the images under `path`, resized to (H, W) = `size` when given.
+def load(parsed: ParsedSpec) -> list[ImageDataset]:
+    """The `parsed.splits` of the images under `parsed.path`, resized to (H, W) = `parsed.size` when given.
 
     With PATH/train and PATH/test those are the splits (label numbers from train's classes);
     otherwise the shared seeded 80/20 split, stratified when there are class folders. Every
     header is read (one channel count and size for both splits), but only the files of the
     requested splits are decoded, each once.
     """
-    spec = spec or f"folder:{path}"
-    root = user_path(path, spec)
+    root, spec = parsed.location, parsed.text
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
         raise GenlabError(f"{spec}: {root} {what}; expected a folder with one subfolder per class")
     official = (root / "train").is_dir() and (root / "test").is_dir()
     parts, names, every = (_official_splits if official else _derived_splits)(root, spec)
-    gray, hw = _check_headers(every, size, spec)
+    gray, hw = _check_headers(every, parsed.size, spec)
     datasets = []
-    for split in splits:
+    for split in parsed.splits:
         files, labels = parts[split]
         labels_tensor = torch.tensor(labels, dtype=torch.int64) if names else None
         datasets.append(ImageDataset(_decode(files, gray, hw), labels_tensor, list(names), spec))

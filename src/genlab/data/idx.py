@@ -28,10 +28,12 @@ GZIP_MAGIC = b"\x1f\x8b"
 UINT8_TYPE = 0x08
 SYSTEM_ROOT = Path("/usr/share/datasets")  # where Debian's dataset-* packages install
 # (images, labels) file stems per split; the same names for MNIST and Fashion-MNIST.
-SPLIT_FILES = MappingProxyType({
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-})
+SPLIT_FILES = MappingProxyType(
+    {
+        "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    }
+)
 FILE_STEMS = SPLIT_FILES["train"] + SPLIT_FILES["test"]
 CHUNK_BYTES = 1 << 16
 
@@ -55,41 +57,45 @@ class IdxSource:
         return dict(self.md5)
 
 
-SOURCES = MappingProxyType({
-    "mnist": IdxSource(
-        name="mnist",
-        class_names=DIGIT_CLASSES,
-        mirrors=(
-            "https://ossci-datasets.s3.amazonaws.com/mnist/",
-            "https://storage.googleapis.com/cvdf-datasets/mnist/",
-            "http://yann.lecun.com/exdb/mnist/",
+FASHION_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+
+SOURCES = MappingProxyType(
+    {
+        "mnist": IdxSource(
+            name="mnist",
+            class_names=DIGIT_CLASSES,
+            mirrors=(
+                "https://ossci-datasets.s3.amazonaws.com/mnist/",
+                "https://storage.googleapis.com/cvdf-datasets/mnist/",
+                "http://yann.lecun.com/exdb/mnist/",
+            ),
+            # torchvision.datasets.MNIST.resources
+            md5=(
+                ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+                ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+                ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+                ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+            ),
+            how_to_get=download_command("mnist"),
         ),
-        # torchvision.datasets.MNIST.resources
-        md5=(
-            ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-            ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
-            ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-            ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+        "fashion-mnist": IdxSource(
+            name="fashion-mnist",
+            class_names=FASHION_CLASSES,
+            mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+            # the table in github.com/zalandoresearch/fashion-mnist README (as torchvision.datasets.FashionMNIST)
+            md5=(
+                ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+                ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+                ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+                ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+            ),
+            how_to_get="sudo apt-get install dataset-fashion-mnist",
         ),
-        how_to_get=download_command("mnist"),
-    ),
-    "fashion-mnist": IdxSource(
-        name="fashion-mnist",
-        class_names=(
-            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-        ),  # fmt: skip
-        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        # the table in github.com/zalandoresearch/fashion-mnist README (as torchvision.datasets.FashionMNIST)
-        md5=(
-            ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-            ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
-            ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
-            ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
-        ),
-        how_to_get="sudo apt-get install dataset-fashion-mnist",
-    ),
-})
+    }
+)
 
 
 def data_root() -> Path:
@@ -215,10 +221,10 @@ def load(name: str, splits: tuple[str, ...] = SPLITS) -> list[ImageDataset]:
         raise _not_found(source)
     datasets = []
     for split in splits:
-        images_stem, labels_stem = SPLIT_FILES[split]
-        images, labels = load_pair(
-            _find_file(directory, images_stem), _find_file(directory, labels_stem), len(source.class_names)
-        )
+        images_path, labels_path = (_find_file(directory, stem) for stem in SPLIT_FILES[split])
+        if images_path is None or labels_path is None:  # removed since find_dir saw all four
+            raise _not_found(source)
+        images, labels = load_pair(images_path, labels_path, len(source.class_names))
         datasets.append(ImageDataset(images, labels, list(source.class_names), name))
     return datasets
 
@@ -226,7 +232,7 @@ def load(name: str, splits: tuple[str, ...] = SPLITS) -> list[ImageDataset]:
 # --------------------------------------------------------------------------- downloading
 
 
-def _md5(data: bytes) -> str:
+def _md5(data: bytes | bytearray) -> str:
     # An integrity check against the published sums, not security (also allowed under FIPS).
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
@@ -256,7 +262,7 @@ def _fetch(url: str, expected_md5: str, label: str, progress: bool) -> bytes:
 
 
 class _NoBar:
-    def __enter__(self) -> "_NoBar":
+    def __enter__(self) -> _NoBar:
         return self
 
     def __exit__(self, *exc: object) -> None:

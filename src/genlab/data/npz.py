@@ -19,15 +19,15 @@ import torch
 from genlab.errors import GenlabError
 
 from .dataset import ImageDataset
-from .splits import SPLITS, select_splits, user_path
+from .spec import ParsedSpec
+from .splits import select_splits
 from .transforms import to_uint8
 
 MAX_CLASSES = 10_000
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first local file header, or an empty zip's end record
 EXPECTED = (
-    "expected `images` as uint8 0..255 or float 0..1 with shape (N, H, W), (N, C, H, W) "
-    "or (N, H, W, C), C in {1, 3}"
+    "expected `images` as uint8 0..255 or float 0..1 with shape (N, H, W), (N, C, H, W) or (N, H, W, C), C in {1, 3}"
 )
 
 
@@ -102,14 +102,12 @@ def _class_names(array: np.ndarray, where: str) -> list[str]:
     return [str(name) for name in array]
 
 
-def _read(file: Path, spec: str) -> dict[str, np.ndarray]:
+def _arrays(file: Path, spec: str) -> dict[str, np.ndarray]:
     """The `images`, `labels` and `class_names` arrays present in the .npz `file`, never unpickling."""
     with file.open("rb") as stream:
         head = stream.read(6)
     if head == NPY_MAGIC:
-        raise GenlabError(
-            f"{spec}: {file} holds one bare array; save an .npz instead: np.savez(path, images=images)"
-        )
+        raise GenlabError(f"{spec}: {file} holds one bare array; save an .npz instead: np.savez(path, images=images)")
     if head[:4] not in ZIP_MAGICS:
         raise GenlabError(
             f"{spec}: {file} is not an .npz file (not a zip archive); "
@@ -146,21 +144,20 @@ def _read(file: Path, spec: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load(path: str | Path, splits: tuple[str, ...] = SPLITS, spec: str | None = None) -> list[ImageDataset]:
-    """The `splits` (seeded 80/20, stratified when labelled) of the arrays in the .npz at `path`."""
-    return select_splits(read(path, spec), splits)
+def load(parsed: ParsedSpec) -> list[ImageDataset]:
+    """The `parsed.splits` (seeded 80/20, stratified when labelled) of the arrays in the .npz at `parsed.path`."""
+    return select_splits(read(parsed), parsed.splits)
 
 
-def read(path: str | Path, spec: str | None = None) -> ImageDataset:
-    """Every image (and label) in the .npz at `path`, unsplit: e.g. samples to evaluate."""
-    spec = spec or f"npz:{path}"
-    file = user_path(path, spec)
+def read(parsed: ParsedSpec) -> ImageDataset:
+    """Every image (and label) in the .npz at `parsed.path`, unsplit: e.g. samples to evaluate."""
+    file, spec = parsed.location, parsed.text
     if not file.is_file():
         what = "is a folder, not a file" if file.is_dir() else "is not a regular file"
         what = what if file.exists() else "does not exist"
         raise GenlabError(f"{spec}: {file} {what}; give the path of an .npz file with an `images` array")
     try:
-        arrays = _read(file, spec)
+        arrays = _arrays(file, spec)
     except PermissionError as error:
         raise GenlabError(f"{spec}: cannot read {file} ({error.strerror}); check its permissions") from None
 

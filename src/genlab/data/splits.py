@@ -71,16 +71,6 @@ def select_splits(
     return [dataset.subset(indices[split]) for split in splits]
 
 
-def user_path(path: str | Path, spec: str) -> Path:
-    """`path` with a leading ~ or ~user expanded, or a GenlabError when that user has no home."""
-    try:
-        return Path(path).expanduser()
-    except RuntimeError:  # ~nosuchuser
-        raise GenlabError(
-            f"{spec}: cannot expand {path}, that user has no home folder here; give the full path"
-        ) from None
-
-
 def package_file(package: str, relative: Path) -> Path | None:
     """`relative` inside the installed `package`, found without importing it, or None if absent."""
     spec = importlib.util.find_spec(package)  # locates the package; does not run its __init__

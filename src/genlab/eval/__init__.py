@@ -20,6 +20,7 @@ from genlab.eval.metrics import (
     mode_coverage,
     nearest_neighbour_distances,
     precision_recall,
+    psd_sqrt,
     trace_sqrt_product,
 )
 
@@ -36,5 +37,6 @@ __all__ = [
     "mode_coverage",
     "nearest_neighbour_distances",
     "precision_recall",
+    "psd_sqrt",
     "trace_sqrt_product",
 ]

@@ -24,10 +24,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,7 @@ from torch import nn
 
 from genlab.errors import GenlabError
 from genlab.io import parse_tensors
+from genlab.models.common import eval_mode
 
 IMAGE_SHAPE = (1, 28, 28)  # (C, H, W): the only input the shipped extractors take
 WEIGHTS_DIR = Path(__file__).with_name("weights")
@@ -45,7 +47,7 @@ DEFAULT_BATCH_SIZE = 500
 class ClassifierConfig:
     """The shape of a DomainClassifier; saved in its weight file to rebuild it."""
 
-    channels: tuple[int, int] = (32, 64)  # the two conv blocks' widths
+    channels: tuple[int, ...] = (32, 64)  # the two conv blocks' widths (checked: two of them)
     hidden: int = 256  # the penultimate layer: the feature dimension
     num_classes: int = 10
     dropout: float = 0.3  # before the last layer, training only
@@ -60,7 +62,7 @@ class ClassifierConfig:
         return {**dataclasses.asdict(self), "channels": list(self.channels)}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ClassifierConfig":
+    def from_dict(cls, values: dict[str, Any]) -> ClassifierConfig:
         return cls(
             channels=tuple(int(c) for c in values["channels"]),
             hidden=int(values["hidden"]),
@@ -69,7 +71,25 @@ class ClassifierConfig:
         )
 
 
-class DomainClassifier(nn.Module):
+class FeatureNetwork(nn.Module):
+    """A classifier whose penultimate layer gives the features: what an `Extractor` runs.
+
+    `features(x)` maps images to (B, feature_dim); calling the network gives logits (B, num_classes).
+    """
+
+    @property
+    def feature_dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        raise NotImplementedError
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DomainClassifier(FeatureNetwork):
     """A small CNN for grayscale 1x28x28 images in [0, 1].
 
     conv3x3 c1 -> BN -> ReLU -> maxpool   (B, c1, 14, 14)
@@ -102,6 +122,10 @@ class DomainClassifier(nn.Module):
     @property
     def feature_dim(self) -> int:
         return self.config.hidden
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, 28, 28) in [0, 1] -> (B, hidden): the penultimate layer, before its ReLU."""
@@ -160,10 +184,11 @@ class Extractor:
     # activations (50 MB a layer) exceed glibc's mmap threshold, and fresh pages for every call
     # cost more page faults than the convolutions themselves (benchmarks/fid_speed.md).
     network_batch = 64
-    # NHWC lets oneDNN run these small convolutions about twice as fast on a CPU; same numbers to ~1e-6.
+    # NHWC lets oneDNN run these small convolutions faster on a CPU, with the same features up to float
+    # rounding (docs/extractors.md has the figures).
     memory_format = torch.channels_last
 
-    def __init__(self, name: str, sha256: str, model: nn.Module, info: dict[str, Any] | None = None):
+    def __init__(self, name: str, sha256: str, model: FeatureNetwork, info: dict[str, Any] | None = None):
         self.name = name
         self.sha256 = sha256
         self.model = model  # each call runs it in eval mode and restores its mode after
@@ -175,7 +200,7 @@ class Extractor:
 
     @property
     def num_classes(self) -> int:
-        return self.model.config.num_classes
+        return self.model.num_classes
 
     @property
     def class_names(self) -> list[str]:
@@ -185,7 +210,7 @@ class Extractor:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def to(self, device: torch.device | str) -> "Extractor":
+    def to(self, device: torch.device | str) -> Extractor:
         """Run the network on `device` (results still come back on the CPU)."""
         self.model.to(device)
         return self
@@ -226,15 +251,10 @@ class Extractor:
         batch_size = min(batch_size, self.network_batch)  # results do not depend on it; speed does
         out = torch.empty((len(images), width), dtype=torch.float32)
         device = self.device
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(images), batch_size):
-                    x = to_unit_float(images[start : start + batch_size]).to(device)  # (B, C, H, W)
-                    out[start : start + len(x)] = fn(x.contiguous(memory_format=self.memory_format)).float().cpu()
-        finally:
-            self.model.train(was_training)
+        with eval_mode(self.model), torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                x = to_unit_float(images[start : start + batch_size]).to(device)  # (B, C, H, W)
+                out[start : start + len(x)] = fn(x.contiguous(memory_format=self.memory_format)).float().cpu()
         return out
 
 
@@ -265,9 +285,7 @@ def check_images(images: Any) -> torch.Tensor:
     """`images` as a tensor, after checking it is (N, 1, 28, 28), uint8 or float in [0, 1]."""
     images = as_image_tensor(images)
     if images.ndim != 4 or tuple(images.shape[1:]) != IMAGE_SHAPE:
-        raise GenlabError(
-            f"the shipped extractors take images of shape (N, 1, 28, 28), got {tuple(images.shape)}"
-        )
+        raise GenlabError(f"the shipped extractors take images of shape (N, 1, 28, 28), got {tuple(images.shape)}")
     return check_pixel_values(images)
 
 
@@ -309,7 +327,7 @@ def load_extractor(name: str, path: str | Path | None = None) -> Extractor:
     try:
         model = DomainClassifier(ClassifierConfig.from_dict(metadata["config"]))
         model.load_state_dict(tensors, strict=True)
-        model.to(memory_format=Extractor.memory_format)
+        model.to(memory_format=Extractor.memory_format)  # type: ignore[call-overload]  # torch's stubs omit it
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise GenlabError(f"{path} does not hold a {name!r} extractor ({error})") from None
     return Extractor(name, digest, model.eval(), metadata)

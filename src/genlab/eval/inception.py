@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import GenlabError
-from genlab.eval.features import Extractor, as_image_tensor, check_pixel_values
+from genlab.eval.features import Extractor, FeatureNetwork, as_image_tensor, check_pixel_values
 from genlab.io import parse_tensors
 
 NAME = "inception-v3-fid"
@@ -215,7 +215,7 @@ class InceptionE(nn.Module):
         )
 
 
-class InceptionV3(nn.Module):
+class InceptionV3(FeatureNetwork):
     """pytorch-fid's FID Inception-v3; its state dict has the keys of pt_inception-2015-12-05-6726825d.pth.
 
     (B, 3, 299, 299) in [-1, 1]
@@ -279,6 +279,14 @@ class InceptionV3(nn.Module):
             x = block(x)
         return x.mean(dim=(2, 3))  # (B, 2048)
 
+    @property
+    def feature_dim(self) -> int:
+        return FEATURE_DIM
+
+    @property
+    def num_classes(self) -> int:
+        return NUM_CLASSES
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """float (B, 1 or 3, H, W) in [0, 1] -> (B, 2048): pool3."""
         return self.pool3(self.preprocess(images))
@@ -306,14 +314,6 @@ class InceptionExtractor(Extractor):
     def __init__(self, model: InceptionV3, sha256: str = RANDOM_INIT, info: dict[str, Any] | None = None):
         # sha256: of the weight file; "random-init" when no file initialised the network
         super().__init__(NAME, sha256, model, info)
-
-    @property
-    def feature_dim(self) -> int:
-        return FEATURE_DIM
-
-    @property
-    def num_classes(self) -> int:
-        return NUM_CLASSES
 
     @property
     def class_names(self) -> list[str]:

@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
-from genlab.data import fingerprint, load_splits
+from genlab.data import ImageDataset, fingerprint, load_splits
+from genlab.data.transforms import binarize, to_unit
 from genlab.errors import GenlabError
+from genlab.eval.sources import check_shape, seeded_subset
+from genlab.models.base import GenerativeModel, HasLikelihood, bits_per_dim
+from genlab.models.common import eval_mode
 
-from genlab.eval.evaluate import _check_shape, seeded_subset, _run_data_spec, negative_log_likelihood
-from genlab.models.base import bits_per_dim
+NLL_BATCH = 500  # test images per `log_likelihood` call
 
 
 @dataclass
@@ -48,8 +52,12 @@ class LikelihoodTable:
     info: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format_version": 1, **self.info, "rows": [asdict(row) for row in self.rows],
-                "comparable": self.comparable()}
+        return {
+            "format_version": 1,
+            **self.info,
+            "rows": [asdict(row) for row in self.rows],
+            "comparable": self.comparable(),
+        }
 
     def comparable(self) -> dict[str, list[str]]:
         """Data model -> the runs measured under it (only these may be ranked against each other)."""
@@ -70,18 +78,30 @@ class LikelihoodTable:
         for row in self.rows:
             nll = "-" if row.nll_nats is None else f"{row.nll_nats:.2f}"
             bpd = "-" if row.bits_per_dim is None else f"{row.bits_per_dim:.4f}"
-            lines.append((row.path, row.family, str(row.epochs if row.epochs is not None else "-"),
-                          row.kind or "none", row.data_model, nll, bpd))
+            lines.append(
+                (
+                    row.path,
+                    row.family,
+                    str(row.epochs if row.epochs is not None else "-"),
+                    row.kind or "none",
+                    row.data_model,
+                    nll,
+                    bpd,
+                )
+            )
         widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
         text = ["  ".join(cell.ljust(widths[c]) for c, cell in enumerate(line)).rstrip() for line in lines]
         groups = self._groups()
         for data_model, rows in groups.items():
             if len(rows) > 1:
-                best = min(rows, key=lambda row: row.nll_nats)
-                text.append(f"comparable ({data_model}): {', '.join(row.path for row in rows)}; "
-                            f"lowest NLL: {best.path}")
+                best = min(rows, key=lambda row: math.inf if row.nll_nats is None else row.nll_nats)
+                text.append(
+                    f"comparable ({data_model}): {', '.join(row.path for row in rows)}; lowest NLL: {best.path}"
+                )
         if len(groups) > 1:
-            text.append("rows under different data models measure different things: do not rank them against each other")
+            text.append(
+                "rows under different data models measure different things: do not rank them against each other"
+            )
         return "\n".join(text)
 
 
@@ -98,16 +118,18 @@ def likelihoods(runs: Sequence, images: int | None = None, seed: int = 0) -> Lik
     if images is not None and (isinstance(images, bool) or not isinstance(images, int) or images <= 0):
         raise GenlabError(f"--images must be a positive number of test images, got {images!r}")
     loaded = [run if isinstance(run, Run) else Run.load(run) for run in runs]
-    specs = {_run_data_spec(run) for run in loaded}
+    specs = {run.data_spec() for run in loaded}
     if len(specs) > 1:
-        named = "; ".join(f"{run.path}: {_run_data_spec(run)[0]}" for run in loaded)
-        raise GenlabError(f"the runs were trained on different data ({named}); likelihoods are only compared "
-                          "on one test split: give runs of one dataset")
-    (data, size), = specs
+        named = "; ".join(f"{run.path}: {run.data_spec()[0]}" for run in loaded)
+        raise GenlabError(
+            f"the runs were trained on different data ({named}); likelihoods are only compared "
+            "on one test split: give runs of one dataset"
+        )
+    ((data, size),) = specs
     train, test = load_splits(data, size=size)
     for run in loaded:
-        _check_shape(run.model.data.image_shape, train, f"{run.path}'s images")
-    limits = [getattr(run.model, "likelihood_images", None) for run in loaded if hasattr(run.model, "log_likelihood")]
+        check_shape(run.model.data.image_shape, train, f"{run.path}'s images")
+    limits = [run.model.likelihood_images for run in loaded if isinstance(run.model, HasLikelihood)]
     count = min([len(test), *(limit for limit in limits if limit), *([images] if images else [])])
     subset = test.subset(seeded_subset(len(test), count, torch.Generator().manual_seed(seed)))
     dims = math.prod(test.image_shape)
@@ -116,14 +138,49 @@ def likelihoods(runs: Sequence, images: int | None = None, seed: int = 0) -> Lik
         started = time.perf_counter()
         model = run.model
         nll = data_model = None
-        if hasattr(model, "log_likelihood"):
+        kind = ""  # no likelihood
+        if isinstance(model, HasLikelihood):
             nll, data_model = negative_log_likelihood(model, subset, seed)
-        rows.append(LikelihoodRow(
-            path=str(run.path), family=run.family, epochs=run.info.get("epochs_completed"),
-            kind=getattr(model, "likelihood_kind", "") if nll is not None else "",
-            data_model=data_model or "-", nll_nats=nll, bits_per_dim=None if nll is None else bits_per_dim(nll, dims),
-            seconds=round(time.perf_counter() - started, 2),
-        ))
-    info = {"data": {"spec": data, "size": size, "split": "test", "fingerprint": fingerprint(train, test)},
-            "images": count, "test_images": len(test), "seed": seed}
+            kind = model.likelihood_kind
+        rows.append(
+            LikelihoodRow(
+                path=str(run.path),
+                family=run.family,
+                epochs=run.info.get("epochs_completed"),
+                kind=kind,
+                data_model=data_model or "-",
+                nll_nats=nll,
+                bits_per_dim=None if nll is None else bits_per_dim(nll, dims),
+                seconds=round(time.perf_counter() - started, 2),
+            )
+        )
+    info = {
+        "data": {"spec": data, "size": size, "split": "test", "fingerprint": fingerprint(train, test)},
+        "images": count,
+        "test_images": len(test),
+        "seed": seed,
+    }
     return LikelihoodTable(rows, info)
+
+
+def negative_log_likelihood(
+    model: GenerativeModel, test: ImageDataset, seed: int, batch_size: int = NLL_BATCH
+) -> tuple[float, str]:
+    """Mean negative log-likelihood (or its bound) of `test` in nats per image, and the data model it assumes.
+
+    Binarizing models see one fixed binarization of the test images (seeded), as in the
+    binarized-MNIST protocol; the others see pixel values in [0, 1]. The model is scored in
+    eval mode and left in the mode it was in.
+    """
+    if not isinstance(model, HasLikelihood):
+        raise GenlabError(f"the {model.family} family has no log-likelihood")
+    generator = torch.Generator().manual_seed(seed)
+    total = 0.0
+    with eval_mode(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the importance samples
+        for images, labels in test.batches(batch_size, shuffle=False):
+            x = to_unit(images)
+            if model.binary_pixels:
+                x = binarize(x, generator)
+            total += float(model.log_likelihood(x, labels if model.conditional else None).double().sum())
+    return -total / len(test), model.likelihood_data_model

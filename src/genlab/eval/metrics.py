@@ -17,7 +17,7 @@ in memory. References:
 from __future__ import annotations
 
 import math
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 
@@ -103,8 +103,11 @@ def nearest_neighbour_distances(
     _same_width(("query", queries), ("reference", references))
     if exclude_self and queries.shape[0] != references.shape[0]:
         raise GenlabError("exclude_self needs the queries to be the references (same length)")
-    check_enough({"reference": references.shape[0]}, k if exclude_self else k - 1,
-                 f"k={k} nearest neighbours" + (" (self excluded)" if exclude_self else ""))
+    check_enough(
+        {"reference": references.shape[0]},
+        k if exclude_self else k - 1,
+        f"k={k} nearest neighbours" + (" (self excluded)" if exclude_self else ""),
+    )
     distances = queries.new_empty(queries.shape[0], k)
     indices = torch.empty(queries.shape[0], k, dtype=torch.long, device=queries.device)
     for start, block in _distance_blocks(queries, references, block_size):  # (B, M)
@@ -133,14 +136,14 @@ def _ball_tests(
     """
     counts = torch.empty(queries.shape[0], dtype=torch.long, device=queries.device)
     ball_has_query = torch.zeros(centres.shape[0], dtype=torch.bool, device=centres.device)
-    in_query_ball = None if query_radii is None else torch.zeros_like(ball_has_query)
+    in_query_ball = torch.zeros_like(ball_has_query)
     for start, block in _distance_blocks(queries, centres):  # (B, N_c)
         inside = block <= centre_radii  # (B, N_c)
         counts[start : start + block.shape[0]] = inside.sum(dim=1)
         ball_has_query |= inside.any(dim=0)
         if query_radii is not None:
             in_query_ball |= (block <= query_radii[start : start + block.shape[0], None]).any(dim=0)
-    return counts, ball_has_query, in_query_ball
+    return counts, ball_has_query, None if query_radii is None else in_query_ball
 
 
 # --------------------------------------------------------------------------- FID
@@ -155,7 +158,7 @@ def gaussian_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mu, centred.T @ centred / (x.shape[0] - 1)
 
 
-def _psd_sqrt(sigma: torch.Tensor) -> torch.Tensor:
+def psd_sqrt(sigma: torch.Tensor) -> torch.Tensor:
     """Square root of a symmetric PSD matrix by eigh; round-off negative eigenvalues become 0."""
     sigma = (sigma + sigma.T) / 2
     values, vectors = torch.linalg.eigh(sigma)
@@ -176,7 +179,7 @@ def trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> float:
     s2 = torch.as_tensor(sigma2, dtype=torch.float64, device=s1.device)
     if s1.ndim != 2 or s1.shape[0] != s1.shape[1] or s1.shape != s2.shape:
         raise GenlabError(f"covariances must be square and of one size; got {tuple(s1.shape)} and {tuple(s2.shape)}")
-    return float(torch.linalg.svdvals(_psd_sqrt(s1) @ _psd_sqrt(s2)).sum())
+    return float(torch.linalg.svdvals(psd_sqrt(s1) @ psd_sqrt(s2)).sum())
 
 
 def fid(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> float:
@@ -190,8 +193,10 @@ def fid(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torc
     s1 = torch.as_tensor(sigma1, dtype=torch.float64, device=mu1.device)
     s2 = torch.as_tensor(sigma2, dtype=torch.float64, device=mu1.device)
     if mu1.shape != mu2.shape or s1.shape != (mu1.shape[0], mu1.shape[0]):
-        raise GenlabError(f"FID statistics do not fit together: means {tuple(mu1.shape)}, {tuple(mu2.shape)}, "
-                          f"covariances {tuple(s1.shape)}, {tuple(s2.shape)}")
+        raise GenlabError(
+            f"FID statistics do not fit together: means {tuple(mu1.shape)}, {tuple(mu2.shape)}, "
+            f"covariances {tuple(s1.shape)}, {tuple(s2.shape)}"
+        )
     diff = mu1 - mu2
     value = float(diff @ diff) + float(s1.trace() + s2.trace()) - 2 * trace_sqrt_product(s1, s2)
     return max(value, 0.0)  # a distance: only round-off can take it below 0
@@ -258,6 +263,7 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
     _same_width(("real", real), ("generated", fake))
     check_enough({"real": real.shape[0], "generated": fake.shape[0]}, k, f"precision/recall with k={k}")
     in_real_balls, _, real_in_fake_balls = _ball_tests(fake, real, _knn_radii(real, k), _knn_radii(fake, k))
+    assert real_in_fake_balls is not None  # given the generated set's radii, _ball_tests tests the real points
     return float((in_real_balls > 0).double().mean()), float(real_in_fake_balls.double().mean())
 
 
@@ -314,8 +320,12 @@ def memorization(
     samples, train = _features(samples, "sample"), _features(train, "training")
     held_out = _features(held_out, "held-out")
     _same_width(("sample", samples), ("training", train), ("held-out", held_out))
-    check_enough({"training": train.shape[0]}, 1, "memorization (nearest and second-nearest training feature)",
-                 hint="use a larger training set")
+    check_enough(
+        {"training": train.shape[0]},
+        1,
+        "memorization (nearest and second-nearest training feature)",
+        hint="use a larger training set",
+    )
     check_enough({"sample": samples.shape[0], "held-out": held_out.shape[0]}, 0, "memorization")
     if not 0 < quantile < 1 or not 0 < ratio <= 1:
         raise GenlabError(f"memorization needs 0 < quantile < 1 and 0 < ratio <= 1; got {quantile}, {ratio}")
@@ -343,8 +353,10 @@ def _probabilities(probs: torch.Tensor) -> torch.Tensor:
     p = _float64(torch.as_tensor(probs))
     if p.ndim != 2 or p.shape[1] < 1:
         raise GenlabError(f"class probabilities must be (N, K); got shape {tuple(p.shape)}")
-    if not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or not torch.allclose(
-        p.sum(dim=1), torch.ones(1, dtype=p.dtype, device=p.device), atol=1e-3
+    if (
+        not bool(torch.isfinite(p).all())
+        or bool((p < 0).any())
+        or not torch.allclose(p.sum(dim=1), torch.ones(1, dtype=p.dtype, device=p.device), atol=1e-3)
     ):
         raise GenlabError("class probabilities must be finite, non-negative and sum to 1 per row (apply softmax)")
     return p / p.sum(dim=1, keepdim=True)
@@ -400,8 +412,10 @@ def mode_coverage(
     elif x.ndim == 1 and not x.is_floating_point():
         labels = x.long()
     else:
-        raise GenlabError(f"mode coverage takes probabilities (N, {num_classes}) or integer labels (N,); "
-                          f"got {x.dtype} of shape {tuple(x.shape)}")
+        raise GenlabError(
+            f"mode coverage takes probabilities (N, {num_classes}) or integer labels (N,); "
+            f"got {x.dtype} of shape {tuple(x.shape)}"
+        )
     if labels.numel() == 0:
         raise GenlabError("mode coverage needs at least 1 sample; got 0: " + _MORE_SAMPLES)
     if bool((labels < 0).any()) or bool((labels >= num_classes).any()):
@@ -456,7 +470,7 @@ class FIDStatistics:
         mean = x.mean(dim=0)
         centred = x - mean
         scatter = centred.T @ centred
-        if self._mean is None:
+        if self._mean is None or self._scatter is None:  # the first batch (both are set together)
             self.count, self._mean, self._scatter = x.shape[0], mean, scatter
             return
         total = self.count + x.shape[0]
@@ -468,6 +482,7 @@ class FIDStatistics:
     def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean (D,) and unbiased covariance (D, D), as `gaussian_stats` of all features seen."""
         check_enough(self.count, 1, "a covariance")
+        assert self._mean is not None and self._scatter is not None  # set by the first non-empty batch
         return self._mean.clone(), self._scatter / (self.count - 1)
 
 

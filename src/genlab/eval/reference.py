@@ -39,6 +39,9 @@ class FeatureExtractor(Protocol):
     @property
     def num_classes(self) -> int: ...
 
+    @property
+    def class_names(self) -> list[str]: ...  # the data's classes the classifier tells apart; [] for ImageNet's
+
     def features(self, images: torch.Tensor, batch_size: int = ...) -> torch.Tensor: ...
 
     def probabilities(self, images: torch.Tensor, batch_size: int = ...) -> torch.Tensor: ...
@@ -55,7 +58,7 @@ class RealFeatures:
     def __len__(self) -> int:
         return self.features.shape[0]
 
-    def subset(self, index: torch.Tensor) -> "RealFeatures":
+    def subset(self, index: torch.Tensor) -> RealFeatures:
         labels = None if self.labels is None else self.labels[index]
         return RealFeatures(self.features[index], self.probabilities[index], labels)
 
@@ -91,8 +94,13 @@ def real_features(
     probabilities = extractor.probabilities(dataset.images)
     if use_cache:
         metadata = {
-            "format": CACHE_FORMAT, "dataset": dataset.name, "split": split, "fingerprint": fingerprint(dataset),
-            "extractor": extractor.name, "extractor_sha256": extractor.sha256, "images": len(dataset),
+            "format": CACHE_FORMAT,
+            "dataset": dataset.name,
+            "split": split,
+            "fingerprint": fingerprint(dataset),
+            "extractor": extractor.name,
+            "extractor_sha256": extractor.sha256,
+            "images": len(dataset),
         }
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

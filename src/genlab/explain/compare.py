@@ -12,21 +12,43 @@ counts or feature extractors, likelihoods under different data models.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from genlab.errors import GenlabError
 from genlab.explain.report import (
-    Panel, chart_png, chart_tag, data_text, duration_text, epoch_grids, escape, figure, history_panels, load_run,
-    missing, page, read_metrics, series_of, table, trainable_parameters, training_seconds,
+    Panel,
+    chart_png,
+    chart_tag,
+    data_text,
+    duration_text,
+    epoch_grids,
+    escape,
+    figure,
+    history_panels,
+    load_run,
+    missing,
+    page,
+    read_metrics,
+    series_of,
+    table,
+    trainable_parameters,
+    training_seconds,
 )  # fmt: skip
+from genlab.models.base import HasLikelihood
 
 COMPARE_FILE = "compare.html"
 NOT_MEASURED = "—"
 # (metrics.json key, column title): the measured columns of the table
-MEASURED = (("fid", "FID"), ("precision", "Precision"), ("recall", "Recall"), ("bits_per_dim", "Bits/dim"),
-            ("copy_share", "Copies"))
+MEASURED = (
+    ("fid", "FID"),
+    ("precision", "Precision"),
+    ("recall", "Recall"),
+    ("bits_per_dim", "Bits/dim"),
+    ("copy_share", "Copies"),
+)
 
 
 @dataclass
@@ -60,8 +82,15 @@ class Comparison:
 
         header = ["Run", "Family", "Data", "Parameters", "Epochs", "Training time", *(t for _, t in MEASURED)]
         rows = [
-            [row.path, row.family + (" (conditional)" if row.conditional else ""), row.data, f"{row.parameters:,}", str(row.epochs), duration_text(row.seconds),
-             *(metric_text(key, row.metrics) if key in row.metrics else NOT_MEASURED for key, _ in MEASURED)]
+            [
+                row.path,
+                row.family + (" (conditional)" if row.conditional else ""),
+                row.data,
+                f"{row.parameters:,}",
+                str(row.epochs),
+                duration_text(row.seconds),
+                *(metric_text(key, row.metrics) if key in row.metrics else NOT_MEASURED for key, _ in MEASURED),
+            ]
             for row in self.rows
         ]
         return header, rows
@@ -85,12 +114,17 @@ def compared_run(run) -> ComparedRun:
         "nll_data_model": (details.get("nll") or {}).get("data_model"),
     }
     return ComparedRun(
-        path=str(run.path), family=run.family, data=info["data"]["spec"],
+        path=str(run.path),
+        family=run.family,
+        data=info["data"]["spec"],
         data_fingerprint=info["data"].get("fingerprint", info["data"]["spec"]),
-        parameters=trainable_parameters(run.model), epochs=info["epochs_completed"],
-        seconds=training_seconds(run.history), has_likelihood=hasattr(run.model, "log_likelihood"),
+        parameters=trainable_parameters(run.model),
+        epochs=info["epochs_completed"],
+        seconds=training_seconds(run.history),
+        has_likelihood=isinstance(run.model, HasLikelihood),
         metrics={k: v for k, v in (metrics.get("metrics") or {}).items() if isinstance(v, (int, float))},
-        measured=measured, conditional=bool(getattr(run.model, "conditional", False)),
+        measured=measured,
+        conditional=run.model.conditional,
     )
 
 
@@ -99,38 +133,52 @@ def comparability_notes(rows: Sequence[ComparedRun]) -> list[str]:
     notes = []
     if len({row.data_fingerprint for row in rows}) > 1:
         named = "; ".join(f"{row.path}: {row.data}" for row in rows)
-        notes.append(f"the runs were trained on different data ({named}): their FID, precision, recall, bits/dim "
-                     "and copies are measured against different real images; do not rank them against each other")
+        notes.append(
+            f"the runs were trained on different data ({named}): their FID, precision, recall, bits/dim "
+            "and copies are measured against different real images; do not rank them against each other"
+        )
     evaluated = [row for row in rows if row.metrics]
     for key, what in (("samples", "sample counts"), ("extractor", "feature extractors")):
         if len({row.measured[key] for row in evaluated if row.measured[key] is not None}) > 1:
             named = "; ".join(f"{row.path}: {row.measured[key]}" for row in evaluated)
-            notes.append(f"the metrics come from different {what} ({named}): compare FID only at the same --n "
-                         "and extractor")
+            notes.append(
+                f"the metrics come from different {what} ({named}): compare FID only at the same --n and extractor"
+            )
     models = {row.measured["nll_data_model"] for row in rows if row.measured["nll_data_model"]}
     if len(models) > 1:
-        notes.append("bits/dim under different data models (" + "; ".join(
-            f"{row.path}: {row.measured['nll_data_model']}" for row in rows if row.measured["nll_data_model"])
-            + ") measure different things: do not rank them against each other")
+        notes.append(
+            "bits/dim under different data models ("
+            + "; ".join(
+                f"{row.path}: {row.measured['nll_data_model']}" for row in rows if row.measured["nll_data_model"]
+            )
+            + ") measure different things: do not rank them against each other"
+        )
     for row in rows:
         if row.metrics and row.measured["epochs"] not in (None, row.epochs):
-            notes.append(f"{row.path}'s metrics are from epoch {row.measured['epochs']} of its {row.epochs}: "
-                         f"measure again with `genlab eval {row.path}`")
+            notes.append(
+                f"{row.path}'s metrics are from epoch {row.measured['epochs']} of its {row.epochs}: "
+                f"measure again with `genlab eval {row.path}`"
+            )
     unmeasured = [row.path for row in rows if not row.metrics]
     if unmeasured:
         notes.append(f"{NOT_MEASURED} not measured yet: run `genlab eval RUN` for {', '.join(unmeasured)}")
     for row in evaluated:
         if "bits_per_dim" not in row.metrics:
-            notes.append(f"{row.path}: no bits/dim, " + ("measure it with `genlab eval " + row.path + " --metrics nll`"
-                                                          if row.has_likelihood else
-                                                          f"the {row.family} family has no likelihood"))
+            notes.append(
+                f"{row.path}: no bits/dim, "
+                + (
+                    "measure it with `genlab eval " + row.path + " --metrics nll`"
+                    if row.has_likelihood
+                    else f"the {row.family} family has no likelihood"
+                )
+            )
     return notes
 
 
 def curve_panels(runs: Sequence, rows: Sequence[ComparedRun]) -> list[Panel]:
     """One chart of the monitored number with a line per run where every run monitors the same one,
     otherwise one small chart of each run's losses; and one of FID where training recorded it."""
-    monitors = {getattr(type(run.model), "monitor", "loss") for run in runs}
+    monitors = {run.model.monitor for run in runs}
     histories = [run.history for run in runs]
     if len(monitors) == 1:
         monitor = monitors.pop()
@@ -152,8 +200,13 @@ def compare_page(runs: Sequence, comparison: Comparison) -> bytes:
     names = ", ".join(row.path for row in comparison.rows)
     facts = table(header, rows, numeric=range(3, len(header)))
     notes = "".join(f'<p class="note">{escape(note)}</p>' for note in comparison.notes)
-    data = "<ul>" + "".join(f"<li>{escape(row.path)}: {escape(data_text(run.info))}</li>"
-                            for run, row in zip(runs, comparison.rows)) + "</ul>"
+    data = (
+        "<ul>"
+        + "".join(
+            f"<li>{escape(row.path)}: {escape(data_text(run.info))}</li>" for run, row in zip(runs, comparison.rows)
+        )
+        + "</ul>"
+    )
     panels = curve_panels(runs, comparison.rows)
     curves = chart_png(panels, columns=min(3, len(panels))) if panels else None
     grids = []
@@ -166,8 +219,11 @@ def compare_page(runs: Sequence, comparison: Comparison) -> bytes:
             grids.append(missing(f"{escape(row.path)}: no sample grid saved (trained with --sample-every 0)"))
     sections = [
         ("table", "Side by side", facts + notes + f'<p class="note">Data:</p>{data}'),
-        ("curves", "Training curves", chart_tag(curves, "training curves") if curves
-         else missing("no epoch has been completed yet")),
+        (
+            "curves",
+            "Training curves",
+            chart_tag(curves, "training curves") if curves else missing("no epoch has been completed yet"),
+        ),
         ("samples", "Latest samples", f'<div class="images">{"".join(grids)}</div>'),
     ]
     title = f"genlab compare: {names}"

@@ -3,7 +3,7 @@
 Each rule reads only the history records up to the epoch it comments on, so the sentence
 beside epoch 5 is what could be said at epoch 5.
 
-A family picks its rules with the class attribute ``observer`` (read with getattr):
+A family picks its rules with its declared class attribute ``observer`` (`GenerativeModel`):
 ``"loss"`` (the default) follows one loss, ``monitor``, lower being better (`observe`);
 ``"contest"`` reads a GAN's discriminator/generator contest (`observe_contest`).
 `observe_history` dispatches between them.
@@ -14,9 +14,19 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol, TypeGuard
 
 OBSERVERS = ("loss", "contest")  # the values a family's `observer` attribute may take
+
+
+class TracedFamily(Protocol):
+    """What the trace, its observations and the report read of a family class (`GenerativeModel` declares all three)."""
+
+    trace_columns: ClassVar[tuple[tuple[str, str], ...]]  # (history key, column title) after Epoch
+    monitor: ClassVar[str]  # the history key whose trend the observations follow (lower is better)
+    observer: ClassVar[str]  # which rules comment on the trace: one of OBSERVERS
+
 
 CONVERGED_CHANGE = 0.01  # relative change under 1% ...
 CONVERGED_WINDOW = 3  # ... over this many epochs counts as converged
@@ -31,12 +41,12 @@ def _label(key: str) -> str:
     return key.replace("_", " ")
 
 
-def observe(history: list[dict[str, Any]], monitor: str = "loss", train_key: str = "loss") -> list[str]:
+def observe(history: Sequence[dict[str, Any]], monitor: str = "loss", train_key: str = "loss") -> list[str]:
     """One observation per epoch of `history`, following the `monitor` key (lower is better)."""
     return [observe_epoch(history[: i + 1], monitor, train_key) for i in range(len(history))]
 
 
-def observe_epoch(history: list[dict[str, Any]], monitor: str = "loss", train_key: str = "loss") -> str:
+def observe_epoch(history: Sequence[dict[str, Any]], monitor: str = "loss", train_key: str = "loss") -> str:
     """The observation for the last record of `history`."""
     if monitor not in history[-1]:
         monitor = train_key
@@ -59,21 +69,21 @@ def observe_epoch(history: list[dict[str, Any]], monitor: str = "loss", train_ke
     return f"{name} rose {change:+.1%} since the last epoch"
 
 
-def _overfitting(history: list[dict[str, Any]], monitor: str, train_key: str) -> bool:
+def _overfitting(history: Sequence[dict[str, Any]], monitor: str, train_key: str) -> bool:
     """Test loss rising while train loss falls, for OVERFIT_EPOCHS consecutive epochs."""
-    recent = history[-(OVERFIT_EPOCHS + 1):]
+    recent = history[-(OVERFIT_EPOCHS + 1) :]
     if len(recent) < OVERFIT_EPOCHS + 1 or any(monitor not in r or train_key not in r for r in recent):
         return False
     pairs = list(zip(recent, recent[1:]))
     return all(b[monitor] > a[monitor] and b[train_key] < a[train_key] for a, b in pairs)
 
 
-def observer_of(model_class) -> str:
-    """The family's observer: its `observer` class attribute, "loss" when it has none."""
-    return getattr(model_class, "observer", "loss")
+def observer_of(model_class: type[TracedFamily]) -> str:
+    """The family's observer: its declared `observer` class attribute ("loss" unless a family says otherwise)."""
+    return model_class.observer
 
 
-def observe_with(history: list[dict[str, Any]], observer: str = "loss", monitor: str = "loss") -> list[str]:
+def observe_with(history: Sequence[dict[str, Any]], observer: str = "loss", monitor: str = "loss") -> list[str]:
     """One observation per epoch of `history`, by the rules `observer` names ("loss" or "contest")."""
     if observer == "loss":
         return observe(history, monitor)
@@ -82,9 +92,9 @@ def observe_with(history: list[dict[str, Any]], observer: str = "loss", monitor:
     raise ValueError(f"unknown observer {observer!r}; expected one of {', '.join(OBSERVERS)}")
 
 
-def observe_history(history: list[dict[str, Any]], model_class) -> list[str]:
+def observe_history(history: Sequence[dict[str, Any]], model_class: type[TracedFamily]) -> list[str]:
     """One observation per epoch of `history`, by the rules the family `model_class` chose."""
-    return observe_with(history, observer_of(model_class), getattr(model_class, "monitor", "loss"))
+    return observe_with(history, model_class.observer, model_class.monitor)
 
 
 # --- The "contest" rules: a GAN's discriminator (D) against its generator (G). ---------------
@@ -118,12 +128,12 @@ G_RISE_FACTOR = 2.0
 G_BASELINE_CHANGES = 2
 
 
-def observe_contest(history: list[dict[str, Any]]) -> list[str]:
+def observe_contest(history: Sequence[dict[str, Any]]) -> list[str]:
     """One observation per epoch of a GAN's `history`, by the contest rules."""
     return [observe_contest_epoch(history[: i + 1]) for i in range(len(history))]
 
 
-def observe_contest_epoch(history: list[dict[str, Any]]) -> str:
+def observe_contest_epoch(history: Sequence[dict[str, Any]]) -> str:
     """The contest observation for the last record of `history`.
 
     Rules, first match wins: a non-finite D or G loss; the first epoch; mode collapse
@@ -140,9 +150,7 @@ def observe_contest_epoch(history: list[dict[str, Any]]) -> str:
     if collapse:
         return f"mode collapse suspected: {collapse}"
     accuracies = [r.get("d_accuracy") for r in history[-DOMINANT_EPOCHS:]]
-    if len(accuracies) == DOMINANT_EPOCHS and all(
-        _finite(a) and a >= DOMINANT_ACCURACY for a in accuracies
-    ):
+    if len(accuracies) == DOMINANT_EPOCHS and all(_finite(a) and a >= DOMINANT_ACCURACY for a in accuracies):
         listed = ", ".join(f"{a:.2f}" for a in accuracies)
         return f"discriminator dominating: D accuracy {listed} over the last {DOMINANT_EPOCHS} epochs"
     diverging = _g_diverging(history)
@@ -158,7 +166,8 @@ def observe_contest_epoch(history: list[dict[str, Any]]) -> str:
     return balanced
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: Any) -> TypeGuard[float]:
+    """A real number (an int counts) that is neither NaN nor infinite."""
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
@@ -166,11 +175,11 @@ def _non_finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not math.isfinite(value)
 
 
-def _epoch(history: list[dict[str, Any]], i: int) -> Any:
+def _epoch(history: Sequence[dict[str, Any]], i: int) -> Any:
     return history[i].get("epoch", i + 1)
 
 
-def _contest_numbers(record: dict[str, Any], history: list[dict[str, Any]] | None = None) -> str:
+def _contest_numbers(record: dict[str, Any], history: Sequence[dict[str, Any]] | None = None) -> str:
     """D accuracy and D's outputs (or the Wasserstein estimate) from `record`, as far as present."""
     parts = []
     if _finite(record.get("d_accuracy")):
@@ -188,7 +197,7 @@ def _present(record: dict[str, Any], keys: tuple[tuple[str, str], ...]) -> list[
     return [f"{title} {record[key]:.3g}" for key, title in keys if _finite(record.get(key))]
 
 
-def _wasserstein(current: float, history: list[dict[str, Any]]) -> str:
+def _wasserstein(current: float, history: Sequence[dict[str, Any]]) -> str:
     """The Wasserstein estimate and its trend since the previous record that had one."""
     earlier = [r["wasserstein"] for r in history[:-1] if _finite(r.get("wasserstein"))]
     if not earlier:
@@ -197,7 +206,7 @@ def _wasserstein(current: float, history: list[dict[str, Any]]) -> str:
     return f"Wasserstein estimate {current:.3g} ({trend} from {earlier[-1]:.3g})"
 
 
-def _collapse(history: list[dict[str, Any]]) -> str:
+def _collapse(history: Sequence[dict[str, Any]]) -> str:
     """Why mode collapse is suspected at the last record, or "" if it is not.
 
     Diversity is measured every epoch, so only the last record's counts; precision and recall
@@ -219,9 +228,9 @@ def _collapse(history: list[dict[str, Any]]) -> str:
     return ""
 
 
-def _g_diverging(history: list[dict[str, Any]]) -> str:
+def _g_diverging(history: Sequence[dict[str, Any]]) -> str:
     """Why the generator loss is diverging at the last record, or "" if it is not."""
-    recent = history[-(G_RISE_EPOCHS + 1):]
+    recent = history[-(G_RISE_EPOCHS + 1) :]
     if len(recent) < G_RISE_EPOCHS + 1 or not all(_finite(r.get("g_loss")) for r in recent):
         return ""
     losses = [r["g_loss"] for r in recent]
@@ -237,7 +246,7 @@ def _g_diverging(history: list[dict[str, Any]]) -> str:
             return f"{rose} to {current:.3g}, {current / best:.1f}x its minimum {best:.3g}"
         return ""
     # WGAN-GP, or a loss that went non-positive: compare the rise with the usual movement
-    before = [r["g_loss"] for r in history[: -G_RISE_EPOCHS] if _finite(r.get("g_loss"))]
+    before = [r["g_loss"] for r in history[:-G_RISE_EPOCHS] if _finite(r.get("g_loss"))]
     changes = [abs(b - a) for a, b in itertools.pairwise(before)]
     if len(changes) < G_BASELINE_CHANGES:
         return ""
@@ -268,19 +277,29 @@ def observe_metrics(metrics: dict[str, Any], floor: dict[str, Any] | None = None
     floor = floor or {}
     found = []
     copies, real_copies = metrics.get("copy_share"), floor.get("copy_share")
-    if _finite(copies) and _finite(real_copies) and copies >= COPY_FACTOR * real_copies and \
-            copies - real_copies >= COPY_EXCESS:
-        found.append(f"samples copying training images: {copies:.1%} of samples lie as close to a training image "
-                     f"as only {real_copies:.1%} of held-out real images do")
+    if (
+        _finite(copies)
+        and _finite(real_copies)
+        and copies >= COPY_FACTOR * real_copies
+        and copies - real_copies >= COPY_EXCESS
+    ):
+        found.append(
+            f"samples copying training images: {copies:.1%} of samples lie as close to a training image "
+            f"as only {real_copies:.1%} of held-out real images do"
+        )
     ratio, real_ratio = metrics.get("ratio_test_share"), floor.get("ratio_test_share", 0.0)
     if _finite(ratio) and _finite(real_ratio) and ratio - real_ratio >= RATIO_TEST_EXCESS:
-        found.append(f"samples copying training images: {ratio:.1%} pass the near-duplicate ratio test "
-                     f"d1/d2 < 1/3 (held-out real images: {real_ratio:.1%})")
+        found.append(
+            f"samples copying training images: {ratio:.1%} pass the near-duplicate ratio test "
+            f"d1/d2 < 1/3 (held-out real images: {real_ratio:.1%})"
+        )
     covered, classes = metrics.get("classes_covered"), metrics.get("num_classes")
     if _finite(covered) and _finite(classes) and covered < classes:
         found.append(f"mode collapse suspected: samples cover {covered:g} of {classes:g} classes")
     recall, precision = metrics.get("recall"), metrics.get("precision")
     if _finite(recall) and _finite(precision) and recall < COLLAPSE_RECALL and precision > COLLAPSE_PRECISION:
-        found.append(f"mode collapse suspected: recall {recall:.3f} with precision {precision:.3f} "
-                     "(the samples look real but cover little of the data)")
+        found.append(
+            f"mode collapse suspected: recall {recall:.3f} with precision {precision:.3f} "
+            "(the samples look real but cover little of the data)"
+        )
     return found

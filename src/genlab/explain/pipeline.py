@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import json
 import textwrap
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ from torch import nn
 from genlab import rng
 from genlab.data import ImageDataset, load_dataset
 from genlab.errors import GenlabError
+from genlab.explain.stages import PredictionPass, Stage, input_stages
 from genlab.models import MODELS, GenerativeModel, build_model
-from genlab.models.base import PredictionPass, Stage, input_stages
+from genlab.models.common import eval_mode
 from genlab.run import Run, is_run_dir
 
 DEFAULT_DATA = "mnist-5k"
@@ -70,13 +72,23 @@ class Explanation:
             "model": self.model,
             "seed": self.seed,
             "stages": [
-                {"name": s.name, "what": s.what, "input_shape": None if s.input_shape is None else list(s.input_shape),
-                 "output_shape": list(s.output_shape), "example": s.example, "path": s.path}
+                {
+                    "name": s.name,
+                    "what": s.what,
+                    "input_shape": None if s.input_shape is None else list(s.input_shape),
+                    "output_shape": list(s.output_shape),
+                    "example": s.example,
+                    "path": s.path,
+                }
                 for s in self.stages
             ],
             "layers": [
-                {"name": layer.name, "type": layer.type, "output_shape": list(layer.output_shape),
-                 "parameters": layer.parameters}
+                {
+                    "name": layer.name,
+                    "type": layer.type,
+                    "output_shape": list(layer.output_shape),
+                    "parameters": layer.parameters,
+                }
                 for layer in self.layers
             ],
             "parameters": self.parameters,
@@ -87,8 +99,10 @@ class Explanation:
     def _heading(self) -> str:
         data = self.data
         split = f", {data['split']} split" if data.get("split") else ""
-        return (f"genlab explain {self.family}: {data['spec']}{split} ({data['images']:,} images of "
-                f"{'x'.join(map(str, data['image_shape']))}), a batch of {data['batch_size']}, seed {self.seed}")
+        return (
+            f"genlab explain {self.family}: {data['spec']}{split} ({data['images']:,} images of "
+            f"{'x'.join(map(str, data['image_shape']))}), a batch of {data['batch_size']}, seed {self.seed}"
+        )
 
     def _trace_title(self) -> str:
         return f"Prediction trace - {len(self.layers) - 2} layers of the {self.network}"
@@ -100,8 +114,10 @@ class Explanation:
         counts = ", ".join(f"{sum(s.path == p for s in self.stages)} {p}" for p in PATHS)
         lines += ["", f"Data flow - {len(self.stages)} stages ({counts}), measured on the batch"]
         header = ["#", "Stage", "Input shape", "Output shape"]
-        rows = [[str(i), s.name, format_shape(s.input_shape), format_shape(s.output_shape)]
-                for i, s in enumerate(self.stages, start=1)]
+        rows = [
+            [str(i), s.name, format_shape(s.input_shape), format_shape(s.output_shape)]
+            for i, s in enumerate(self.stages, start=1)
+        ]
         table = aligned(header, rows, right={0})
         indent = " " * (2 + table[0].index("Stage"))  # what it does and the example go under the stage's name
         lines.append("  " + table[0])
@@ -115,8 +131,9 @@ class Explanation:
             lines += wrap(f"e.g. {stage.example}", indent, indent + " " * 5)
         lines += ["", self._trace_title()]
         lines += wrap(self.trace_note, "  ", "  ")
-        rows = [[layer.name, layer.type, format_shape(layer.output_shape), f"{layer.parameters:,}"]
-                for layer in self.layers]
+        rows = [
+            [layer.name, layer.type, format_shape(layer.output_shape), f"{layer.parameters:,}"] for layer in self.layers
+        ]
         rows.append(["total", "", "", f"{self.parameters:,}"])
         lines.append("")
         lines += ["  " + line for line in aligned(["Layer", "Type", "Output shape", "Parameters"], rows, right={3})]
@@ -128,17 +145,36 @@ class Explanation:
         def cell(text: str) -> str:
             return text.replace("|", "\\|")
 
-        lines = [f"## {self._heading()}", "", f"**Idea.** {self.idea}", "",
-                 f"Weights: {self.model['weights']}; model in eval mode.", "",
-                 f"### Data flow - {len(self.stages)} stages", "",
-                 "| # | Path | Stage | What it does | Input shape | Output shape | Example |",
-                 "|---:|---|---|---|---|---|---|"]
-        lines += [f"| {i} | {s.path} | {cell(s.name)} | {cell(s.what)} | {format_shape(s.input_shape)} | "
-                  f"{format_shape(s.output_shape)} | {cell(s.example)} |" for i, s in enumerate(self.stages, start=1)]
-        lines += ["", f"### {self._trace_title()}", "", cell(self.trace_note), "",
-                  "| Layer | Type | Output shape | Parameters |", "|---|---|---|---:|"]
-        lines += [f"| {cell(layer.name)} | {cell(layer.type)} | {format_shape(layer.output_shape)} | "
-                  f"{layer.parameters:,} |" for layer in self.layers]
+        lines = [
+            f"## {self._heading()}",
+            "",
+            f"**Idea.** {self.idea}",
+            "",
+            f"Weights: {self.model['weights']}; model in eval mode.",
+            "",
+            f"### Data flow - {len(self.stages)} stages",
+            "",
+            "| # | Path | Stage | What it does | Input shape | Output shape | Example |",
+            "|---:|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {i} | {s.path} | {cell(s.name)} | {cell(s.what)} | {format_shape(s.input_shape)} | "
+            f"{format_shape(s.output_shape)} | {cell(s.example)} |"
+            for i, s in enumerate(self.stages, start=1)
+        ]
+        lines += [
+            "",
+            f"### {self._trace_title()}",
+            "",
+            cell(self.trace_note),
+            "",
+            "| Layer | Type | Output shape | Parameters |",
+            "|---|---|---|---:|",
+        ]
+        lines += [
+            f"| {cell(layer.name)} | {cell(layer.type)} | {format_shape(layer.output_shape)} | {layer.parameters:,} |"
+            for layer in self.layers
+        ]
         lines.append(f"| **total** | | | **{self.parameters:,}** |")
         return "\n".join(lines)
 
@@ -155,13 +191,14 @@ def format_shape(shape: tuple[int, ...] | None) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
-def aligned(header: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> list[str]:
+def aligned(header: list[str], rows: list[list[str]], right: Collection[int] = ()) -> list[str]:
     """Rows as text lines with aligned columns (the `right` ones right-aligned), the header first."""
     widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(cell.rjust(widths[c]) if c in right else cell.ljust(widths[c])
-                         for c, cell in enumerate(cells)).rstrip()
+        return "  ".join(
+            cell.rjust(widths[c]) if c in right else cell.ljust(widths[c]) for c, cell in enumerate(cells)
+        ).rstrip()
 
     return [line(header), *(line(row) for row in rows)]
 
@@ -189,8 +226,10 @@ def explain_model(
         if not isinstance(model, Run) and not is_run_dir(model):
             close = difflib.get_close_matches(str(model), MODELS, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise GenlabError(f"{str(model)!r} is neither a model family{hint} nor a run directory (a folder with "
-                              f"run.json, written by `genlab train`); families: {', '.join(sorted(MODELS))}")
+            raise GenlabError(
+                f"{str(model)!r} is neither a model family{hint} nor a run directory (a folder with "
+                f"run.json, written by `genlab train`); families: {', '.join(sorted(MODELS))}"
+            )
         given = [flag for flag, value in (("a size", size), ("model settings", model_config)) if value]
         if given:
             raise GenlabError(f"a run is explained with its own model and settings; drop {' and '.join(given)}")
@@ -207,8 +246,13 @@ def explain_model(
     return _explain(network, dataset, split, size, batch_size, seed, {"weights": weights, "run": None})
 
 
-def explain_run(run: str | Path | Run, seed: int = 0, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                data: str | ImageDataset | None = None) -> Explanation:
+def explain_run(
+    run: str | Path | Run,
+    seed: int = 0,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    data: str | ImageDataset | None = None,
+) -> Explanation:
     """Explain a trained run: its model and weights on a batch of its training data (or of `data`)."""
     run = run if isinstance(run, Run) else Run.load(run)
     info = run.info["data"]
@@ -230,8 +274,15 @@ def _load(data: str | ImageDataset, size) -> ImageDataset:
     return load_dataset(data, "train", size=tuple(size) if isinstance(size, list) else size)
 
 
-def _explain(model: GenerativeModel, dataset: ImageDataset, split: str | None, size, batch_size: int, seed: int,
-             model_info: dict[str, Any]) -> Explanation:
+def _explain(
+    model: GenerativeModel,
+    dataset: ImageDataset,
+    split: str | None,
+    size,
+    batch_size: int,
+    seed: int,
+    model_info: dict[str, Any],
+) -> Explanation:
     """Measure the stages and trace the prediction pass of `model` on a seeded batch of `dataset`
     (its `split`, resized to `size`: for the record)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -239,40 +290,43 @@ def _explain(model: GenerativeModel, dataset: ImageDataset, split: str | None, s
     if not len(dataset):
         raise GenlabError(f"the dataset {dataset.name} has no images to explain with")
     if dataset.image_shape != model.data.image_shape:
-        raise GenlabError(f"this {model.family} model takes {'x'.join(map(str, model.data.image_shape))} images, "
-                          f"but {dataset.name} has {'x'.join(map(str, dataset.image_shape))}")
+        raise GenlabError(
+            f"this {model.family} model takes {'x'.join(map(str, model.data.image_shape))} images, "
+            f"but {dataset.name} has {'x'.join(map(str, dataset.image_shape))}"
+        )
     generator = torch.Generator().manual_seed(seed)  # the batch and every noise draw of the stages
     indices = torch.randperm(len(dataset), generator=generator)[:batch_size]
     batch = dataset.subset(indices)
     device = model.device
-    was_training = model.training
-    model.eval()  # BatchNorm's running statistics, no dropout: what sampling and validation see
-    try:
-        with torch.no_grad(), rng.preserved(device):
-            torch.manual_seed(seed)  # anything a family draws from torch's global generator
-            stages, x = input_stages(len(dataset), indices, batch.images, batch.labels)
-            x = x.to(device)  # (B, C, H, W) in [0, 1]
-            labels = batch.labels.to(device) if batch.labels is not None and model.conditional else None
-            stages += model.pipeline_stages(x, labels, generator)
-            prediction = model.prediction_pass(x, labels, generator)
-            layers = trace_layers(prediction)
-    finally:
-        model.train(was_training)
+    # Eval mode: BatchNorm's running statistics, no dropout, what sampling and validation see.
+    with eval_mode(model), torch.no_grad(), rng.preserved(device):
+        torch.manual_seed(seed)  # anything a family draws from torch's global generator
+        stages, x = input_stages(len(dataset), indices, batch.images, batch.labels)
+        x = x.to(device)  # (B, C, H, W) in [0, 1]
+        labels = batch.labels.to(device) if batch.labels is not None and model.conditional else None
+        stages += model.pipeline_stages(x, labels, generator)
+        prediction = model.prediction_pass(x, labels, generator)
+        layers = trace_layers(prediction)
     parameters = sum(layer.parameters for layer in layers)
     note = f"{prediction.note}; a forward hook on every layer"
     unused = sum(p.numel() for p in prediction.network.parameters()) - parameters
     if unused:
         note += f" ({unused:,} of its parameters took no part in this call)"
     data = {
-        "spec": dataset.name, "split": split,
+        "spec": dataset.name,
+        "split": split,
         "size": list(size) if isinstance(size, (tuple, list)) else size,
-        "images": len(dataset), "image_shape": list(dataset.image_shape), "batch_size": len(indices),
-        "indices": indices.tolist(), "labels": None if batch.labels is None else batch.labels.tolist(),
+        "images": len(dataset),
+        "image_shape": list(dataset.image_shape),
+        "batch_size": len(indices),
+        "indices": indices.tolist(),
+        "labels": None if batch.labels is None else batch.labels.tolist(),
     }
     config = json.loads(json.dumps(dataclasses.asdict(model.config)))  # tuples as lists, as in run.json
     model_info = {"config": config, "conditional": model.conditional, **model_info}
-    return Explanation(model.family, model.idea, data, model_info, seed, stages, layers, parameters,
-                       prediction.network_name, note)
+    return Explanation(
+        model.family, model.idea, data, model_info, seed, stages, layers, parameters, prediction.network_name, note
+    )
 
 
 # ---------------------------------------------------------------- the prediction trace
@@ -294,6 +348,7 @@ def trace_layers(prediction: PredictionPass) -> list[Layer]:
         def hook(module: nn.Module, inputs, output) -> None:
             if module not in seen:  # a module called twice keeps its first row
                 seen[module] = Layer(name, type(module).__name__, first_shape(output), own_parameters(module))
+
         return hook
 
     handles = [

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import base64
 import html
-import inspect
 import io
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -27,6 +27,7 @@ from genlab.errors import GenlabError
 from genlab.explain.observations import observe_metrics
 from genlab.explain.trace import charted_losses, trace_rows, training_trace_cells
 from genlab.io import atomic_write_bytes, read_json
+from genlab.models.base import CanReconstruct, ShowsSamplingChain
 from genlab.run import HISTORY_FILE, METRICS_FILE, RUN_FILE, SAMPLES_DIR, Run, is_run_dir
 
 REPORT_FILE = "report.html"
@@ -72,13 +73,16 @@ def load_run(source: str | Path | Run) -> Run:
     else:
         path = Path(source)
         if path.is_dir() and not is_run_dir(path):
-            raise GenlabError(f"{path} is not a genlab run: it has no {RUN_FILE}; give a run directory "
-                              "written by `genlab train`")
+            raise GenlabError(
+                f"{path} is not a genlab run: it has no {RUN_FILE}; give a run directory written by `genlab train`"
+            )
         run = Run.load(path)  # run.json (and its format version), model.safetensors
     epochs = run.info["epochs_completed"]
     if epochs and not (run.path / HISTORY_FILE).is_file():
-        raise GenlabError(f"{run.path / HISTORY_FILE} is missing, though {RUN_FILE} records {epochs} epochs: "
-                          "copy the run directory again with all its files, or train it again")
+        raise GenlabError(
+            f"{run.path / HISTORY_FILE} is missing, though {RUN_FILE} records {epochs} epochs: "
+            "copy the run directory again with all its files, or train it again"
+        )
     return run
 
 
@@ -151,8 +155,10 @@ def image_tag(png: bytes, alt: str, shown_width: int = SHOWN_WIDTH, css: str = "
 
     width, height = Image.open(io.BytesIO(png)).size
     scale = max(1, round(shown_width / width)) if width < shown_width else 1
-    return (f'<img class="{css}" src="{data_uri(png)}" alt="{escape(alt)}" '
-            f'width="{width * scale}" height="{height * scale}">')
+    return (
+        f'<img class="{css}" src="{data_uri(png)}" alt="{escape(alt)}" '
+        f'width="{width * scale}" height="{height * scale}">'
+    )
 
 
 def figure(png: bytes, caption: str, alt: str | None = None, shown_width: int = SHOWN_WIDTH) -> str:
@@ -168,8 +174,9 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequenc
     """An HTML table; columns listed in `numeric` are right-aligned."""
     head = "".join(f"<th>{escape(cell)}</th>" for cell in header)
     body = "".join(
-        "<tr>" + "".join(f'<td{" class=number" if c in numeric else ""}>{escape(cell)}</td>'
-                         for c, cell in enumerate(row)) + "</tr>"
+        "<tr>"
+        + "".join(f"<td{' class=number' if c in numeric else ''}>{escape(cell)}</td>" for c, cell in enumerate(row))
+        + "</tr>"
         for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -232,7 +239,7 @@ def history_panels(history: Sequence[dict[str, Any]], model_class) -> list[Panel
     column apart, the monitored number if not among them, and FID, precision and recall where
     `--eval-every` recorded them."""
     present = {key for record in history for key in record}
-    monitor = getattr(model_class, "monitor", "loss")
+    monitor = model_class.monitor
 
     def label(key: str) -> str:
         return f"{key} (monitored)" if key == monitor else key
@@ -243,11 +250,15 @@ def history_panels(history: Sequence[dict[str, Any]], model_class) -> list[Panel
         panels.append(Panel("Loss", [(label(key), *series_of(history, key)) for key in losses]))
     shown = set(losses)
     titles = dict(model_class.trace_columns)
-    for key, title in model_class.trace_columns:
+    for key, _ in model_class.trace_columns:
         if key in present and key not in shown:
             together = [k for k in SHARED_PANELS.get(key, (key,)) if k in present]  # D(real) beside D(fake)
-            panels.append(Panel(" and ".join(titles.get(k, k) for k in together),
-                                [(label(k), *series_of(history, k)) for k in together]))
+            panels.append(
+                Panel(
+                    " and ".join(titles.get(k, k) for k in together),
+                    [(label(k), *series_of(history, k)) for k in together],
+                )
+            )
             shown.update(together)
     if monitor in present and monitor not in shown:
         panels.append(Panel(monitor, [(label(monitor), *series_of(history, monitor))]))
@@ -276,8 +287,7 @@ def chart_png(panels: Sequence[Panel], columns: int = 3, panel_size: tuple[float
     for index, panel in enumerate(panels):
         axes = fig.add_subplot(rows, columns, index + 1)
         for name, epochs, values in panel.series:
-            axes.plot(epochs, values, marker="o" if len(epochs) < 12 else None, markersize=3, linewidth=1.5,
-                      label=name)
+            axes.plot(epochs, values, marker="o" if len(epochs) < 12 else None, markersize=3, linewidth=1.5, label=name)
         axes.set_title(panel.title, fontsize=10)
         axes.set_xlabel("epoch", fontsize=8)
         axes.tick_params(labelsize=8)
@@ -298,7 +308,7 @@ def chart_png(panels: Sequence[Panel], columns: int = 3, panel_size: tuple[float
 
 
 def speed_text(train: dict[str, Any]) -> str:
-    """"bf16, compiled, 4 processes" from run.json's train settings (runs from before they were recorded: fp32, 1)."""
+    """ "bf16, compiled, 4 processes" from run.json's train settings (runs from before they were recorded: fp32, 1)."""
     parts = [train.get("precision", "fp32")] + (["compiled"] if train.get("compile") else [])
     processes = train.get("processes", 1)
     return ", ".join(parts + [f"{processes} process" + ("es" if processes != 1 else "")])
@@ -350,8 +360,11 @@ def _count(value: Any) -> str:
 
 def _pairs(values: dict[str, Any]) -> str:
     """'spec: mnist-5k; images: 4,000; ...' of the values that are there."""
-    return "; ".join(f"{key.replace('_', ' ')}: {_count(value)}" for key, value in values.items()
-                     if value not in (None, "", []) and not isinstance(value, dict))  # run.json's config: below
+    return "; ".join(
+        f"{key.replace('_', ' ')}: {_count(value)}"
+        for key, value in values.items()
+        if value not in (None, "", []) and not isinstance(value, dict)
+    )  # run.json's config: below
 
 
 def render_pipeline(explanation: dict[str, Any]) -> str:
@@ -369,21 +382,40 @@ def render_pipeline(explanation: dict[str, Any]) -> str:
         paths.setdefault(stage.get("path") or "", []).append(stage)
     for path, stages in paths.items():
         parts.append(f"<h3>{escape(path.capitalize() + ' path' if path else 'Stages')}</h3>")
-        parts.append(table(
-            ("Stage", "What it does", "Input shape", "Output shape", "Example"),
-            [(s.get("name", ""), s.get("what", ""), "—" if s.get("input_shape") is None else _shape(s["input_shape"]),
-              _shape(s.get("output_shape")), _shape(s.get("example"))) for s in stages],
-        ))
+        parts.append(
+            table(
+                ("Stage", "What it does", "Input shape", "Output shape", "Example"),
+                [
+                    (
+                        s.get("name", ""),
+                        s.get("what", ""),
+                        "—" if s.get("input_shape") is None else _shape(s["input_shape"]),
+                        _shape(s.get("output_shape")),
+                        _shape(s.get("example")),
+                    )
+                    for s in stages
+                ],
+            )
+        )
     layers = explanation.get("layers") or []
     network = explanation.get("network") or "network"
     if layers:
         parts.append(f"<h3>Prediction trace: the {escape(network)}, layer by layer</h3>")
-        parts.append(table(
-            ("Layer", "Type", "Output shape", "Parameters"),
-            [(layer.get("name", ""), layer.get("type", ""), _shape(layer.get("output_shape")),
-              _count(layer.get("parameters", ""))) for layer in layers],
-            numeric=(3,),
-        ))
+        parts.append(
+            table(
+                ("Layer", "Type", "Output shape", "Parameters"),
+                [
+                    (
+                        layer.get("name", ""),
+                        layer.get("type", ""),
+                        _shape(layer.get("output_shape")),
+                        _count(layer.get("parameters", "")),
+                    )
+                    for layer in layers
+                ],
+                numeric=(3,),
+            )
+        )
     if explanation.get("parameters") is not None:
         parts.append(f"<p><b>Parameters of the {escape(network)}:</b> {escape(_count(explanation['parameters']))}</p>")
     if explanation.get("trace_note"):
@@ -398,8 +430,12 @@ def curves_html(run: Run, history: Sequence[dict[str, Any]]) -> str:
     panels = history_panels(history, type(run.model))
     parts = [chart_tag(chart_png(panels), f"training curves of {run.path.name}")] if panels else []
     if not any(p.title.startswith("FID") for p in panels):
-        parts.append(missing("FID during training was not recorded: train with "
-                             f"{_code('genlab train ... --eval-every N')} to follow it over the epochs"))
+        parts.append(
+            missing(
+                "FID during training was not recorded: train with "
+                f"{_code('genlab train ... --eval-every N')} to follow it over the epochs"
+            )
+        )
     return "\n".join(parts)
 
 
@@ -408,8 +444,11 @@ def epoch_table_html(run: Run, history: Sequence[dict[str, Any]]) -> str:
         return missing("no epoch has been completed yet")
     model_class = type(run.model)
     header, rows = training_trace_cells(
-        history, model_class.trace_columns, getattr(model_class, "monitor", "loss"), max_rows=EPOCH_ROWS,
-        observer=getattr(model_class, "observer", "loss"),
+        history,
+        model_class.trace_columns,
+        model_class.monitor,
+        max_rows=EPOCH_ROWS,
+        observer=model_class.observer,
     )
     spread = len(rows) < len(history)
     shown = f'<p class="note">{len(rows)} of {len(history)} epochs, evenly spread.</p>' if spread else ""
@@ -419,8 +458,10 @@ def epoch_table_html(run: Run, history: Sequence[dict[str, Any]]) -> str:
 def sample_grids_html(run: Run) -> str:
     grids = epoch_grids(run)
     if not grids:
-        return missing(f"no sample grids were saved during training (--sample-every 0): draw some with "
-                       f"{_code(f'genlab sample {run.path} --n 64 --seed 1 --out grid.png')}")
+        return missing(
+            f"no sample grids were saved during training (--sample-every 0): draw some with "
+            f"{_code(f'genlab sample {run.path} --n 64 --seed 1 --out grid.png')}"
+        )
     shown = [grids[i] for i in trace_rows(grids, EPOCH_GRIDS)]
     note = f'<p class="note">{len(shown)} of {len(grids)} grids, from the same noise seed every epoch.</p>'
     figures = "".join(figure(path.read_bytes(), f"epoch {epoch}") for epoch, path in shown)
@@ -435,7 +476,7 @@ def grid_png(images: torch.Tensor, nrow: int) -> bytes:
 
 def reconstructions_html(run: Run, seed: int) -> str:
     model = run.model
-    if not hasattr(model, "reconstruct"):
+    if not isinstance(model, CanReconstruct):
         return missing(f"the {run.family} family does not reconstruct images (it has no encoder)")
     data = run.info["data"]
     if data.get("in_memory"):
@@ -450,12 +491,15 @@ def reconstructions_html(run: Run, seed: int) -> str:
     split, name = (test, "test") if len(test) else (train, "training")
     index = seeded_subset(len(split), RECONSTRUCTIONS, torch.Generator().manual_seed(seed))
     images = split.images[index].float() / 255  # (8, C, H, W) in [0, 1]
-    labels = split.labels[index] if model.conditional else None
+    labels = split.labels[index] if model.conditional and split.labels is not None else None
     with torch.no_grad():
         rebuilt = model.reconstruct(images, labels).cpu()
     png = grid_png(torch.cat([images, rebuilt]), nrow=len(images))
-    return figure(png, f"top: {len(images)} real {name} images of {data['spec']} (seed {seed}); "
-                       "bottom: the model's reconstructions of them")
+    return figure(
+        png,
+        f"top: {len(images)} real {name} images of {data['spec']} (seed {seed}); "
+        "bottom: the model's reconstructions of them",
+    )
 
 
 def interpolation_html(run: Run, seed: int) -> str:
@@ -463,25 +507,30 @@ def interpolation_html(run: Run, seed: int) -> str:
         images, _ = run.interpolate(INTERPOLATION_STRIPS, INTERPOLATION_STEPS, torch.Generator().manual_seed(seed))
     except GenlabError as error:  # e.g. a family without a latent space
         return missing(escape(error))
-    return figure(grid_png(images, INTERPOLATION_STEPS),
-                  f"{INTERPOLATION_STRIPS} paths between two latent draws (the family's interpolation), "
-                  f"{INTERPOLATION_STEPS} images each (seed {seed})")
+    return figure(
+        grid_png(images, INTERPOLATION_STEPS),
+        f"{INTERPOLATION_STRIPS} paths between two latent draws (the family's interpolation), "
+        f"{INTERPOLATION_STEPS} images each (seed {seed})",
+    )
 
 
 def trajectory_html(run: Run, seed: int) -> str:
     model = run.model
-    if "trajectory_every" not in inspect.signature(model.sample).parameters:
+    if not isinstance(model, ShowsSamplingChain):
         return missing(f"the {run.family} family does not denoise step by step (only diffusion models do)")
-    steps = model.config.sample_steps
+    steps = model.chain_steps
     every = max(1, math.ceil(steps / (TRAJECTORY_FRAMES - 1)))
     labels = model.check_labels(TRAJECTORY_IMAGES, None)
     with torch.no_grad():  # as `genlab sample --trajectory K`: one row per image, x_T to x_0
-        _, strip = model.sample(TRAJECTORY_IMAGES, generator=torch.Generator().manual_seed(seed), labels=labels,
-                                trajectory_every=every)
+        _, strip = model.sample_chain(
+            TRAJECTORY_IMAGES, every, generator=torch.Generator().manual_seed(seed), labels=labels
+        )
     images = torch.stack(strip, dim=1).flatten(0, 1).cpu()
-    return figure(grid_png(images, len(strip)),
-                  f"{TRAJECTORY_IMAGES} images denoised from x_T (left) to x_0 (right), every {every} of "
-                  f"{steps} {model.config.sampler.upper()} steps (seed {seed})")
+    return figure(
+        grid_png(images, len(strip)),
+        f"{TRAJECTORY_IMAGES} images denoised from x_T (left) to x_0 (right), every {every} of "
+        f"{steps} {model.chain_sampler.upper()} steps (seed {seed})",
+    )
 
 
 def metrics_html(run: Run, metrics: dict[str, Any] | None) -> str:
@@ -490,23 +539,30 @@ def metrics_html(run: Run, metrics: dict[str, Any] | None) -> str:
     if metrics is None:
         return missing(f"not measured yet: run {_code(f'genlab eval {run.path}')}")
     values, floor = metrics.get("metrics", {}), metrics.get("floor", {})
-    rows = [(row.label, metric_text(row.key, values), metric_text(row.key, floor), row.better)
-            for row in ROWS if row.key in values or row.key in floor]
+    rows = [
+        (row.label, metric_text(row.key, values), metric_text(row.key, floor), row.better)
+        for row in ROWS
+        if row.key in values or row.key in floor
+    ]
     parts = [_provenance(run, metrics)]
     parts.append(table(("Metric", "Value", "Real vs real", "Better"), rows, numeric=(1, 2)))
     observations = observe_metrics(values, floor)
     if observations:
-        parts.append('<ul class="observations">' + "".join(f"<li>{escape(text)}</li>" for text in observations)
-                     + "</ul>")
+        parts.append(
+            '<ul class="observations">' + "".join(f"<li>{escape(text)}</li>" for text in observations) + "</ul>"
+        )
     skipped = metrics.get("skipped") or {}
     if skipped:
-        parts.append("<ul class=note>" + "".join(f"<li>{escape(k)}: {escape(v)}</li>" for k, v in skipped.items())
-                     + "</ul>")
+        parts.append(
+            "<ul class=note>" + "".join(f"<li>{escape(k)}: {escape(v)}</li>" for k, v in skipped.items()) + "</ul>"
+        )
     nll = (metrics.get("details") or {}).get("nll")
     if nll:
-        parts.append(f'<p class="note">Likelihood: {escape(nll.get("kind") or "")}, data model '
-                     f'{escape(nll.get("data_model", ""))}, on {nll.get("images", 0):,} {escape(nll.get("split", ""))} '
-                     "images.</p>")
+        parts.append(
+            f'<p class="note">Likelihood: {escape(nll.get("kind") or "")}, data model '
+            f"{escape(nll.get('data_model', ''))}, on {nll.get('images', 0):,} {escape(nll.get('split', ''))} "
+            "images.</p>"
+        )
     parts.append("<h3>Memorization</h3>")
     parts.append(memorization_html(run, metrics))
     return "\n".join(parts)
@@ -515,16 +571,24 @@ def metrics_html(run: Run, metrics: dict[str, Any] | None) -> str:
 def _provenance(run: Run, metrics: dict[str, Any]) -> str:
     counts, data = metrics.get("counts") or {}, metrics.get("data") or {}
     extractor = metrics.get("extractor")
-    what = [f"{counts.get('samples', 0):,} samples against {counts.get('reference', 0):,} {data.get('spec', '')} "
-            f"{data.get('reference', '')} images"] if counts.get("samples") else []
+    what = (
+        [
+            f"{counts.get('samples', 0):,} samples against {counts.get('reference', 0):,} {data.get('spec', '')} "
+            f"{data.get('reference', '')} images"
+        ]
+        if counts.get("samples")
+        else []
+    )
     if extractor:
         what.append(f"features: {extractor.get('name')} ({str(extractor.get('sha256', ''))[:12]})")
     what.append(f"seed {metrics.get('seed')}")
     text = "Measured by <code>genlab eval</code>: " + escape("; ".join(what)) + "."
     measured_at = (metrics.get("source") or {}).get("epochs")
     if measured_at is not None and measured_at != run.info["epochs_completed"]:
-        text += (f" These numbers are from epoch {measured_at}; the run now has {run.info['epochs_completed']}: "
-                 f"measure again with {_code(f'genlab eval {run.path}')}.")
+        text += (
+            f" These numbers are from epoch {measured_at}; the run now has {run.info['epochs_completed']}: "
+            f"measure again with {_code(f'genlab eval {run.path}')}."
+        )
     return f'<p class="note">{text}</p>'
 
 
@@ -533,19 +597,28 @@ def memorization_html(run: Run, metrics: dict[str, Any]) -> str:
     if "copy_share" not in values:
         return missing(f"not measured: run {_code(f'genlab eval {run.path} --metrics memorization')}")
     details = (metrics.get("details") or {}).get("memorization") or {}
-    numbers = (f"{values['copy_share']:.1%} of the samples lie closer to a training image than "
-               f"{details.get('quantile', 0.05):.0%} of held-out real images do "
-               f"(floor {floor.get('copy_share', 0):.1%}); "
-               f"{values.get('ratio_test_share', 0):.1%} pass the ratio test d1/d2 &lt; 1/3 "
-               f"(floor {floor.get('ratio_test_share', 0):.1%}).")
+    numbers = (
+        f"{values['copy_share']:.1%} of the samples lie closer to a training image than "
+        f"{details.get('quantile', 0.05):.0%} of held-out real images do "
+        f"(floor {floor.get('copy_share', 0):.1%}); "
+        f"{values.get('ratio_test_share', 0):.1%} pass the ratio test d1/d2 &lt; 1/3 "
+        f"(floor {floor.get('ratio_test_share', 0):.1%})."
+    )
     if "sample_median_distance" in details:
-        numbers += (f" Median distance to the nearest training image: samples {details['sample_median_distance']:.3g}, "
-                    f"held-out real images {details['held_out_median_distance']:.3g}.")
+        numbers += (
+            f" Median distance to the nearest training image: samples {details['sample_median_distance']:.3g}, "
+            f"held-out real images {details['held_out_median_distance']:.3g}."
+        )
     parts = [f"<p>{numbers}</p>"]
     pairs = run.path / Path(details.get("pairs_png", "memorization.png")).name  # eval writes it beside metrics.json
     if pairs.is_file():
-        parts.append(figure(pairs.read_bytes(), "top: the samples closest to a training image; bottom: that training "
-                                                "image", shown_width=480))
+        parts.append(
+            figure(
+                pairs.read_bytes(),
+                "top: the samples closest to a training image; bottom: that training image",
+                shown_width=480,
+            )
+        )
     else:
         parts.append(missing(f"{escape(pairs.name)} is missing: run {_code(f'genlab eval {run.path}')} again"))
     return "\n".join(parts)

@@ -7,15 +7,16 @@ and ``observer`` (which rules write the observations; see genlab.explain.observa
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from genlab.explain.observations import observe_with, observer_of
+from genlab.explain.observations import TracedFamily, observe_with, observer_of
 
 OVERLAP = "#"  # chart cell where two series meet
 CONTEST_LOSSES = ("d_loss", "g_loss")  # charted for a "contest" family even if not among its columns
 
 
-def trace_rows(history: list[dict[str, Any]], max_rows: int = 20) -> list[int]:
+def trace_rows(history: Sequence[Any], max_rows: int = 20) -> list[int]:
     """Indices of the epochs to show: all of them, or an even spread that keeps first and last."""
     n = len(history)
     if n <= max_rows:
@@ -32,7 +33,7 @@ def _cell(value: Any) -> str:
 
 
 def training_trace_cells(
-    history: list[dict[str, Any]],
+    history: Sequence[dict[str, Any]],
     columns: Sequence[tuple[str, str]] = (("loss", "Loss"),),
     monitor: str = "loss",
     max_rows: int = 20,
@@ -54,7 +55,7 @@ def training_trace_cells(
 
 
 def training_trace_table(
-    history: list[dict[str, Any]],
+    history: Sequence[dict[str, Any]],
     columns: Sequence[tuple[str, str]] = (("loss", "Loss"),),
     monitor: str = "loss",
     max_rows: int = 20,
@@ -77,9 +78,7 @@ def training_trace_table(
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
-def text_chart(
-    series: dict[str, list[float]], height: int = 8, width: int = 50, markers: str = "*o+x"
-) -> str:
+def text_chart(series: dict[str, list[float]], height: int = 8, width: int = 50, markers: str = "*o+x") -> str:
     """Draw one or more series (same length, one value per epoch) as a text chart.
 
     Each series gets a marker ('#' where two series share a cell); rows are labelled with
@@ -116,18 +115,17 @@ def text_chart(
     return "\n".join(lines)
 
 
-def training_trace(history: list[dict[str, Any]], model_class) -> str:
+def training_trace(history: list[dict[str, Any]], model_class: type[TracedFamily]) -> str:
     """The whole trace for a family: its table, then its loss chart(s)."""
     if not history:
         return "no epochs were completed"
     observer = observer_of(model_class)
-    monitor = getattr(model_class, "monitor", "loss")
-    table = training_trace_table(history, model_class.trace_columns, monitor, observer=observer)
+    table = training_trace_table(history, model_class.trace_columns, model_class.monitor, observer=observer)
     chart = text_chart({key: [r.get(key, math.nan) for r in history] for key in charted_losses(history, model_class)})
     return f"Training trace\n{table}\n\n{chart}"
 
 
-def charted_losses(history: list[dict[str, Any]], model_class) -> list[str]:
+def charted_losses(history: Sequence[dict[str, Any]], model_class: type[TracedFamily]) -> list[str]:
     """The history keys drawn on the loss chart: the family's loss columns (train and test)."""
     loss_keys = [key for key, _ in model_class.trace_columns if key.endswith("loss")]
     if observer_of(model_class) == "contest":  # the contest is read from D's and G's losses: chart both

@@ -1,4 +1,9 @@
-"""Model families, one file each, and the registry that builds them by name."""
+"""Model families, one package each, and the registry that builds them by name.
+
+What every family does is `GenerativeModel` (base.py); what only some do is a capability they
+inherit (`HasLikelihood`, `HasLatentSpace`, `HasEncoder`, `CanReconstruct`, `CanComplete`,
+`HasSamplerOptions`, `ShowsSamplingChain`), checked with isinstance. docs/architecture.md has the map.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,32 @@ import typing
 from typing import Any
 
 from genlab.errors import GenlabError
-from genlab.models.base import DataSpec, GenerativeModel
-from genlab.models.ddpm import DDPM
-from genlab.models.gan import DCGAN, GAN, WGANGP
-from genlab.models.pixelcnn import PixelCNN
-from genlab.models.realnvp import RealNVP
+from genlab.models.base import (
+    CanComplete,
+    CanReconstruct,
+    DataSpec,
+    GenerativeModel,
+    HasEncoder,
+    HasLatentSpace,
+    HasLikelihood,
+    HasSamplerOptions,
+    SamplerOption,
+    ShowsSamplingChain,
+)
+from genlab.models.ddpm import DDPM, DDPMConfig
+from genlab.models.gan import DCGAN, GAN, WGANGP, DCGANConfig, GANConfig, WGANGPConfig
+from genlab.models.pixelcnn import PixelCNN, PixelCNNConfig
+from genlab.models.realnvp import RealNVP, RealNVPConfig
 from genlab.models.vae import VAE, VAEConfig
 
 MODELS: dict[str, type[GenerativeModel]] = {
-    "vae": VAE, "gan": GAN, "dcgan": DCGAN, "wgan-gp": WGANGP, "ddpm": DDPM, "pixelcnn": PixelCNN, "realnvp": RealNVP,
+    "vae": VAE,
+    "gan": GAN,
+    "dcgan": DCGAN,
+    "wgan-gp": WGANGP,
+    "ddpm": DDPM,
+    "pixelcnn": PixelCNN,
+    "realnvp": RealNVP,
 }
 
 
@@ -25,6 +47,11 @@ def model_class(name: str) -> type[GenerativeModel]:
         return MODELS[name]
     except KeyError:
         raise GenlabError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}") from None
+
+
+def families_with(capability: type) -> list[str]:
+    """Registry names of the families that declare `capability`, for messages that say which can."""
+    return [name for name, family in MODELS.items() if issubclass(family, capability)]
 
 
 def make_config(name: str, overrides: dict[str, Any] | None = None):
@@ -84,4 +111,34 @@ def build_model(name: str, data, config=None, **overrides) -> GenerativeModel:
     return model_class(name)(config, spec)
 
 
-__all__ = ["MODELS", "DataSpec", "GenerativeModel", "VAE", "VAEConfig", "build_model", "make_config", "model_class"]
+__all__ = [
+    "DCGAN",
+    "DDPM",
+    "GAN",
+    "MODELS",
+    "VAE",
+    "WGANGP",
+    "CanComplete",
+    "CanReconstruct",
+    "DCGANConfig",
+    "DDPMConfig",
+    "DataSpec",
+    "GANConfig",
+    "GenerativeModel",
+    "HasEncoder",
+    "HasLatentSpace",
+    "HasLikelihood",
+    "HasSamplerOptions",
+    "PixelCNN",
+    "PixelCNNConfig",
+    "RealNVP",
+    "RealNVPConfig",
+    "SamplerOption",
+    "ShowsSamplingChain",
+    "VAEConfig",
+    "WGANGPConfig",
+    "build_model",
+    "families_with",
+    "make_config",
+    "model_class",
+]

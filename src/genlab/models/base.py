@@ -1,17 +1,29 @@
-"""What every model family shares: the data spec it is built for and the family contract."""
+"""The family contract: the data spec a model is built for, what every family does
+(`GenerativeModel`), and what only some can do, declared as capabilities.
+
+Callers ask a model what it can do with isinstance, never by probing attributes:
+
+    if isinstance(model, HasLikelihood): nll = -model.log_likelihood(x, labels)
+
+A family declares a capability by inheriting it; the abstract methods make a family that
+declares one without implementing it fail when it is built, not when it is called.
+"""
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
-from genlab.data.transforms import to_unit
 from genlab.errors import GenlabError
+
+if TYPE_CHECKING:
+    from genlab.explain.stages import PredictionPass, Stage
 
 
 def bits_per_dim(nats, dims: int):
@@ -39,7 +51,7 @@ class DataSpec:
         return self.channels * self.height * self.width
 
     @classmethod
-    def from_dataset(cls, dataset) -> "DataSpec":
+    def from_dataset(cls, dataset) -> DataSpec:
         c, h, w = dataset.image_shape
         return cls(c, h, w, dataset.num_classes, tuple(dataset.class_names))
 
@@ -48,7 +60,7 @@ class DataSpec:
         return {**dataclasses.asdict(self), "class_names": list(self.class_names)}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "DataSpec":
+    def from_dict(cls, values: dict[str, Any]) -> DataSpec:
         """The spec back from `to_dict`'s values."""
         return cls(
             int(values["channels"]),
@@ -62,102 +74,16 @@ class DataSpec:
 Batch = tuple[torch.Tensor, "torch.Tensor | None"]  # (images in [0, 1] (B, C, H, W), labels (B,) or None)
 
 
-# ---------------------------------------------------------------- explaining a family (`genlab explain`)
+class FamilyExplanation(Protocol):
+    """A family's explain module (models/FAMILY/explain.py): what `genlab explain` measures of it."""
 
+    def pipeline_stages(
+        self, model: Any, x: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator
+    ) -> list[Stage]: ...
 
-def format_number(value: float | torch.Tensor) -> str:
-    """A measured number for a reader: 543.2, 12.35, -1.20, 0.588, 0.0346 (3 significant digits below 1)."""
-    value = float(value)
-    if abs(value) >= 100:
-        return f"{value:,.1f}"
-    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
-
-
-def format_values(values: torch.Tensor) -> str:
-    """A few measured values as "[-0.41, 1.2, 0.03]"."""
-    return "[" + ", ".join(format_number(v) for v in values.detach().flatten().tolist()) + "]"
-
-
-def format_pixel(images: torch.Tensor, pixel: tuple[int, ...]) -> str:
-    """A generated pixel in [0, 1] and the 8-bit level it stands for: "pixel (0, 0, 14, 15) = 0.322 (level 82)"."""
-    value = float(images[pixel])
-    return f"pixel {pixel} = {format_number(value)} (level {round(value * 255)} of 255)"
-
-
-def example_pixel(images: torch.Tensor) -> tuple[int, int, int, int]:
-    """The pixel (0, c, h, w) of the first image that the stages quote: its mid-grey pixel (intensity between
-    1/4 and 3/4 of the range, where scalings show best) nearest the centre, else its brightest."""
-    first = images[0].float().cpu()  # (C, H, W), uint8 levels or floats in [0, 1]
-    top = 255.0 if images.dtype == torch.uint8 else 1.0
-    c, h, w = first.shape
-    rows, columns = torch.arange(h).reshape(-1, 1), torch.arange(w).reshape(1, -1)
-    distance = ((rows - (h - 1) / 2) ** 2 + (columns - (w - 1) / 2) ** 2).expand(c, h, w)  # to the centre
-    grey = (first >= 0.25 * top) & (first <= 0.75 * top)
-    score = torch.where(grey, distance, torch.inf) if grey.any() else -first  # lowest wins; ties: raster order
-    index = torch.unravel_index(score.flatten().argmin(), first.shape)
-    return (0, *(int(i) for i in index))
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One step of a family's data flow, measured on a real batch.
-
-    `input_shape` is None where the stage starts from nothing of the stage before (fresh noise);
-    `example` quotes real values of its tensors; `path` is "training" or "generation".
-    """
-
-    name: str
-    what: str
-    input_shape: tuple[int, ...] | None
-    output_shape: tuple[int, ...]
-    example: str
-    path: str = "training"
-
-    @classmethod
-    def measured(cls, name: str, what: str, inputs: torch.Tensor | None, outputs: torch.Tensor, example: str,
-                 path: str = "training") -> "Stage":
-        """A stage whose shapes are read from the tensors it really took and gave."""
-        return cls(name, what, None if inputs is None else tuple(inputs.shape), tuple(outputs.shape), example, path)
-
-
-@dataclass(frozen=True)
-class PredictionPass:
-    """One call of a family's network, from its input to its output, for the prediction trace.
-
-    `run` calls the network once on `inputs` (forward hooks on `network` see every layer) and
-    returns the output; `note` says which call it is (e.g. one UNet call at one timestep).
-    """
-
-    network_name: str
-    network: nn.Module
-    input_name: str
-    inputs: torch.Tensor
-    run: Callable[[], torch.Tensor]
-    output_name: str
-    note: str
-
-
-def input_stages(dataset_size: int, indices: torch.Tensor, images: torch.Tensor,
-                 labels: torch.Tensor | None) -> tuple[list[Stage], torch.Tensor]:
-    """The stages every family shares, load and scale to [0, 1], and the batch (B, C, H, W) in [0, 1].
-
-    `images` (B, C, H, W) uint8 are the dataset's images at `indices`.
-    """
-    pixel = example_pixel(images)
-    value = int(images[pixel])
-    shown = ", ".join(str(int(i)) for i in indices[:4]) + (", ..." if len(indices) > 4 else "")
-    label_text = "" if labels is None else f" (label {int(labels[0])})"
-    load = Stage(
-        "load", f"take {len(images)} of the {dataset_size:,} images in a seeded random order, as uint8 levels 0..255",
-        (dataset_size, *images.shape[1:]), tuple(images.shape),
-        f"images {shown}; image {int(indices[0])}{label_text} has pixel {pixel} = {value}",
-    )
-    x = to_unit(images)  # (B, C, H, W) in [0, 1]
-    scale = Stage.measured(
-        "preprocess", "divide by 255: floats in [0, 1], the range every family takes", images, x,
-        f"pixel {pixel} value {value} becomes {format_number(x[pixel])}",
-    )
-    return [load, scale], x
+    def prediction_pass(
+        self, model: Any, x: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator
+    ) -> PredictionPass: ...
 
 
 class GenerativeModel(nn.Module):
@@ -181,19 +107,30 @@ class GenerativeModel(nn.Module):
     observer: ClassVar[str] = "loss"
     # The family's idea in two sentences (`genlab explain`).
     idea: ClassVar[str] = ""
+    # The family's explain module (models/FAMILY/explain.py), which `pipeline_stages` and
+    # `prediction_pass` call: the stages live beside the family, apart from its model code.
+    explanation: FamilyExplanation | None = None
 
-    def __init__(self, config, data: DataSpec):
+    def __init__(self, config: Any, data: DataSpec):
         super().__init__()
         self.config = config
         self.data = data
+        if self.conditional and data.num_classes < 2:
+            raise GenlabError(f"a conditional {self.family} needs labelled data with at least 2 classes")
 
     @property
     def conditional(self) -> bool:
-        return bool(getattr(self.config, "conditional", False))
+        """Whether the model draws given class labels (every family's config has `conditional`)."""
+        return bool(self.config.conditional)
+
+    @property
+    def binary_pixels(self) -> bool:
+        """Whether the model sees pixels binarized to 0/1 (the binarized-MNIST protocol), not levels in [0, 1]."""
+        return False
 
     @property
     def sample_batch_size(self) -> int:
-        """Images `Run.sample` draws per call of `sample` by default (a family whose activations are large says less)."""
+        """Images `Run.sample` draws per call of `sample` by default (a family with large activations says less)."""
         return 1000
 
     @property
@@ -219,8 +156,8 @@ class GenerativeModel(nn.Module):
     def adam(self, parameters, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
         """Adam, fused into one kernel per parameter where this torch and device allow it.
 
-        On the CPU the default per-tensor Adam took about a quarter of a VAE step; the fused
-        one is about 5% faster overall, with the same update up to float rounding.
+        On the CPU the default per-tensor Adam is a sizeable share of a small network's step; the
+        fused one gives the same update up to float rounding (benchmarks/README.md has the figure).
         """
         parameters = list(parameters)
         # torch checks `fused` only at the first step, so decide here: CUDA has the kernel
@@ -261,6 +198,15 @@ class GenerativeModel(nn.Module):
         """n images (n, C, H, W) in [0, 1]."""
         raise NotImplementedError
 
+    def condition(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """The labels (B,) a network is told, on the model's device: None for an unconditional model,
+        which ignores any it is given; a conditional one refuses to go without."""
+        if not self.conditional:
+            return None
+        if labels is None:
+            raise GenlabError(f"a conditional {self.family} needs labels")
+        return labels.to(self.device)
+
     def check_labels(self, n: int, labels: torch.Tensor | int | list[int] | None) -> torch.Tensor | None:
         """Validate sampling labels and return them as a (n,) long tensor on the model's device.
 
@@ -271,7 +217,9 @@ class GenerativeModel(nn.Module):
                 return None
             return torch.arange(n, device=self.device) % self.data.num_classes
         if not self.conditional:
-            raise GenlabError(f"this {self.family} model is unconditional: it cannot draw given labels; train with --conditional")
+            raise GenlabError(
+                f"this {self.family} model is unconditional: it cannot draw given labels; train with --conditional"
+            )
         labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
         if labels.numel() == 1:
             labels = labels.expand(n)
@@ -279,14 +227,61 @@ class GenerativeModel(nn.Module):
             raise GenlabError(f"got {labels.numel()} labels for {n} samples; give one label or one per sample")
         bad = labels[(labels < 0) | (labels >= self.data.num_classes)]
         if bad.numel():
-            raise GenlabError(
-                f"label {int(bad[0])} is outside the model's classes 0..{self.data.num_classes - 1}"
-            )
+            raise GenlabError(f"label {int(bad[0])} is outside the model's classes 0..{self.data.num_classes - 1}")
         return labels.to(self.device)
 
+    def pipeline_stages(self, x: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator) -> list[Stage]:
+        """The family's data flow on a real batch x (B, C, H, W) in [0, 1], after the shared `input_stages`:
+        its training path to the loss, then its generation path to an image, each stage measured."""
+        return self._explanation().pipeline_stages(self, x, labels, generator)
+
+    def prediction_pass(
+        self, x: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator
+    ) -> PredictionPass:
+        """The network call the prediction trace hooks, for a batch of len(x) (x: a real batch in [0, 1])."""
+        return self._explanation().prediction_pass(self, x, labels, generator)
+
+    def _explanation(self) -> FamilyExplanation:
+        if self.explanation is None:
+            raise GenlabError(f"the {self.family} family cannot explain itself yet (it has no explain module)")
+        return self.explanation
+
+
+# ---------------------------------------------------------------- capabilities: what only some families can do
+
+
+class HasLikelihood(abc.ABC):
+    """A family that gives log p(x) (or a bound on it) in nats per image, the same definition everywhere."""
+
+    # How many test images `genlab eval` scores (a seeded subset); None: the whole split. A family
+    # whose estimate costs many network passes per image (DDPM) names a smaller number.
+    likelihood_images: ClassVar[int | None] = None
+
+    @property
+    @abc.abstractmethod
+    def likelihood_kind(self) -> str:
+        """How `log_likelihood` relates to log p(x): "exact", or which bound (tables put families side by side)."""
+
+    @property
+    @abc.abstractmethod
+    def likelihood_data_model(self) -> str:
+        """What the pixels are taken to be ("binarized", "256-way discrete (8-bit pixels)", ...)."""
+
+    @abc.abstractmethod
+    def log_likelihood(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x) (or its bound) in nats per image (B,) for images x (B, C, H, W) in [0, 1]."""
+
+
+class HasLatentSpace(abc.ABC):
+    """A family whose images are a function of a latent drawn from a prior: draw, decode, interpolate."""
+
+    @abc.abstractmethod
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n draws from the prior over the latent space, for families that have one."""
-        raise GenlabError(f"the {self.family} family has no latent space to interpolate in")
+        """n draws from the prior over the latent space, (n, *latent_shape)."""
+
+    @abc.abstractmethod
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] from latents z (B, *latent_shape)."""
 
     @torch.no_grad()
     def interpolate(
@@ -296,22 +291,123 @@ class GenerativeModel(nn.Module):
 
         Families whose latent is not Gaussian-like, or who prefer spherical paths, override this.
         """
+        assert isinstance(self, GenerativeModel)
         z0, z1 = self.sample_latent(2, generator)
         weights = torch.linspace(0.0, 1.0, steps, device=z0.device).reshape(-1, *([1] * z0.dim()))
         z = (1 - weights) * z0 + weights * z1  # (steps, *latent_shape)
         return self.decode(z, self.check_labels(steps, labels))
 
-    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (B, C, H, W) in [0, 1] from latents z, for families that have a decoder."""
-        raise GenlabError(f"the {self.family} family has no decoder")
 
-    def pipeline_stages(self, x: torch.Tensor, labels: torch.Tensor | None,
-                        generator: torch.Generator) -> list[Stage]:
-        """The family's data flow on a real batch x (B, C, H, W) in [0, 1], after the shared `input_stages`:
-        its training path to the loss, then its generation path to an image, each stage measured."""
-        raise GenlabError(f"the {self.family} family cannot explain its pipeline yet")
+class HasEncoder(HasLatentSpace):
+    """A latent-space family that also maps an image to its latent (the VAE's posterior mean, a flow's z)."""
 
-    def prediction_pass(self, x: torch.Tensor, labels: torch.Tensor | None,
-                        generator: torch.Generator) -> PredictionPass:
-        """The network call the prediction trace hooks, for a batch of len(x) (x: a real batch in [0, 1])."""
-        raise GenlabError(f"the {self.family} family cannot trace its prediction yet")
+    @abc.abstractmethod
+    def latent_of(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The latent (B, *latent_shape) that stands for images x (B, C, H, W) in [0, 1]."""
+
+
+class CanReconstruct(abc.ABC):
+    """A family that reconstructs an image through its bottleneck (an autoencoder)."""
+
+    @abc.abstractmethod
+    def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's deterministic reconstruction (B, C, H, W) in [0, 1] of images x in [0, 1]."""
+
+
+class CanComplete(abc.ABC):
+    """A family that draws pixel by pixel, so it can finish an image whose top rows are given."""
+
+    @abc.abstractmethod
+    def complete(
+        self,
+        images: torch.Tensor,
+        rows: int,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] that keep the top `rows` rows of `images` and draw the rest."""
+
+
+@dataclass(frozen=True)
+class SamplerOption:
+    """One option a family's sampler takes beyond n, generator and labels (e.g. DDPM's `steps`).
+
+    `kind` is the value's type; `choices` or `minimum`/`maximum` bound it; `config_field` names
+    the config field that holds the run's default; `help` is what the CLI says of it.
+    """
+
+    name: str
+    kind: type
+    help: str
+    config_field: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def check(self, value: Any) -> Any:
+        """`value` as this option's type, or a GenlabError that says which values it takes."""
+        flag = "--" + self.name.replace("_", "-")
+        if self.kind is str:
+            if value not in self.choices:
+                raise GenlabError(f"{flag} must be one of {', '.join(self.choices)}, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (self.kind is int and value != int(value)):
+            raise GenlabError(f"{flag} must be {'an integer' if self.kind is int else 'a number'}, got {value!r}")
+        if (
+            not math.isfinite(value)
+            or (self.minimum is not None and value < self.minimum)
+            or (self.maximum is not None and value > self.maximum)
+        ):
+            bounds = f"from {self.minimum:g}" + ("" if self.maximum is None else f" to {self.maximum:g}")
+            raise GenlabError(f"{flag} must be {bounds}, got {value!r}")
+        return self.kind(value)
+
+
+class HasSamplerOptions(abc.ABC):
+    """A family whose `sample` takes options (a sampler, its step count ...), declared by name."""
+
+    @property
+    @abc.abstractmethod
+    def sampler_options(self) -> tuple[SamplerOption, ...]:
+        """The options `sample` takes, declared (a family sets this as a class attribute)."""
+
+    def check_sampler_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The options as their declared types; an unknown name or a value out of range is a GenlabError."""
+        declared = {option.name: option for option in self.sampler_options}
+        unknown = [name for name in options if name not in declared]
+        if unknown:
+            raise GenlabError(
+                f"{flag_list(unknown)} is not an option of this sampler; it takes {flag_list(list(declared))}"
+            )
+        return {name: declared[name].check(value) for name, value in options.items()}
+
+
+class ShowsSamplingChain(abc.ABC):
+    """A family whose sampler passes through intermediate images worth showing (diffusion's x_T ... x_0)."""
+
+    @property
+    @abc.abstractmethod
+    def chain_steps(self) -> int:
+        """How many steps the default sampler takes from the start of the chain to an image."""
+
+    @property
+    @abc.abstractmethod
+    def chain_sampler(self) -> str:
+        """The default sampler's registry name (e.g. "ddpm"), for captions."""
+
+    @abc.abstractmethod
+    def sample_chain(
+        self,
+        n: int,
+        every: int,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        **options: Any,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """n images in [0, 1] and the chain's states in [0, 1] every `every` steps, from the start to the end;
+        `options` are the sampler options the family declares (`HasSamplerOptions`)."""
+
+
+def flag_list(names: list[str]) -> str:
+    """Option names as command-line flags: ["sampler", "eta"] -> "--sampler, --eta"."""
+    return ", ".join("--" + name.replace("_", "-") for name in names)

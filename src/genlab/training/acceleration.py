@@ -11,7 +11,7 @@ is in bf16), so checkpoints, resume and the metrics are unchanged in kind.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -28,7 +28,7 @@ def check_precision(precision: str) -> None:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """"fp32" or "bf16" for `precision` on `device` ("auto": bf16 on a CUDA GPU that has it, else fp32)."""
+    """ "fp32" or "bf16" for `precision` on `device` ("auto": bf16 on a CUDA GPU that has it, else fp32)."""
     check_precision(precision)
     if precision == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -61,13 +61,17 @@ def to_channels_last(model: nn.Module, optimizers: dict[str, torch.optim.Optimiz
     e.g. restored from a checkpoint) is given the parameter's layout, because fused and foreach
     kernels walk a parameter and its state in memory order.
     """
-    model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # a real overload torch's stubs lack
     for optimizer in optimizers.values():
         for group in optimizer.param_groups:
             for parameter in group["params"]:
                 state = optimizer.state.get(parameter, {})
                 for key, value in state.items():
-                    if torch.is_tensor(value) and value.shape == parameter.shape and value.stride() != parameter.stride():
+                    if (
+                        torch.is_tensor(value)
+                        and value.shape == parameter.shape
+                        and value.stride() != parameter.stride()
+                    ):
                         state[key] = torch.empty_like(parameter).copy_(value)  # empty_like keeps the strides
 
 

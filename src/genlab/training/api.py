@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -79,8 +80,9 @@ def train(
     if resume:
         info = _resumable_info(out, model, data, batch_size, seed, size, model_config)
         stored = info["train"]
-        config = TrainConfig(epochs or stored["epochs"], stored["batch_size"], stored["seed"], device,
-                             precision, compile)
+        config = TrainConfig(
+            epochs or stored["epochs"], stored["batch_size"], stored["seed"], device, precision, compile
+        )
         size = info["data"]["size"]
         if data is None:
             if info["data"].get("in_memory"):
@@ -92,8 +94,9 @@ def train(
             raise GenlabError("name a model family to train, e.g. `genlab train vae`")
         if data is None:
             raise GenlabError("name the data to train on, e.g. --data mnist-5k")
-        config = TrainConfig(epochs or DEFAULT_EPOCHS, batch_size, 0 if seed is None else seed, device,
-                             precision, compile)
+        config = TrainConfig(
+            epochs or DEFAULT_EPOCHS, batch_size, 0 if seed is None else seed, device, precision, compile
+        )
     config.validate()
 
     train_data, test_data, data_info = _load_data(data, size, test_data)
@@ -109,6 +112,7 @@ def train(
             )
         network = model_from_info(info)
     else:
+        assert model is not None  # refused above, before anything was read
         network = build_model(model, train_data, model_config)
         config = dataclasses.replace(config, batch_size=config.batch_size or network.default_batch_size)
         info = new_run_info(
@@ -118,13 +122,15 @@ def train(
     network.to(run_device)
     optimizers = network.configure_optimizers()
 
+    assert config.batch_size is not None  # the run's, or the family's default
     with distributed.process_group_from_env(run_device):
         distributed.check_batch_size(config.batch_size)
         info["train"]["processes"] = distributed.world_size()  # this session's (a resume may use another number)
         distributed.barrier()  # every rank has checked its inputs before rank 0 changes anything at `out`
         if not distributed.is_main_process():  # the other ranks train alongside and write nothing
-            return _fit(out, info, network, optimizers, train_data, test_data, config, run_device, resume,
-                        list(callbacks))
+            return _fit(
+                out, info, network, optimizers, train_data, test_data, config, run_device, resume, list(callbacks)
+            )
         if not resume:
             if out.exists() and overwrite:
                 with run_lock(out):  # refuses to delete a run another process is training
@@ -132,9 +138,21 @@ def train(
                 shutil.rmtree(out)  # _check_new_out made sure it is a run
             out.mkdir(parents=True, exist_ok=True)
         with run_lock(out):
-            return _fit(out, info, network, optimizers, train_data, test_data, config, run_device, resume,
-                        monitoring + [RunWriter(out, info), SampleGrids(out, every=sample_every, seed=config.seed)]
-                        + ([ProgressBar()] if progress else []) + list(callbacks))
+            return _fit(
+                out,
+                info,
+                network,
+                optimizers,
+                train_data,
+                test_data,
+                config,
+                run_device,
+                resume,
+                monitoring
+                + [RunWriter(out, info), SampleGrids(out, every=sample_every, seed=config.seed)]
+                + ([ProgressBar()] if progress else [])
+                + list(callbacks),
+            )
 
 
 def _fit(out, info, network, optimizers, train_data, test_data, config, device, resume, callbacks) -> Run:
@@ -164,8 +182,14 @@ def _fit(out, info, network, optimizers, train_data, test_data, config, device, 
             return Run.load(out, device=device)
         info["train"]["epochs"] = config.epochs
     trainer = Trainer(
-        network, train_data, test_data, config, callbacks=callbacks, optimizers=optimizers,
-        start_epoch=start_epoch, device=device,
+        network,
+        train_data,
+        test_data,
+        config,
+        callbacks=callbacks,
+        optimizers=optimizers,
+        start_epoch=start_epoch,
+        device=device,
         progress=EpochProgress.from_dict(epoch_progress) if epoch_progress else None,
     )
     trainer.fit()
@@ -182,7 +206,7 @@ def _monitor(every: int, n: int, train_data, test_data, seed: int) -> list[Callb
         raise GenlabError(f"--eval-every must be a number of epochs (0: never), got {every!r}")
     if not every or not distributed.is_main_process():  # under torchrun rank 0 alone measures and records
         return []
-    from genlab.eval.evaluate import TrainingMonitor
+    from genlab.eval.monitor import TrainingMonitor
 
     return [EvalEvery(TrainingMonitor(train_data, test_data, n=n, seed=seed), every)]
 

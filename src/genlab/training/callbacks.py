@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from genlab.images import save_grid
+from genlab.models.common import eval_mode
 from genlab.run import SAMPLES_DIR, append_history, save_checkpoint, write_run_info
 from genlab.training.trainer import Callback, Trainer
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class RunWriter(Callback):
@@ -63,17 +67,15 @@ class SampleGrids(Callback):
         model = trainer.model
         classes = model.data.num_classes if model.conditional else 0
         n, nrow = (8 * classes, classes) if 0 < classes <= MAX_GRID_CLASSES else (self.n, 8)
-        model.eval()
-        with torch.no_grad():  # a conditional model given no labels cycles through the classes
+        with eval_mode(model), torch.no_grad():  # a conditional model given no labels cycles through the classes
             images = model.sample(n, generator=torch.Generator().manual_seed(self.seed))
-        model.train()
         save_grid(images, self.folder / f"epoch_{trainer.epoch:04d}.png", nrow=nrow)
 
 
 class EvalEvery(Callback):
     """Adds FID, precision and recall to the epoch's record every `every` epochs (and after the last).
 
-    `monitor(model) -> dict` measures the model (genlab.eval.evaluate.TrainingMonitor); this
+    `monitor(model) -> dict` measures the model (genlab.eval.monitor.TrainingMonitor); this
     callback must run before RunWriter so that history.jsonl holds the numbers.
     """
 
@@ -102,17 +104,23 @@ class ProgressBar(Callback):
     """A tqdm bar over each epoch's steps (stderr) and one summary line per epoch (stdout)."""
 
     def __init__(self) -> None:
-        self.bar = None
+        self.bar: tqdm | None = None
 
     def on_epoch_start(self, trainer: Trainer) -> None:
         from tqdm import tqdm
 
         self.bar = tqdm(
-            total=trainer.steps_per_epoch, desc=f"epoch {trainer.epoch}/{trainer.config.epochs}",
-            leave=False, unit="step", file=sys.stderr, dynamic_ncols=True,
+            total=trainer.steps_per_epoch,
+            desc=f"epoch {trainer.epoch}/{trainer.config.epochs}",
+            leave=False,
+            unit="step",
+            file=sys.stderr,
+            dynamic_ncols=True,
         )
 
     def on_step_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        if self.bar is None:
+            return
         self.bar.update(1)
         if trainer.step % 10 == 0:
             self.bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -92,8 +92,10 @@ def setup_from_env(device: torch.device) -> bool:
     if not dist.is_available():
         raise GenlabError("this torch was built without torch.distributed; it cannot train over several processes")
     if device.type not in ("cuda", "cpu"):
-        raise GenlabError(f"distributed training runs on CUDA (nccl) or the CPU (gloo), not on {device.type}; "
-                          "use --device cuda or --device cpu")
+        raise GenlabError(
+            f"distributed training runs on CUDA (nccl) or the CPU (gloo), not on {device.type}; "
+            "use --device cuda or --device cpu"
+        )
     store, this_rank, size = next(dist.rendezvous("env://"))  # RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT
     # A script may train several runs, each in a group of its own. torch names every new default
     # group alike, so a second group would meet the first one's keys in torchrun's store and hang
@@ -202,7 +204,7 @@ class GradientAveraging:
             handle.remove()
         self.handles = []
 
-    def __enter__(self) -> "GradientAveraging":
+    def __enter__(self) -> GradientAveraging:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -220,8 +222,9 @@ def average_metrics(metrics: dict[str, float], count: int, stop: bool = False) -
     if not is_distributed():
         return metrics, count, stop
     keys = list(metrics)  # the family's order (history.jsonl keeps it); the same on every rank
-    sums = torch.tensor([metrics[k] * count for k in keys] + [count, float(stop)], dtype=torch.float64,
-                        device=_communication_device())
+    sums = torch.tensor(
+        [metrics[k] * count for k in keys] + [count, float(stop)], dtype=torch.float64, device=_communication_device()
+    )
     dist.all_reduce(sums)
     *totals, images, stops = sums.tolist()
     return {key: total / images for key, total in zip(keys, totals)}, int(images), stops > 0
@@ -234,7 +237,7 @@ def shard_slice(n: int) -> slice:
 
 
 def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
-    """The ranks' pieces (along dim 0, of any sizes) joined in rank order, on every rank; `tensor` alone without a group.
+    """The ranks' pieces (along dim 0, of any sizes) joined in rank order on every rank; without a group, `tensor`.
 
     Each piece is padded to the longest for all_gather (which wants equal shapes), then cut back.
     """

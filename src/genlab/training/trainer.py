@@ -8,8 +8,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -18,8 +19,8 @@ from genlab.data.dataset import ImageDataset
 from genlab.data.transforms import to_unit
 from genlab.errors import GenlabError, TrainingDiverged
 from genlab.models.base import GenerativeModel
+from genlab.models.common import eval_mode
 from genlab.training import acceleration, distributed
-
 
 MAX_SEED = 2**32  # seeds are 32-bit, so (seed, epoch) -> one 64-bit generator seed never overflows
 
@@ -83,22 +84,22 @@ class EpochProgress:
         return {"step": self.step, "images_seen": self.images_seen, "seconds": self.seconds, "totals": self.totals}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "EpochProgress":
+    def from_dict(cls, values: dict[str, Any]) -> EpochProgress:
         return cls(int(values["step"]), int(values["images_seen"]), float(values["seconds"]), dict(values["totals"]))
 
 
 class Callback:
     """Hooks around the loop; every method is optional."""
 
-    def on_train_start(self, trainer: "Trainer") -> None: ...
+    def on_train_start(self, trainer: Trainer) -> None: ...
 
-    def on_epoch_start(self, trainer: "Trainer") -> None: ...
+    def on_epoch_start(self, trainer: Trainer) -> None: ...
 
-    def on_step_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
+    def on_step_end(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
 
-    def on_epoch_end(self, trainer: "Trainer", record: dict[str, Any]) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
 
-    def on_train_end(self, trainer: "Trainer", status: str) -> None: ...
+    def on_train_end(self, trainer: Trainer, status: str) -> None: ...
 
 
 class Trainer:
@@ -252,13 +253,17 @@ class Trainer:
         order = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         progress = self.progress  # empty, or where a resumed run stopped inside this epoch
         rank = distributed.rank()
-        batches = self.train_data.batches(self.batch_size, order, skip=progress.step, shard=(rank, distributed.world_size()))
+        batches = self.train_data.batches(
+            self.batch_size, order, skip=progress.step, shard=(rank, distributed.world_size())
+        )
         for self.step, (images, labels) in enumerate(batches, start=progress.step + 1):
             start = time.perf_counter()  # times the step alone: images/s leaves out callbacks and validation
             if self.averaging is not None:
                 # Noise independent across ranks and a function of the step alone, so resume is exact anywhere.
                 rng.seed(distributed.step_seed(self.config.seed, epoch, self.step, rank), self.device)
-                self.averaging.share = len(images) / self._step_images(self.step)  # per-image mean on a short last batch
+                self.averaging.share = len(images) / self._step_images(
+                    self.step
+                )  # per-image mean on a short last batch
             with acceleration.autocast(self.precision, self.device):
                 metrics = self.model.training_step((self._prepared(images), labels), self.optimizers)
             # The global batch's numbers; with several ranks a stop asked for during this step's
@@ -279,7 +284,9 @@ class Trainer:
             if stop if self.averaging is not None else self.stop_requested:  # one process: callbacks' requests too
                 self.stopped_cleanly = True
                 raise KeyboardInterrupt
-        distributed.broadcast_buffers(self.model)  # BatchNorm statistics: rank 0's on every rank, for validation and saving
+        distributed.broadcast_buffers(
+            self.model
+        )  # BatchNorm statistics: rank 0's on every rank, for validation and saving
         self.progress = EpochProgress()  # the next epoch starts from nothing
         record = {key: total / progress.images_seen for key, total in progress.totals.items()}
         return {"seconds": progress.seconds, "images_per_second": progress.images_seen / progress.seconds, **record}
@@ -292,14 +299,13 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """The family's validation numbers over the whole test set, under a fixed RNG."""
-        self.model.eval()
+        assert self.test_data is not None, "validate() needs test data"
         totals: dict[str, float] = {}
-        with rng.preserved(self.device):
+        with eval_mode(self.model), rng.preserved(self.device):
             torch.manual_seed(self.config.seed)
             for images, labels in self.test_data.batches(max(self.batch_size, 500), shuffle=False):
                 with acceleration.autocast(self.precision, self.device):
                     numbers = self.model.validation_step((self._prepared(images), labels))
                 for key, value in numbers.items():
                     totals[key] = totals.get(key, 0.0) + value * len(images)
-        self.model.train()
         return {key: total / len(self.test_data) for key, total in totals.items()}

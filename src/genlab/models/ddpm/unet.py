@@ -34,6 +34,14 @@ def _groups(channels: int) -> int:
     return max(g for g in (8, 4, 2, 1) if channels % g == 0)
 
 
+def zeroed(conv: nn.Conv2d) -> nn.Conv2d:
+    """`conv` with its weight and bias set to 0, so that it outputs 0 until trained."""
+    nn.init.zeros_(conv.weight)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
 class ResBlock(nn.Module):
     """GN, SiLU, conv; + time embedding; GN, SiLU, dropout, conv; plus the (1x1-projected) input."""
 
@@ -44,9 +52,8 @@ class ResBlock(nn.Module):
         self.embed = nn.Linear(embed_dim, out_channels)
         self.norm2 = nn.GroupNorm(_groups(out_channels), out_channels)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity, which eases early training
-        nn.init.zeros_(self.conv2.bias)
+        # zeroed: each block starts as the identity, which eases early training
+        self.conv2 = zeroed(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
@@ -63,9 +70,7 @@ class AttentionBlock(nn.Module):
         super().__init__()
         self.norm = nn.GroupNorm(_groups(channels), channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.out = nn.Conv2d(channels, channels, 1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.out = zeroed(nn.Conv2d(channels, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -105,23 +110,25 @@ class UNet(nn.Module):
             if level < len(channel_mult) - 1:
                 self.down.append(nn.Conv2d(width, width, 3, stride=2, padding=1))  # halves H and W
                 skips.append(width)
-        self.middle = nn.ModuleList([
-            ResBlock(width, width, embed_dim, dropout),
-            AttentionBlock(width) if attention else nn.Identity(),
-            ResBlock(width, width, embed_dim, dropout),
-        ])
+        self.middle = nn.ModuleList(
+            [
+                ResBlock(width, width, embed_dim, dropout),
+                AttentionBlock(width) if attention else nn.Identity(),
+                ResBlock(width, width, embed_dim, dropout),
+            ]
+        )
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
             for _ in range(num_res_blocks + 1):
                 self.up.append(ResBlock(width + skips.pop(), channels * mult, embed_dim, dropout))
                 width = channels * mult
             if level > 0:
-                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                             nn.Conv2d(width, width, 3, padding=1)))
-        self.head = nn.Sequential(nn.GroupNorm(_groups(width), width), nn.SiLU(),
-                                  nn.Conv2d(width, image_channels, 3, padding=1))
-        nn.init.zeros_(self.head[-1].weight)  # predict 0 at first: the mean of ε
-        nn.init.zeros_(self.head[-1].bias)
+                self.up.append(
+                    nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width, width, 3, padding=1))
+                )
+        self.head = nn.Sequential(  # zeroed: predict 0 at first, the mean of ε
+            nn.GroupNorm(_groups(width), width), nn.SiLU(), zeroed(nn.Conv2d(width, image_channels, 3, padding=1))
+        )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """x_t (B, C, H, W), t (B,), labels (B,) with `num_classes` as the null class -> prediction (B, C, H, W)."""

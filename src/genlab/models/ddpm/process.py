@@ -10,6 +10,7 @@ and stored as float32 buffers, indexed by integer timesteps (B,).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from genlab.errors import GenlabError
 
 SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("epsilon", "v")
+NetworkFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t (B, C, H, W), t (B,)) -> output
 
 
 def beta_schedule(name: str, steps: int) -> torch.Tensor:
@@ -39,6 +41,14 @@ def beta_schedule(name: str, steps: int) -> torch.Tensor:
 
 class GaussianDiffusion(nn.Module):
     """The schedule's constants as buffers (so they follow the model's device) and the closed forms."""
+
+    betas: torch.Tensor  # β_t (T,)
+    alpha_bar: torch.Tensor  # ᾱ_t (T,)
+    alpha_bar_previous: torch.Tensor  # ᾱ_{t-1} (T,)
+    posterior_variance: torch.Tensor  # β̃_t (T,)
+    posterior_log_variance: torch.Tensor  # log β̃_t (T,), β̃_0 replaced by β̃_1
+    posterior_mean_x0: torch.Tensor  # the posterior mean's coefficients (T,) of x_0 ...
+    posterior_mean_xt: torch.Tensor  # ... and of x_t
 
     def __init__(self, steps: int = 1000, schedule: str = "linear", prediction: str = "epsilon"):
         super().__init__()
@@ -63,25 +73,25 @@ class GaussianDiffusion(nn.Module):
             self.register_buffer(name, value.float(), persistent=False)  # rebuilt from the config
 
     @staticmethod
-    def _at(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    def at(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """values[t] shaped (B, 1, 1, 1) to broadcast over images like `like`."""
         return values[t].reshape(-1, *([1] * (like.dim() - 1)))
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(ᾱ_t) x_0 + sqrt(1 − ᾱ_t) ε: a draw from q(x_t | x_0)."""
-        alpha_bar = self._at(self.alpha_bar, t, x0)
+        alpha_bar = self.at(self.alpha_bar, t, x0)
         return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
 
     def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """What the network learns to output: ε, or v = sqrt(ᾱ_t) ε − sqrt(1 − ᾱ_t) x_0."""
         if self.prediction == "epsilon":
             return noise
-        alpha_bar = self._at(self.alpha_bar, t, x0)
+        alpha_bar = self.at(self.alpha_bar, t, x0)
         return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
 
     def split(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The network's output at (x_t, t) as (x̂_0, ε̂), exact inverses of q_sample and `target`."""
-        alpha_bar = self._at(self.alpha_bar, t, x_t)
+        alpha_bar = self.at(self.alpha_bar, t, x_t)
         a, b = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
         if self.prediction == "epsilon":
             return (x_t - b * output) / a, output
@@ -89,14 +99,21 @@ class GaussianDiffusion(nn.Module):
 
     def posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, eq. 6-7)."""
-        mean = self._at(self.posterior_mean_x0, t, x_t) * x0 + self._at(self.posterior_mean_xt, t, x_t) * x_t
-        return mean, self._at(self.posterior_log_variance, t, x_t)
+        mean = self.at(self.posterior_mean_x0, t, x_t) * x0 + self.at(self.posterior_mean_xt, t, x_t) * x_t
+        return mean, self.at(self.posterior_log_variance, t, x_t)
 
-    def training_losses(self, network, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None,
-                        **network_kwargs) -> torch.Tensor:
+    def training_losses(
+        self,
+        network: Callable[..., torch.Tensor],
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        **network_kwargs: torch.Tensor | None,
+    ) -> torch.Tensor:
         """Per-image mean squared error between the network's output at (x_t, t) and its target, (B,).
 
-        With ε-prediction this is Ho et al.'s simplified objective L_simple.
+        With ε-prediction this is Ho et al.'s simplified objective L_simple. `network_kwargs` (the
+        labels) go to the network unchanged.
         """
         noise = torch.randn_like(x0) if noise is None else noise
         output = network(self.q_sample(x0, t, noise), t, **network_kwargs)
@@ -110,7 +127,7 @@ class GaussianDiffusion(nn.Module):
         mean, variance = alpha_bar.sqrt() * x0.double(), 1 - alpha_bar
         return (0.5 * (variance - 1 - variance.log() + mean**2)).flatten(1).sum(dim=1)
 
-    def bound_term(self, network, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def bound_term(self, network: NetworkFn, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """One term of the bound at timestep t (B,), in nats per image, for one draw x_t ~ q(x_t | x_0).
 
         t > 0: L_t = KL(q(x_{t-1} | x_t, x_0) ‖ p(x_{t-1} | x_t)), both Gaussian with the posterior
@@ -125,7 +142,7 @@ class GaussianDiffusion(nn.Module):
         decoder = -discretized_gaussian_log_likelihood(x0, model_mean, log_variance).flatten(1).sum(dim=1)
         return torch.where(t == 0, decoder, kl).double()
 
-    def variational_bound(self, network, x0: torch.Tensor, strata: int) -> torch.Tensor:
+    def variational_bound(self, network: NetworkFn, x0: torch.Tensor, strata: int) -> torch.Tensor:
         """−log p(x_0) ≤ L_T + Σ_{t>0} L_t + L_0, in nats per image (B,), for x_0 on the 8-bit grid in [-1, 1].
 
         The sum over the T − 1 KL terms is estimated without bias by stratified sampling: the
@@ -143,7 +160,9 @@ class GaussianDiffusion(nn.Module):
         return total
 
 
-def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, mean: torch.Tensor, log_variance: torch.Tensor
+) -> torch.Tensor:
     """log P(x) per pixel for x on the 256-level grid of [-1, 1] under N(mean, exp(log_variance)) binned.
 
     Each level owns [x − 1/255, x + 1/255]; the end levels own everything below −1 + 1/255 and above

@@ -1,0 +1,68 @@
+"""Real NVP's settings (everything needed to rebuild the flow, saved in run.json) and the number of
+scales an image size allows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from genlab.errors import GenlabError
+from genlab.models.common import check_bool, check_int, check_number
+
+FAMILY = "RealNVP"  # the name config errors give
+MAX_AUTO_SCALES = 3  # scales=None: as many as the size allows, up to this (28x28: 28 -> 14 -> 7)
+
+
+@dataclass
+class RealNVPConfig:
+    """Everything needed to rebuild a Real NVP flow (saved in run.json, scales resolved)."""
+
+    hidden_channels: int = 32  # width of every coupling network (the cost grows with its square)
+    res_blocks: int = 1  # residual blocks per coupling network (the paper used several; each adds two convolutions)
+    scales: int | None = None  # None: as many as the image size allows, up to 3 (28x28: 3, 8x8: 2, 32x32: 3)
+    conditional: bool = False  # a class embedding added inside every coupling network
+    alpha: float = 0.05  # logit transform y = logit(alpha + (1 - 2 alpha) x), as in the paper
+    temperature: float = 1.0  # sampling draws z ~ N(0, temperature^2 I)
+    lr: float = 1e-3  # Adam
+    weight_decay: float = 0.0  # L2 penalty in Adam (the paper: 5e-5 on weight-norm scales)
+    grad_clip: float = 100.0  # largest gradient norm per step (0: no clipping); tames rare spikes
+
+    def __post_init__(self) -> None:
+        check_int(FAMILY, "hidden_channels", self.hidden_channels)
+        check_int(FAMILY, "res_blocks", self.res_blocks)
+        if self.scales is not None and (
+            isinstance(self.scales, bool) or not isinstance(self.scales, int) or self.scales < 1
+        ):
+            raise GenlabError(f"{FAMILY} setting scales must be a positive integer or None (auto), got {self.scales!r}")
+        check_bool(FAMILY, "conditional", self.conditional)
+        check_number(FAMILY, "alpha", self.alpha, above=0, below=0.5, what="a number in (0, 0.5)")
+        check_number(FAMILY, "temperature", self.temperature, above=0, what="a positive number")
+        check_number(FAMILY, "lr", self.lr, above=0, what="a positive number")
+        check_number(FAMILY, "weight_decay", self.weight_decay, minimum=0, what="a number >= 0")
+        check_number(FAMILY, "grad_clip", self.grad_clip, minimum=0, what="a number >= 0 (0: off)")
+
+
+def count_scales(scales: int | None, height: int, width: int) -> int:
+    """The number of scales for an image of this size, or a GenlabError saying why it cannot be built.
+
+    Each scale but the last squeezes 2x2, so it needs even sizes; the last scale's checkerboard
+    needs at least 2x2 pixels. `None` picks the most scales up to MAX_AUTO_SCALES whose
+    smallest scale keeps at least 4x4 pixels, and at least one squeeze.
+    """
+    if scales is None:
+        scales, h, w = 1, height, width
+        while scales < MAX_AUTO_SCALES and h % 2 == 0 and w % 2 == 0 and min(h, w) >= 8:
+            scales, h, w = scales + 1, h // 2, w // 2
+        if scales == 1:
+            raise GenlabError(
+                f"RealNVP's multi-scale architecture squeezes the image 2x2 at least once, so height and width "
+                f"must be even and at least 8 (e.g. 8x8, 28x28, 32x32); these are {height}x{width}: resize with "
+                "--size, or --set scales=1 for a single-scale flow without squeezes"
+            )
+        return scales
+    factor = 2 ** (scales - 1)
+    if height % factor or width % factor or min(height, width) // factor < 2:
+        raise GenlabError(
+            f"RealNVP with scales={scales} squeezes 2x2 {scales - 1} times, so height and width must be multiples "
+            f"of {factor} and at least {2 * factor}; these are {height}x{width}: lower scales or resize with --size"
+        )
+    return scales
