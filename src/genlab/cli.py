@@ -367,6 +367,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from genlab.explain.trace import training_trace
+    from genlab.outputs import naming
     from genlab.training import distributed
     from genlab.training.api import default_out, train
 
@@ -376,34 +377,28 @@ def _train(args: argparse.Namespace) -> int:
             model_config[key] = getattr(args, key)
     out = Path(args.out) if args.out else default_out(args.model)
     try:
-        run = train(
-            args.model,
-            args.data,
-            out,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            device=args.device,
-            precision=args.precision,
-            compile=args.compile,
-            size=args.size,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-            sample_every=args.sample_every,
-            eval_every=args.eval_every,
-            model_config=model_config,
-        )
+        with naming(out):  # a full disk while checkpointing names the run
+            run = train(
+                args.model,
+                args.data,
+                out,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                device=args.device,
+                precision=args.precision,
+                compile=args.compile,
+                size=args.size,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                progress=not args.quiet,
+                sample_every=args.sample_every,
+                eval_every=args.eval_every,
+                model_config=model_config,
+            )
     except KeyboardInterrupt:
-        from genlab.run import is_run_dir, read_run_info
-
-        if not distributed.is_main_process():  # rank 0 says where the run stopped
-            return EXIT_INTERRUPTED
-        info = read_run_info(out) if is_run_dir(out) else {}
-        if info.get("status") == "interrupted":
-            print(f"genlab train: {info['message']}; continue with: genlab train --resume --out {out}", file=sys.stderr)
-        else:
-            print("genlab train: interrupted before the run was written; nothing was saved", file=sys.stderr)
+        if distributed.is_main_process():  # rank 0 says where the run stopped
+            print(f"genlab train: {_interrupted(out)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if not distributed.is_main_process():  # under torchrun, rank 0 reports for every rank
         return 0
@@ -413,11 +408,30 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupted(out: Path) -> str:
+    """What an interrupted `genlab train` left at `out`, and how to go on."""
+    from genlab.run import STATE_FILE, is_run_dir, read_run_info
+
+    info = read_run_info(out) if is_run_dir(out) else {}
+    resume = f"continue with: genlab train --resume --out {out}"
+    if info.get("status") == "interrupted":
+        return f"{info['message']}; {resume}"
+    if (out / STATE_FILE).is_file():  # e.g. a second Ctrl-C came before run.json recorded the stop
+        return (
+            f"interrupted; {out} keeps its last checkpoint, after epoch {info.get('epochs_completed', 0)} "
+            f"(its last completed epoch); {resume}"
+        )
+    if info:
+        return f"interrupted before the first epoch ended; no epoch was saved: start {out} again with --overwrite"
+    return "interrupted before the run was written; nothing was saved"
+
+
 def _sample(args: argparse.Namespace) -> int:
     import torch
 
     from genlab.errors import GenlabError
     from genlab.images import save_grid, save_npz
+    from genlab.outputs import NPZ_ARRAYS, PNG_GRID, check_output, naming
     from genlab.run import SAMPLES_DIR, Run
     from genlab.training.trainer import pick_device
 
@@ -436,13 +450,14 @@ def _sample(args: argparse.Namespace) -> int:
         raise GenlabError("--rows is the part of the --complete image to keep: give --complete IMAGE too")
     suffix = Path(args.out).suffix.lower() if args.out else ""
     fmt = args.format or ("npz" if suffix == ".npz" else "png")
-    if args.out and suffix != f".{fmt}":
-        raise GenlabError(
-            f"--out {args.out} must end in .{fmt} (genlab writes {fmt.upper()} {'grids' if fmt == 'png' else 'arrays'})"
-        )
+    kind = NPZ_ARRAYS if fmt == "npz" else PNG_GRID
+    inputs = [args.complete] if args.complete else []
+    if args.out:  # before loading anything
+        check_output(args.out, kind, run=args.run, inputs=inputs)
     run = Run.load(args.run, device=pick_device(args.device))
-    out = Path(args.out or Path(args.run) / SAMPLES_DIR / f"seed_{args.seed}.{fmt}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_output(
+        args.out or run.path / SAMPLES_DIR / f"seed_{args.seed}.{fmt}", kind, run=run.path, inputs=inputs
+    )
     generator = torch.Generator().manual_seed(args.seed)
     options = _sampler_options(args)
     if args.interpolate:
@@ -456,14 +471,16 @@ def _sample(args: argparse.Namespace) -> int:
         images, labels, nrow = run.sample_chain(args.n or 8, args.trajectory, generator, args.labels, **options)
     else:
         n = args.n or (len(args.labels) if args.labels and len(args.labels) > 1 else 64)
+        images = run.sample(n, generator=generator, labels=args.labels, **options)  # checks n before allocating
         labels = run.model.check_labels(n, args.labels)
-        images = run.sample(n, generator=generator, labels=labels, **options)
         cycling = run.model.conditional and args.labels is None  # labels 0, 1, ..., K-1, 0, ...
         nrow = args.nrow or (run.model.data.num_classes if cycling else 8)
-    if fmt == "npz":
-        save_npz(images, out, labels, run.model.data.class_names)
-    else:
-        save_grid(images, out, nrow=nrow)
+    with naming(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "npz":
+            save_npz(images, out, labels, run.model.data.class_names)
+        else:
+            save_grid(images, out, nrow=nrow)
     print(f"wrote {len(images)} images to {out}")
     return 0
 
@@ -490,6 +507,7 @@ def _completions(run, args: argparse.Namespace, generator):
 def _eval(args: argparse.Namespace) -> int:
     from genlab.errors import GenlabError
     from genlab.eval.evaluate import evaluate, parse_metrics, write_results
+    from genlab.outputs import EVAL_FOLDER, check_output
     from genlab.training import distributed
 
     given = [
@@ -509,6 +527,11 @@ def _eval(args: argparse.Namespace) -> int:
     options = _sampler_options(args)
     if options and not args.run:
         raise GenlabError("--sampler, --steps, --eta and --guidance choose how a run draws its images: give a run")
+    out = args.out or (
+        args.run if args.run else Path(args.samples).with_suffix("").as_posix() + "_eval" if args.samples else None
+    )
+    if out is not None:  # before measuring anything
+        check_output(out, EVAL_FOLDER, run=args.run)
     result = evaluate(
         source,
         args.data,
@@ -524,9 +547,6 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     print(_eval_header(result.info))
     print(result.table())
-    out = args.out or (
-        args.run if args.run else Path(args.samples).with_suffix("").as_posix() + "_eval" if args.samples else None
-    )
     if out is not None:
         written = write_results(result, out)
         extra = (
@@ -541,7 +561,9 @@ def _eval(args: argparse.Namespace) -> int:
 def _likelihood(args: argparse.Namespace) -> int:
     from genlab.eval.likelihood import likelihoods
     from genlab.io import atomic_write_json
+    from genlab.outputs import LIKELIHOOD_TABLE, check_output, naming
 
+    out = check_output(args.out, LIKELIHOOD_TABLE) if args.out else None  # before measuring anything
     table = likelihoods(args.runs, images=args.images, seed=args.seed)
     info = table.info
     print(
@@ -549,9 +571,11 @@ def _likelihood(args: argparse.Namespace) -> int:
         f"(seed {info['seed']}), the same for every run\n"
     )
     print(table.table())
-    if args.out:
-        atomic_write_json(args.out, table.to_dict())
-        print(f"\nwrote {args.out}")
+    if out is not None:
+        with naming(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out, table.to_dict())
+        print(f"\nwrote {out}")
     return 0
 
 
@@ -615,8 +639,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `genlab ... | head` closed the pipe: stop quietly, as other commands do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
         return 0
-    except OSError as error:  # unwritable --out, full disk ...: say which file and why
-        print(f"genlab {args.command}: error: {error}", file=sys.stderr)
+    except OSError as error:  # unwritable --out, full disk ...: say which file, why, and what to do
+        from genlab.outputs import describe_os_error
+
+        print(f"genlab {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

@@ -6,7 +6,10 @@
       state.safetensors  everything needed to resume exactly, as ONE atomic file: the weights,
                          every optimizer's state and the RNG state at the end of an epoch
       history.jsonl      one JSON object per epoch
-      samples/           epoch_0001.png ... grids from a fixed noise seed
+      samples/           epoch_0001.png ... grids from a fixed noise seed (and `genlab sample`'s seed_N files)
+      metrics.json       what `genlab eval` measured (memorization.png beside it); report.html
+
+Every JSON file is checked against its declared schema (genlab.schema) when it is read.
 
 state.safetensors carries its own copy of the weights so that a crash between writing the
 two files can never pair weights of one epoch with optimizer state of another.
@@ -17,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +30,18 @@ from typing import Any
 import torch
 
 import genlab
-from genlab import rng
+from genlab import rng, schema
 from genlab.data.transforms import binarize
 from genlab.errors import GenlabError
-from genlab.io import atomic_write_bytes, atomic_write_json, load_tensors, read_json, refuse_pickle, save_tensors
+from genlab.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    load_tensors,
+    read_json,
+    refuse_pickle,
+    save_tensors,
+    writing,
+)
 from genlab.models import DataSpec, GenerativeModel, build_model, families_with, make_config
 from genlab.models.base import CanComplete, HasLatentSpace, HasSamplerOptions, ShowsSamplingChain, flag_list
 
@@ -40,20 +53,20 @@ HISTORY_FILE = "history.jsonl"
 METRICS_FILE = "metrics.json"  # written by `genlab eval`, read by report and compare
 SAMPLES_DIR = "samples"
 LOCK_FILE = ".lock"
+REPORT_FILE = "report.html"  # written by `genlab report`
+PAIRS_FILE = "memorization.png"  # written by `genlab eval` beside metrics.json
 
+# Everything genlab writes into a run, and nothing else: --overwrite deletes a folder holding only these.
+RUN_ENTRIES = (RUN_FILE, MODEL_FILE, STATE_FILE, HISTORY_FILE, METRICS_FILE, REPORT_FILE, PAIRS_FILE, LOCK_FILE)
+SAMPLE_NAMES = re.compile(r"(epoch_\d+\.png|seed_\d+\.(png|npz))")  # grids of training, `genlab sample`'s default
+LEFT_BY_A_CRASH = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.tmp")  # an atomic write cut off (genlab.io)
 
-# Keys run.json must have, as paths into its JSON object.
-REQUIRED_KEYS = (
-    ("model", "name"),
-    ("model", "config"),
-    ("data", "spec"),
-    ("data", "shape"),
-    ("train", "epochs"),
-    ("train", "batch_size"),
-    ("train", "seed"),
-    ("status",),
-    ("epochs_completed",),
-)
+REMEDY = {
+    RUN_FILE: "the run description is damaged; restore it from a copy, or train the run again with --overwrite",
+    STATE_FILE: "the training state is damaged; restore it from a copy, or train the run again with --overwrite",
+    MODEL_FILE: "the weights file is damaged; restore it from a copy, or train the run again with --overwrite",
+    HISTORY_FILE: "the history is damaged; restore it from a copy, or delete the line",
+}
 
 
 @contextlib.contextmanager
@@ -80,32 +93,85 @@ def run_lock(path: str | Path) -> Iterator[None]:
 
 
 def is_run_dir(path: str | Path) -> bool:
-    """Whether `path` is a folder holding a run.json."""
+    """Whether `path` is a folder holding a run.json (which may still be damaged: read_run_info checks it)."""
     return (Path(path) / RUN_FILE).is_file()
 
 
+def check_replaceable(path: str | Path) -> None:
+    """Raise GenlabError unless the folder `path` is a genlab run that --overwrite may delete.
+
+    A run is a run by its format: run.json names the run format and its version, and the folder
+    holds nothing that genlab does not write into a run (the message names the first thing that
+    does not belong). A file that is merely called run.json proves nothing.
+    """
+    path = Path(path)
+    refusal = f"{path} is not empty and is not a genlab run"
+    if not (path / RUN_FILE).is_file():
+        raise GenlabError(f"{refusal} (it has no {RUN_FILE}); choose another --out")
+    try:
+        info = json.loads((path / RUN_FILE).read_bytes())
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested without end
+        info = None
+    if (
+        not isinstance(info, dict)
+        or info.get("format") != "genlab-run"
+        or schema.kind_of(info.get("format_version")) != "integer"
+    ):
+        raise GenlabError(
+            f"{refusal}: its {RUN_FILE} does not name the genlab run format and version; "
+            "choose another --out (or delete the folder yourself)"
+        )
+    stranger = _foreign_entry(path)
+    if stranger is not None:
+        raise GenlabError(
+            f"{refusal}: genlab never writes {stranger} into a run; choose another --out (or move that away yourself)"
+        )
+
+
+def _foreign_entry(path: Path) -> str | None:
+    """The first entry of the run folder `path` that genlab does not write there (relative), or None."""
+    for entry in sorted(path.iterdir()):
+        if entry.is_symlink():
+            return f"the link {entry.name}"
+        if entry.name == SAMPLES_DIR and entry.is_dir():
+            for sample in sorted(entry.iterdir()):
+                if sample.is_symlink() or not sample.is_file() or not _written_here(sample.name, SAMPLE_NAMES):
+                    return f"{SAMPLES_DIR}/{sample.name}" + ("/" if sample.is_dir() else "")
+        elif entry.is_dir():
+            return f"the folder {entry.name}"
+        elif not entry.is_file() or not _written_here(entry.name, None):
+            return entry.name
+    return None
+
+
+def _written_here(name: str, pattern: re.Pattern[str] | None) -> bool:
+    """Whether genlab writes a file called `name`: a run's own file (or, with `pattern`, a name it matches),
+    or what an atomic write of one left behind."""
+    crashed = LEFT_BY_A_CRASH.fullmatch(name)
+    if crashed:
+        name = crashed["name"]
+    return bool(pattern.fullmatch(name)) if pattern is not None else name in RUN_ENTRIES
+
+
 def read_run_info(path: str | Path) -> dict[str, Any]:
-    """Parse and check run.json of the run at `path`."""
+    """Parse run.json of the run at `path` and check it against its schema (genlab.schema.RUN)."""
     path = Path(path)
     if path.is_file():
         refuse_pickle(path)
         raise GenlabError(f"{path} is a file; give the run directory that holds {RUN_FILE} and {MODEL_FILE}")
     if not path.is_dir():
         raise GenlabError(f"{path} does not exist: give a run directory written by `genlab train`")
-    info = read_json(path / RUN_FILE, "the run's description")
+    source = path / RUN_FILE
+    info = read_json(source, "the run's description")
     if not isinstance(info, dict) or info.get("format") != "genlab-run":
-        raise GenlabError(f"{path / RUN_FILE} is not a genlab run description")
-    if info.get("format_version", 0) > FORMAT_VERSION:
+        raise GenlabError(f"{source} is not a genlab run description")
+    schema.validate(info, schema.RUN_HEADER, str(source), REMEDY[RUN_FILE])
+    if info["format_version"] > FORMAT_VERSION:
         raise GenlabError(
             f"{path} was written by a newer genlab (run format {info['format_version']}, this one reads "
             f"{FORMAT_VERSION}); upgrade genlab to read it"
         )
-    for keys in REQUIRED_KEYS:
-        value = info
-        for key in keys:
-            if not isinstance(value, dict) or key not in value:
-                raise GenlabError(f"{path / RUN_FILE} lacks {'.'.join(keys)}: the run description is incomplete")
-            value = value[key]
+    schema.validate(info, schema.RUN, str(source), REMEDY[RUN_FILE])
     return info
 
 
@@ -129,11 +195,16 @@ def write_run_info(path: str | Path, info: dict[str, Any]) -> None:
     atomic_write_json(Path(path) / RUN_FILE, info)
 
 
-def model_from_info(info: dict[str, Any]) -> GenerativeModel:
-    """Rebuild the (untrained) model that run.json describes."""
-    name = info["model"]["name"]
-    config = make_config(name, info["model"]["config"])
-    return build_model(name, DataSpec.from_dict(info["data"]["shape"]), config)
+def model_from_info(info: dict[str, Any], path: str | Path, *, training: bool = False) -> GenerativeModel:
+    """Rebuild the (untrained) model that run.json of the run at `path` describes (checked by read_run_info),
+    refused if it would not fit in memory to sample from or, with `training=True`, to train."""
+    try:
+        config = make_config(info["model"]["name"], info["model"]["config"])
+        return build_model(info["model"]["name"], DataSpec.from_dict(info["data"]["shape"]), config, training=training)
+    except GenlabError as error:  # an unknown family, a setting out of range, a shape the family cannot take
+        raise GenlabError(
+            f"{Path(path) / RUN_FILE} fields model and data.shape describe no model genlab can build: {error}"
+        ) from None
 
 
 # ---------------------------------------------------------------- weights and training state
@@ -147,18 +218,25 @@ def save_model(path: str | Path, model: GenerativeModel, epoch: int, step: int =
 
 def load_model_weights(model: GenerativeModel, tensors: dict[str, torch.Tensor], source: Path) -> None:
     """Load `tensors` into `model`, with one clear error when they belong to another model."""
+    check_model_weights(model, tensors, source)
+    model.load_state_dict(tensors)
+
+
+def check_model_weights(model: GenerativeModel, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Raise GenlabError unless `tensors` are weights of `model`: the same names, shapes and dtypes."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong_shape = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
-    if missing or unexpected or wrong_shape:
+    wrong_dtype = [k for k in expected if k in tensors and tensors[k].dtype != expected[k].dtype]
+    if missing or unexpected or wrong_shape or wrong_dtype:
         detail = (
             (missing and f"missing {missing[:3]}")
             or (unexpected and f"unexpected {unexpected[:3]}")
-            or f"wrong shape {wrong_shape[:3]}"
+            or (wrong_shape and f"wrong shape {wrong_shape[:3]}")
+            or f"wrong dtype {wrong_dtype[:3]}"
         )
         raise GenlabError(f"{source} does not hold the weights of the {model.family} model in run.json ({detail})")
-    model.load_state_dict(tensors)
 
 
 def save_checkpoint(
@@ -185,30 +263,57 @@ def save_checkpoint(
     save_model(path, model, epoch, progress["step"] if progress else 0)
 
 
-def load_checkpoint(
-    path: str | Path, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer]
-) -> tuple[int, dict[str, Any] | None]:
-    """Restore weights, optimizer state and RNG state from state.safetensors.
+@dataclasses.dataclass
+class Checkpoint:
+    """state.safetensors, read and checked against the model and optimizers it is for, not yet loaded."""
 
-    Returns (whole epochs done, progress inside the next epoch or None).
-    """
+    epoch: int  # whole epochs done
+    progress: dict[str, Any] | None  # how far the next epoch got (a stop at a step boundary), or None
+    weights: dict[str, torch.Tensor]
+    optimizers: dict[str, dict[str, Any]]  # name -> a state_dict for Optimizer.load_state_dict
+    rng: dict[str, torch.Tensor]
+
+
+def read_checkpoint(
+    path: str | Path, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer]
+) -> Checkpoint:
+    """Read state.safetensors of the run at `path` and check all of it before anything is loaded: its
+    metadata against its schema, the weights against `model`, every optimizer state tensor's shape and
+    dtype against its parameter, and the random-number state. A crafted file is refused, never loaded."""
     source = Path(path) / STATE_FILE
     tensors, metadata = load_tensors(source, "training state")
     if metadata.get("format") != "genlab-state":
         raise GenlabError(f"{source} is not a genlab training state")
+    schema.validate(metadata, schema.STATE, f"{source} metadata", REMEDY[STATE_FILE])
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    load_model_weights(model, weights, source)
+    check_model_weights(model, weights, source)
+    states = {}
     for name, optimizer in optimizers.items():
-        prefix = f"optimizer.{name}."
-        state_tensors = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         if name not in metadata["optimizers"]:
             raise GenlabError(f"{source} has no state for optimizer {name!r}")
-        optimizer.load_state_dict(_unflatten_optimizer_state(state_tensors, metadata["optimizers"][name]))
+        prefix = f"optimizer.{name}."
+        state_tensors = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        states[name] = _checked_optimizer_state(optimizer, name, state_tensors, metadata["optimizers"][name], source)
     if "rng.cpu" not in tensors:
         raise GenlabError(f"{source} has no random-number state; it cannot resume exactly")
-    states = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
-    rng.restore(states, next(model.parameters()).device)  # a state from another device kind is ignored
-    return int(metadata["epoch"]), metadata.get("progress")
+    random_states = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
+    _check_random_states(random_states, next(model.parameters()).device, source)
+    return Checkpoint(metadata["epoch"], metadata.get("progress"), weights, states, random_states)
+
+
+def load_checkpoint(
+    path: str | Path, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer]
+) -> tuple[int, dict[str, Any] | None]:
+    """Restore weights, optimizer state and RNG state from state.safetensors (checked whole first).
+
+    Returns (whole epochs done, progress inside the next epoch or None).
+    """
+    checkpoint = read_checkpoint(path, model, optimizers)
+    model.load_state_dict(checkpoint.weights)
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(checkpoint.optimizers[name])
+    rng.restore(checkpoint.rng, next(model.parameters()).device)  # a state from another device kind is ignored
+    return checkpoint.epoch, checkpoint.progress
 
 
 def _flatten_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -224,39 +329,177 @@ def _flatten_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor],
     return tensors, {"param_groups": state_dict["param_groups"], "plain_state": plain}
 
 
-def _unflatten_optimizer_state(tensors: dict[str, torch.Tensor], state_json: dict) -> dict:
+def _checked_optimizer_state(
+    optimizer: torch.optim.Optimizer,
+    name: str,
+    tensors: dict[str, torch.Tensor],
+    state_json: dict[str, Any],
+    source: Path,
+) -> dict[str, Any]:
+    """The state_dict that `_flatten_optimizer_state` split, put together again once every part of it fits
+    `optimizer`: its parameter groups, each state tensor's shape and dtype against its parameter (a wrong
+    one would be read out of bounds by the fused and foreach kernels), and the step counts."""
+    remedy = REMEDY[STATE_FILE]
+    field = f"{source} metadata field optimizers.{name}.param_groups"
+    groups, saved_groups = optimizer.param_groups, state_json["param_groups"]
+    if len(saved_groups) != len(groups):
+        raise GenlabError(f"{field} has {len(saved_groups)} groups, the model's optimizer has {len(groups)}: {remedy}")
+    params: dict[int, torch.Tensor] = {}
+    merged_groups = []
+    for index, (group, saved) in enumerate(zip(groups, saved_groups)):
+        if len(saved["params"]) != len(group["params"]):
+            raise GenlabError(
+                f"{field}.{index}.params lists {len(saved['params'])} parameters, "
+                f"the model's optimizer has {len(group['params'])}: {remedy}"
+            )
+        params.update(zip(saved["params"], group["params"]))
+        for key, value in group.items():
+            if key != "params" and key in saved and not _same_kind(value, saved[key]):
+                raise GenlabError(
+                    f"{field}.{index}.{key} is {saved[key]!r}, unlike the optimizer's {value!r}: {remedy}"
+                )
+        # a setting the file lacks (one a newer torch added) keeps the value the run's config gives
+        merged_groups.append({**{k: v for k, v in group.items() if k != "params"}, **saved})
+    if len(params) != sum(len(group["params"]) for group in groups):
+        raise GenlabError(f"{field} names a parameter twice: {remedy}")
     state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        _, param_id, key = name.split(".", 2)
-        state.setdefault(int(param_id), {})[key] = value
-    for param_id, entries in state_json["plain_state"].items():
-        state.setdefault(int(param_id), {}).update(entries)
-    return {"state": state, "param_groups": state_json["param_groups"]}
+    for key, value in tensors.items():
+        match = re.fullmatch(r"state\.(\d+)\.(.+)", key)
+        if match is None or int(match[1]) not in params:
+            raise GenlabError(
+                f"{source} tensor optimizer.{name}.{key} is the state of none of the optimizer's parameters: {remedy}"
+            )
+        state.setdefault(int(match[1]), {})[match[2]] = value
+    for key, entries in state_json["plain_state"].items():
+        if not key.isdigit() or int(key) not in params:
+            raise GenlabError(
+                f"{source} metadata field optimizers.{name}.plain_state.{key} is the state of none of "
+                f"the optimizer's parameters: {remedy}"
+            )
+        state.setdefault(int(key), {}).update(entries)
+    reference = _state_reference(optimizer)
+    for param_id, entries in state.items():
+        if reference is not None and set(entries) != set(reference):
+            raise GenlabError(
+                f"{source} holds state {sorted(entries)} of optimizer {name}'s parameter {param_id}, "
+                f"not {sorted(reference)}: {remedy}"
+            )
+        for key, value in entries.items():
+            problem = _state_problem(key, value, params[param_id], None if reference is None else reference[key])
+            if problem:
+                raise GenlabError(f"{source} state optimizer.{name}.state.{param_id}.{key} {problem}: {remedy}")
+    return {"state": state, "param_groups": merged_groups}
+
+
+def _same_kind(current: Any, saved: Any) -> bool:
+    """Whether a saved optimizer setting may stand where the optimizer now has `current`."""
+    if current is None or isinstance(current, bool):  # flags such as fused: None or a bool, by device
+        return saved is None or isinstance(saved, bool)
+    if isinstance(current, (int, float)):
+        return schema.kind_of(saved) in ("integer", "number") and _finite(saved)
+    if isinstance(current, (tuple, list)):
+        return isinstance(saved, list) and len(saved) == len(current) and all(map(_same_kind, current, saved))
+    if isinstance(current, str):
+        return isinstance(saved, str)
+    return True
+
+
+def _state_reference(optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """The state this kind of optimizer keeps per parameter ({key: an example value}), from one step of
+    a copy with the same settings on a one-number parameter; None for one that cannot step on its own."""
+    first = optimizer.param_groups[0]["params"][0]
+    probe = torch.zeros(1, dtype=first.dtype, device=first.device, requires_grad=True)
+    probe.grad = torch.zeros_like(probe)
+    try:
+        copy = type(optimizer)([probe], **optimizer.defaults)
+        copy.step()
+    except (TypeError, RuntimeError):  # an optimizer that needs a closure, or settings it takes otherwise
+        return None
+    return dict(copy.state[probe])
+
+
+def _state_problem(key: str, value: Any, param: torch.Tensor, example: Any) -> str:
+    """What is wrong with one saved optimizer state entry of `param`, or "". `example` is what a fresh
+    optimizer keeps under `key` (None when unknown: then "step" is a count, the rest shaped as `param`)."""
+    if example is None:
+        example = torch.zeros(()) if key == "step" else torch.zeros(1, dtype=param.dtype)
+    if not isinstance(example, torch.Tensor):  # a plain number or flag
+        numeric = ("integer", "number")
+        kinds = {schema.kind_of(value), schema.kind_of(example)}
+        if isinstance(value, torch.Tensor) or not (kinds <= set(numeric) or len(kinds) == 1):
+            return f"must be {schema.KINDS[schema.kind_of(example)]}, not {value!r}"
+        number = value if kinds <= set(numeric) else 0
+    elif not isinstance(value, torch.Tensor):
+        return f"must be a tensor, not {value!r}"
+    elif example.dim() > 0:  # one value per element of the parameter (Adam's moments)
+        if value.shape != param.shape or value.dtype != param.dtype:
+            return (
+                f"has shape {list(value.shape)} and dtype {value.dtype}, "
+                f"but its parameter has {list(param.shape)} and {param.dtype}"
+            )
+        return ""
+    elif value.shape != () or value.dtype != example.dtype:  # a count (Adam's step)
+        return f"must be one {example.dtype} number, not shape {list(value.shape)} and dtype {value.dtype}"
+    else:
+        number = float(value)
+    if not _finite(number) or (key == "step" and number < 0):
+        return f"must be a finite count, not {number}"
+    return ""
+
+
+def _finite(number: float) -> bool:
+    """Whether a JSON number is a finite float (an integer too long for one is not: torch computes in floats)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
+def _check_random_states(states: dict[str, torch.Tensor], device: torch.device, source: Path) -> None:
+    """Raise GenlabError unless the saved states of the generators that `rng.restore` will set are valid,
+    by setting each on a throwaway generator (the global ones are untouched until everything is checked)."""
+    for kind, current in rng.capture(device).items():
+        if kind not in states:
+            continue  # a state from another device kind is not restored
+        saved = states[kind]
+        valid = saved.shape == current.shape and saved.dtype == current.dtype
+        if valid:
+            try:
+                torch.Generator(device=device if kind != "cpu" else "cpu").set_state(saved)
+            except RuntimeError:
+                valid = False
+        if not valid:
+            raise GenlabError(f"{source} holds an invalid {kind} random-number state: {REMEDY[STATE_FILE]}")
 
 
 # ---------------------------------------------------------------- history
 
 
 def read_history(path: str | Path) -> list[dict[str, Any]]:
-    """The records of history.jsonl, oldest first; a last line cut off by a crash is left out."""
+    """The records of history.jsonl, oldest first, each checked against its schema (genlab.schema.HISTORY_RECORD);
+    a last line cut off by a crash is left out."""
     file = Path(path) / HISTORY_FILE
     if not file.exists():
         return []
-    lines = [line for line in file.read_text().splitlines() if line.strip()]
+    lines = [line for line in file.read_bytes().splitlines() if line.strip()]
     records = []
     for number, line in enumerate(lines, start=1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line.decode())
+        except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, nested without end
             if number == len(lines):  # an append cut off by a crash: that epoch was never checkpointed
                 break
-            raise GenlabError(f"{file} line {number} is not valid JSON: the history is corrupt") from None
+            reason = "is not UTF-8 text" if isinstance(error, UnicodeDecodeError) else "is not valid JSON"
+            raise GenlabError(f"{file} line {number} {reason}: {REMEDY[HISTORY_FILE]}") from None
+        schema.validate(record, schema.HISTORY_RECORD, f"{file} line {number}", REMEDY[HISTORY_FILE])
+        records.append(record)
     return records
 
 
 def append_history(path: str | Path, record: dict[str, Any]) -> None:
     """Append one epoch's record to history.jsonl and fsync it."""
-    with open(Path(path) / HISTORY_FILE, "a") as handle:
+    file = Path(path) / HISTORY_FILE
+    with writing(file), open(file, "a") as handle:
         handle.write(json.dumps(record) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
@@ -297,7 +540,7 @@ class Run:
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Run:
         """Read run.json, rebuild the model and load model.safetensors (never unpickles)."""
         info = read_run_info(path)
-        model = model_from_info(info)
+        model = model_from_info(info, path)
         source = Path(path) / MODEL_FILE
         if not source.exists():
             if info["status"] == "running":
@@ -307,6 +550,7 @@ class Run:
                 f"continue it with: genlab train --resume --out {path}"
             )
         tensors, metadata = load_tensors(source, "model checkpoint")
+        schema.validate(metadata, schema.MODEL, f"{source} metadata", REMEDY[MODEL_FILE])
         if metadata.get("family") not in (None, model.family):
             raise GenlabError(f"{source} holds a {metadata['family']} model but run.json describes a {model.family}")
         load_model_weights(model, tensors, source)
@@ -341,16 +585,19 @@ class Run:
         `options` go to the family's sampler (diffusion: sampler, steps, eta, guidance).
         """
         options = check_sampler_options(self.model, options)
-        self._check_size(n)
-        labels = self.model.check_labels(n, labels)
         batch_size = batch_size or self.model.sample_batch_size
-        chunks = []
+        self._check_size(n, batch_size)
+        labels = self.model.check_labels(n, labels)
+        images = torch.empty((0, *self.model.data.image_shape))
         with torch.no_grad():
             for start in range(0, n, batch_size):
                 part = None if labels is None else labels[start : start + batch_size]
                 count = min(batch_size, n - start)
-                chunks.append(self.model.sample(count, generator=generator, labels=part, **options).cpu())
-        return torch.cat(chunks)
+                batch = self.model.sample(count, generator=generator, labels=part, **options).cpu()
+                if start == 0:  # filled in place: the images are held once, not as batches and their concatenation
+                    images = torch.empty((n, *batch.shape[1:]), dtype=batch.dtype)
+                images[start : start + count] = batch
+        return images
 
     def sample_chain(
         self, n: int, every: int, generator: torch.Generator | None = None, labels=None, **options
@@ -365,7 +612,8 @@ class Run:
                 f"--trajectory needs a {' or '.join(showing)} run"
             )
         options = check_sampler_options(model, options)
-        self._check_size(n)
+        steps = options.get("steps") or model.chain_steps
+        self._check_size(n * (steps // every + 2))  # x_T, a state every `every` steps, and x_0
         labels = model.check_labels(n, labels)
         with torch.no_grad():
             _, chain = model.sample_chain(n, every, generator=generator, labels=labels, **options)
@@ -429,10 +677,21 @@ class Run:
                 )
         return torch.cat(chunks)
 
-    def _check_size(self, n: int) -> None:
-        gigabytes = n * self.model.data.num_pixels * 4 / 1e9  # float32 images
-        if gigabytes > 4:
-            raise GenlabError(f"{n:,} images would take {gigabytes:.0f} GB of memory; draw fewer at a time")
+    def _check_size(self, n: int, batch_size: int | None = None) -> None:
+        """Refuse `n` images that would not fit in memory, before drawing any: what `genlab sample` holds is
+        the float32 images, one batch in flight, and (the default output) their PNG grid; an .npz is
+        streamed from the images and needs less."""
+        from genlab.images import grid_bytes
+        from genlab.memory import check_fits
+
+        data = self.model.data
+        in_flight = min(n, batch_size or self.model.sample_batch_size)
+        floats = 4 * (n + in_flight) * data.num_pixels
+        check_fits(
+            floats + grid_bytes(n, data.channels, data.height, data.width),
+            f"drawing {n:,} images of {data.channels}x{data.height}x{data.width}",
+            "draw fewer at a time (--n), e.g. into several --format npz files",
+        )
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, family={self.family!r}, epochs={self.info.get('epochs_completed')})"

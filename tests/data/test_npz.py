@@ -178,3 +178,31 @@ def test_zip_member_that_is_not_an_array(tmp_path):
 def test_unknown_user_in_path(kind):
     with pytest.raises(GenlabError, match="cannot expand ~no_such_user_genlab/x, .*; give the full path"):
         load_dataset(f"{kind}:~no_such_user_genlab/x")
+
+
+def test_float_images_convert_in_chunks_as_whole(tmp_path, monkeypatch):
+    from genlab.data import npz, read_npz
+    from genlab.data.transforms import to_uint8
+
+    images = np.random.default_rng(1).random((37, 8, 8, 3), dtype=np.float32)  # channel-last, converted in chunks
+    spec = write(tmp_path, images=images)
+    monkeypatch.setattr(npz, "CONVERT_CHUNK", 500)  # a few images at a time, the last chunk shorter
+    chunked = read_npz(spec[len("npz:") :]).images
+    whole = to_uint8(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))))
+    assert torch.equal(chunked, whole)
+    images[30, 2, 2, 1] = np.nan  # in the last chunk: still found
+    with pytest.raises(GenlabError, match="NaN"):
+        load_dataset(write(tmp_path, images=images))
+
+
+def test_header_is_checked_before_the_data_is_read(tmp_path):
+    # A member whose data is cut short but whose header declares a size beyond any machine: refused on the size.
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "declared.npz", "w") as archive:
+        with archive.open("images.npy", "w") as member:
+            np.lib.format.write_array_header_1_0(
+                member, {"descr": "|u1", "fortran_order": False, "shape": (10**12, 64, 64)}
+            )
+    with pytest.raises(GenlabError, match=r"reading `images` uint8 \(1000000000000, 64, 64\) would take"):
+        load_dataset(f"npz:{tmp_path / 'declared.npz'}")

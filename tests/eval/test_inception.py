@@ -257,3 +257,18 @@ def test_bad_images_are_refused(extractor, bad, message):
 def test_bad_batch_size_is_refused(extractor, images):
     with pytest.raises(GenlabError, match="batch_size"):
         extractor.features(images, batch_size=0)
+
+
+def test_a_pth_converts_once_to_safetensors_that_load_with_no_unpickler(tmp_path, state_dict, images):
+    from genlab.eval.inception import convert_inception
+
+    pth, out = tmp_path / "pt_inception.pth", tmp_path / "inception.safetensors"
+    torch.save(state_dict, pth)
+    assert convert_inception(pth, out) == out
+    assert out.read_bytes()[8:9] == b"{"  # a safetensors header, not a pickle
+    from_pth, from_safetensors = load_inception(pth), load_inception(out)
+    torch.testing.assert_close(from_safetensors.features(images[:1]), from_pth.features(images[:1]))
+    with pytest.raises(GenlabError, match="exists"):
+        convert_inception(pth, out)
+    with pytest.raises(GenlabError, match="must end in .safetensors"):
+        convert_inception(pth, tmp_path / "inception.pth2")

@@ -12,7 +12,7 @@ import genlab
 from genlab.cli import main
 from genlab.eval.evaluate import metric_text
 from genlab.explain.compare import curve_panels
-from genlab.explain.report import load_run, trainable_parameters
+from genlab.explain.run_files import load_run, trainable_parameters
 
 COLUMNS = ["Run", "Family", "Data", "Parameters", "Epochs", "Training time", "FID", "Precision", "Recall", "Bits/dim",
            "Copies"]

@@ -283,3 +283,9 @@ def test_training_trace_of_a_contest_family_charts_d_and_g_losses_even_if_not_co
     assert "* loss   o test_loss" in training_trace(
         [{"epoch": 1, "loss": 2.0, "test_loss": 2.5}, {"epoch": 2, "loss": 1.0, "test_loss": 1.5}], VAE
     )
+
+
+def test_a_record_without_the_monitored_number_is_said_not_to_have_it():
+    history = [{"epoch": 1, "seconds": 1.0, "images_per_second": 1.0}]
+    assert observe(history, "test_loss") == ["no loss recorded this epoch"]
+    assert observe([{"epoch": 1, "loss": 2.0}, {"epoch": 2}], "loss")[1] == "no loss recorded this epoch"

@@ -17,7 +17,9 @@ import genlab
 from genlab.cli import main
 from genlab.eval.evaluate import metric_text
 from genlab.explain.observations import observe_history
-from genlab.explain.report import history_panels, render_pipeline, speed_text, trainable_parameters
+from genlab.explain.charts import history_panels
+from genlab.explain.report import render_pipeline, speed_text
+from genlab.explain.run_files import trainable_parameters
 
 SECTIONS = ("pipeline", "curves", "epochs", "samples", "reconstructions", "interpolation", "trajectory", "metrics",
             "config")

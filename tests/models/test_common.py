@@ -54,3 +54,9 @@ def test_check_choice_and_bool():
         check_choice("VAE", "arch", "rnn", ("mlp", "conv"))
     with pytest.raises(GenlabError, match="must be true or false, got 1"):
         check_bool("VAE", "binarize", 1)
+
+
+def test_check_int_bounds_from_above_where_asked():
+    check_int("DDPM", "diffusion_steps", 100_000, minimum=2, maximum=100_000)
+    with pytest.raises(GenlabError, match="diffusion_steps must be an integer from 2 to 100,000, got 100001"):
+        check_int("DDPM", "diffusion_steps", 100_001, minimum=2, maximum=100_000)

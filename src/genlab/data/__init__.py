@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from genlab.errors import GenlabError
+from genlab.memory import check_fits
 
 from . import digits, folder, idx, mnist5k, npz
 from .dataset import ImageDataset, fingerprint
@@ -57,13 +58,22 @@ class DatasetInfo:
     how_to_get: str | None  # the exact command when not available
 
 
-def _resize(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> uint8 (N, C, *hw), bilinear with antialiasing (PIL's filter when shrinking)."""
+def _resize(images: torch.Tensor, hw: tuple[int, int], name: str) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, C, *hw), bilinear with antialiasing (PIL's filter when shrinking);
+    a GenlabError naming the dataset `name` when the result and its working copies would not fit in memory."""
     if tuple(images.shape[2:]) == hw:
         return images
     n, c, h, w = images.shape
+    chunk = min(n, max(1, RESIZE_BUDGET // (c * max(h * w, hw[0] * hw[1]))))
+    # The uint8 result, and per chunk: the float32 input, the float32 output with its rounded and clamped
+    # copies, and interpolate's intermediate (one axis resized, the other not yet).
+    working = 4 * chunk * c * (h * w + 3 * hw[0] * hw[1] + max(h * hw[1], hw[0] * w))
+    check_fits(
+        n * c * hw[0] * hw[1] + working,
+        f"{name}: resizing {n:,} images to {hw[0]}x{hw[1]} (--size)",
+        "choose a smaller --size (size= in Python)",
+    )
     out = torch.empty((n, c, *hw), dtype=torch.uint8, device=images.device)
-    chunk = max(1, RESIZE_BUDGET // (c * max(h * w, hw[0] * hw[1])))
     for start in range(0, n, chunk):
         x = images[start : start + chunk].to(torch.float32)
         y = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
@@ -85,7 +95,9 @@ def _load(parsed: ParsedSpec) -> list[ImageDataset]:
         datasets = idx.load(parsed.source, parsed.splits)
     if parsed.size is None:
         return datasets
-    return [ImageDataset(_resize(d.images, parsed.size), d.labels, list(d.class_names), d.name) for d in datasets]
+    return [
+        ImageDataset(_resize(d.images, parsed.size, d.name), d.labels, list(d.class_names), d.name) for d in datasets
+    ]
 
 
 def load_dataset(spec: str, split: str = "train", size: int | tuple[int, int] | None = None) -> ImageDataset:

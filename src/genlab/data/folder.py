@@ -17,8 +17,10 @@ Every image becomes 8-bit L (when all of them are grayscale) or RGB:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,9 +28,10 @@ import numpy as np
 import torch
 
 from genlab.errors import GenlabError
+from genlab.memory import check_fits
 
 from .dataset import ImageDataset
-from .spec import ParsedSpec
+from .spec import MAX_SIDE, ParsedSpec
 from .splits import SPLITS, split_indices
 
 if TYPE_CHECKING:
@@ -114,36 +117,88 @@ def _open_image(path: Path) -> Iterator[PILImage]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # PIL warns about images beyond its pixel limit; _check_headers checks their memory instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as image:
             yield image
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise GenlabError(f"{path} is not a readable image ({error}); fix or remove it") from None
 
 
-def _check_headers(files: list[Path], size: tuple[int, int] | None, spec: str) -> tuple[bool, tuple[int, int]]:
-    """(whether every image is grayscale, the (H, W) they will have), from the headers alone (PIL opens lazily).
+def _decode_bytes(image: PILImage) -> int:
+    """The most memory `_pixels` holds while decoding `image`: PIL's buffer and its working copies (per pixel,
+    float64 copies for 16-bit and float modes, an RGBA float64 composite for transparency)."""
+    width, height = image.size
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        per_pixel = 4 + 6 * 8  # PIL's 32-bit buffer, then the float64 values, nan_to_num, clip, scale, round
+    elif image.mode in ALPHA_MODES or "transparency" in image.info:
+        per_pixel = 4 + 4 + 4 * 8 + 3 * 8 * 3 + 4  # RGBA twice, as float64, the composite, its rounding, a resize
+    else:
+        per_pixel = 4 + 4 + 3 + 4 + 3  # PIL's buffer, its converted copy, the array, a resize, an RGB repeat
+    return width * height * per_pixel
+
+
+@dataclass(frozen=True)
+class Headers:
+    """What the headers of a folder's images say: one channel mode, one size, the costliest file to decode."""
+
+    gray: bool
+    size: tuple[int, int]  # (H, W) every image will have
+    largest: Path  # the file whose decoding holds the most memory
+    largest_bytes: int
+
+
+def _check_headers(files: list[Path], size: tuple[int, int] | None, spec: str) -> Headers:
+    """Whether every image is grayscale, the (H, W) they will have, and the costliest decode, from the headers
+    alone (PIL opens lazily).
 
     Raises a GenlabError for an unreadable file, and (without `size`) for two files of
-    different sizes, since they cannot be stacked into one tensor.
+    different sizes, since they cannot be stacked into one tensor, and for a side beyond MAX_SIDE.
     """
     gray = True
     first: tuple[Path, tuple[int, int]] | None = None  # (the first file, its (W, H))
+    largest: tuple[int, Path] | None = None  # (bytes to decode, the file)
     for path in files:
         with _open_image(path) as image:
             gray = gray and _is_gray(image)
             current = image.size  # (W, H)
+            cost = _decode_bytes(image)
         first = first or (path, current)
+        largest = max(largest or (cost, path), (cost, path), key=lambda pair: pair[0])
+        if size is None and max(current) > MAX_SIDE:
+            raise GenlabError(
+                f"{spec}: {path} is {current[0]}x{current[1]} pixels, but genlab takes at most {MAX_SIDE} per side; "
+                "pass --size to resize every image as it is read (size=S or size=(H, W) in Python)"
+            )
         if size is None and current != first[1]:
             (w0, h0), (w1, h1) = first[1], current
             raise GenlabError(
                 f"{spec}: images differ in size ({first[0]} is {w0}x{h0}, {path} is {w1}x{h1}); "
                 "pass --size to resize them all (size=S or size=(H, W) in Python)"
             )
-    if size is not None:
-        return gray, size
-    if first is None:  # callers refuse a tree without images before reading headers
+    if first is None or largest is None:  # callers refuse a tree without images before reading headers
         raise ValueError("no image files to read headers from")
-    return gray, (first[1][1], first[1][0])
+    hw = size if size is not None else (first[1][1], first[1][0])
+    return Headers(gray, hw, largest[1], largest[0])
+
+
+def _check_fits(headers: Headers, count: int, spec: str, resized: bool) -> None:
+    """Refuse when decoding the costliest file, or `count` images as one uint8 tensor, would not fit in memory.
+
+    The images are held as decoded arrays, then stacked, then (RGB) made channel-first: three copies at most.
+    """
+    path, cost = headers.largest, headers.largest_bytes
+    check_fits(cost, f"{spec}: decoding {path}", "shrink the image or remove it")
+    channels = 1 if headers.gray else 3
+    h, w = headers.size
+    flag = " (--size)" if resized else ""
+    check_fits(
+        cost + 3 * count * channels * h * w,
+        f"{spec}: reading {count:,} images of {channels}x{h}x{w}{flag}",
+        "use fewer images or a smaller --size",
+    )
 
 
 def _decode(files: list[Path], gray: bool, size: tuple[int, int]) -> torch.Tensor:
@@ -170,6 +225,9 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> torch.
     path = Path(path)
     if not path.is_file():
         raise GenlabError(f"{path} does not exist; give an image file (PNG, JPEG ...)")
+    with _open_image(path) as image:
+        cost = _decode_bytes(image)
+    check_fits(cost, f"decoding {path}", "shrink the image or give another")
     return _decode([path], channels == 1, size)[0]
 
 
@@ -223,10 +281,11 @@ def load(parsed: ParsedSpec) -> list[ImageDataset]:
         raise GenlabError(f"{spec}: {root} {what}; expected a folder with one subfolder per class")
     official = (root / "train").is_dir() and (root / "test").is_dir()
     parts, names, every = (_official_splits if official else _derived_splits)(root, spec)
-    gray, hw = _check_headers(every, parsed.size, spec)
+    headers = _check_headers(every, parsed.size, spec)
+    _check_fits(headers, sum(len(parts[split][0]) for split in parsed.splits), spec, parsed.size is not None)
     datasets = []
     for split in parsed.splits:
         files, labels = parts[split]
         labels_tensor = torch.tensor(labels, dtype=torch.int64) if names else None
-        datasets.append(ImageDataset(_decode(files, gray, hw), labels_tensor, list(names), spec))
+        datasets.append(ImageDataset(_decode(files, headers.gray, headers.size), labels_tensor, list(names), spec))
     return datasets

@@ -241,19 +241,28 @@ def _likelihood_only(
 
 
 def write_results(result: Evaluation, folder: str | Path) -> dict[str, Path]:
-    """metrics.json (and memorization.png with the closest pairs) into `folder`, atomically."""
+    """metrics.json (and memorization.png with the closest pairs) into `folder`, atomically.
+
+    `folder` is the evaluated run, or a folder of no other run that holds nothing else
+    (genlab.outputs.EVAL_FOLDER); otherwise GenlabError before anything is written.
+    """
     from genlab.images import save_grid
     from genlab.io import atomic_write_json
-    from genlab.run import METRICS_FILE
+    from genlab.outputs import EVAL_FOLDER, check_output, naming
+    from genlab.run import METRICS_FILE, PAIRS_FILE
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    source = result.info.get("source") or {}
+    folder = check_output(folder, EVAL_FOLDER, run=source.get("path") if source.get("kind") == "run" else None)
     written = {}
     document = result.to_dict()
+    with naming(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     if result.pair_images is not None:
         strip = result.pair_images
-        written["memorization"] = save_grid(strip.float() / 255, folder / "memorization.png", nrow=len(strip) // 2)
-        document["details"]["memorization"] = {**document["details"]["memorization"], "pairs_png": "memorization.png"}
-    atomic_write_json(folder / METRICS_FILE, document)
+        with naming(folder / PAIRS_FILE):
+            written["memorization"] = save_grid(strip.float() / 255, folder / PAIRS_FILE, nrow=len(strip) // 2)
+        document["details"]["memorization"] = {**document["details"]["memorization"], "pairs_png": PAIRS_FILE}
+    with naming(folder / METRICS_FILE):
+        atomic_write_json(folder / METRICS_FILE, document)
     written["metrics"] = folder / METRICS_FILE
     return written

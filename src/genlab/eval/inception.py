@@ -37,7 +37,7 @@ from torch import nn
 
 from genlab.errors import GenlabError
 from genlab.eval.features import Extractor, FeatureNetwork, as_image_tensor, check_pixel_values
-from genlab.io import parse_tensors
+from genlab.io import parse_tensors, save_tensors
 
 NAME = "inception-v3-fid"
 RANDOM_INIT = "random-init"  # the sha256 recorded for a network that no file initialised
@@ -363,6 +363,27 @@ def load_inception(path: str | Path) -> InceptionExtractor:
     _check_state_dict(state, model, path)
     model.load_state_dict(state, strict=True)
     return InceptionExtractor(model.eval(), digest, {"source": str(path)})
+
+
+def convert_inception(source: str | Path, out: str | Path) -> Path:
+    """Write pytorch-fid's Inception weights from `source` (its .pth) to `out` as safetensors, once.
+
+    The .pth is read as `load_inception` reads it (torch.load with weights_only=True, a restricted
+    unpickler that builds only tensors, dicts and numbers) and checked against InceptionV3; the
+    safetensors copy is then read with no unpickler at all. Refuses to replace an existing file.
+    """
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise GenlabError(f"--out {out} must end in .safetensors")
+    if out.exists():
+        raise GenlabError(f"{out} exists; give a new path for the converted weights")
+    source = Path(source)
+    if not source.is_file():
+        raise GenlabError(f"{source} does not exist: give the path of pytorch-fid's {WEIGHTS_FILENAME}")
+    state = _read_state_dict(source.read_bytes(), source)
+    _check_state_dict(state, InceptionV3(), source)
+    save_tensors(out, {key: value.contiguous() for key, value in state.items()}, {"source": source.name})
+    return out
 
 
 def _not_inception(path: Path, why: str) -> GenlabError:

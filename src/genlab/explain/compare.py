@@ -18,26 +18,21 @@ from pathlib import Path
 from typing import Any
 
 from genlab.errors import GenlabError
-from genlab.explain.report import (
-    Panel,
-    chart_png,
-    chart_tag,
+from genlab.explain.charts import Panel, chart_png, history_panels, series_of
+from genlab.explain.html import chart_tag, escape, figure, missing, page, table
+from genlab.explain.run_files import (
+    damaged_grid,
     data_text,
     duration_text,
     epoch_grids,
-    escape,
-    figure,
-    history_panels,
     load_run,
-    missing,
-    page,
+    png_file,
     read_metrics,
-    series_of,
-    table,
     trainable_parameters,
     training_seconds,
-)  # fmt: skip
+)
 from genlab.models.base import HasLikelihood
+from genlab.outputs import COMPARE_PAGE, check_output, naming
 
 COMPARE_FILE = "compare.html"
 NOT_MEASURED = "—"
@@ -214,7 +209,10 @@ def compare_page(runs: Sequence, comparison: Comparison) -> bytes:
         found = epoch_grids(run)
         if found:
             epoch, path = found[-1]
-            grids.append(figure(path.read_bytes(), f"{row.path} ({row.family}), epoch {epoch}"))
+            try:
+                grids.append(figure(png_file(path), f"{row.path} ({row.family}), epoch {epoch}"))
+            except GenlabError as error:
+                grids.append(damaged_grid(error))
         else:
             grids.append(missing(f"{escape(row.path)}: no sample grid saved (trained with --sample-every 0)"))
     sections = [
@@ -233,18 +231,22 @@ def compare_page(runs: Sequence, comparison: Comparison) -> bytes:
 def compare(runs: Sequence, out: str | Path | None = COMPARE_FILE) -> Comparison:
     """Compare two or more runs (folders or Runs): the table, and compare.html at `out` (None: no page).
 
-    Bad input (fewer than two runs, a folder that is not a run, a missing or damaged file)
-    raises GenlabError before anything is written.
+    Bad input (fewer than two runs, a folder that is not a run, a missing or damaged file, an
+    `out` that is a file of a run or not an HTML page: see genlab.outputs) raises GenlabError
+    before anything is written. A damaged sample grid is left out, and the page says which file it was.
     """
     if isinstance(runs, (str, Path)) or len(runs) < 2:
         raise GenlabError("give two or more run directories to compare, e.g. genlab compare runs/vae runs/gan")
     loaded = [load_run(run) for run in runs]
+    page_path = None if out is None else check_output(out, COMPARE_PAGE)
     rows = [compared_run(run) for run in loaded]
     comparison = Comparison(rows, comparability_notes(rows))
-    if out is not None:
+    if page_path is not None:
         from genlab.io import atomic_write_bytes
 
-        comparison.out = Path(out)
-        comparison.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(comparison.out, compare_page(loaded, comparison))
+        document = compare_page(loaded, comparison)
+        with naming(page_path):
+            page_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(page_path, document)
+        comparison.out = page_path
     return comparison

@@ -50,6 +50,8 @@ def observe_epoch(history: Sequence[dict[str, Any]], monitor: str = "loss", trai
     """The observation for the last record of `history`."""
     if monitor not in history[-1]:
         monitor = train_key
+    if not _finite(history[-1].get(monitor)) and not _non_finite(history[-1].get(monitor)):
+        return f"no {_label(monitor)} recorded this epoch"  # a history written by hand, or by another family
     values = [record[monitor] for record in history if monitor in record]
     current = values[-1]
     name = _label(monitor)

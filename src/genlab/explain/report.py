@@ -12,296 +12,39 @@ Policy forbids loading anything else. A section the run has no data for says how
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from genlab.errors import GenlabError
+from genlab.explain.charts import chart_png, history_panels
+from genlab.explain.html import chart_tag, code, escape, figure, missing, page, table
 from genlab.explain.observations import observe_metrics
-from genlab.explain.trace import charted_losses, trace_rows, training_trace_cells
-from genlab.io import atomic_write_bytes, read_json
+from genlab.explain.run_files import (
+    damaged_grid,
+    data_text,
+    duration_text,
+    epoch_grids,
+    load_run,
+    png_file,
+    read_metrics,
+    trainable_parameters,
+    training_seconds,
+)
+from genlab.explain.trace import trace_rows, training_trace_cells
+from genlab.io import atomic_write_bytes
 from genlab.models.base import CanReconstruct, ShowsSamplingChain
-from genlab.run import HISTORY_FILE, METRICS_FILE, RUN_FILE, SAMPLES_DIR, Run, is_run_dir
+from genlab.outputs import REPORT_PAGE, check_output, naming
+from genlab.run import PAIRS_FILE, REPORT_FILE, Run
 
-REPORT_FILE = "report.html"
 EPOCH_GRIDS = 6  # sample grids shown across epochs: all of them, or an even spread keeping first and last
 EPOCH_ROWS = 100  # rows of the epoch table, chosen the same way
 RECONSTRUCTIONS = 8  # test images (top row) over their reconstructions (bottom row)
 INTERPOLATION_STRIPS, INTERPOLATION_STEPS = 3, 8
 TRAJECTORY_IMAGES, TRAJECTORY_FRAMES = 4, 8
-SHOWN_WIDTH = 240  # small images are scaled up (pixelated) to about this many CSS pixels
-SHARED_PANELS = {"d_real": ("d_real", "d_fake")}  # history keys charted together, on one scale
-
-STYLE = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d1d1f; background: #fff;
-       max-width: 1180px; margin: 0 auto; padding: 16px 28px 48px; }
-h1 { font-size: 1.6em; margin: 0.4em 0; } h2 { font-size: 1.25em; border-bottom: 1px solid #ccd;
-     padding-bottom: 4px; margin-top: 1.8em; } h3 { font-size: 1.05em; }
-nav a { margin-right: 12px; color: #2255aa; text-decoration: none; }
-table { border-collapse: collapse; margin: 8px 0 12px; font-size: 0.92em; }
-th, td { border: 1px solid #d4d4dc; padding: 3px 8px; text-align: left; vertical-align: top; }
-th { background: #f0f1f5; } td.number { text-align: right; font-variant-numeric: tabular-nums; }
-.facts th { width: 11em; }
-.missing { color: #8a5a00; background: #fff6e0; border-left: 4px solid #e0a800; padding: 6px 10px; }
-.note { color: #555; font-size: 0.9em; }
-.observations { color: #8a1f11; font-weight: 600; }
-.idea { font-size: 1.05em; background: #f4f7fc; border-left: 4px solid #2255aa; padding: 8px 12px; }
-.images { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
-figure { margin: 0; } figcaption { font-size: 0.85em; color: #555; margin-top: 4px; }
-img.pixels { image-rendering: pixelated; border: 1px solid #ddd; }
-code { background: #f3f3f6; padding: 0 3px; border-radius: 3px; }
-"""
-
-
-# --------------------------------------------------------------------------- the run and its files
-
-
-def load_run(source: str | Path | Run) -> Run:
-    """The run at `source` (a folder is loaded on the CPU), checked for every file a report or comparison reads.
-
-    Raises GenlabError naming the file that is missing, damaged, or from a newer genlab.
-    """
-    if isinstance(source, Run):
-        run = source
-    else:
-        path = Path(source)
-        if path.is_dir() and not is_run_dir(path):
-            raise GenlabError(
-                f"{path} is not a genlab run: it has no {RUN_FILE}; give a run directory written by `genlab train`"
-            )
-        run = Run.load(path)  # run.json (and its format version), model.safetensors
-    epochs = run.info["epochs_completed"]
-    if epochs and not (run.path / HISTORY_FILE).is_file():
-        raise GenlabError(
-            f"{run.path / HISTORY_FILE} is missing, though {RUN_FILE} records {epochs} epochs: "
-            "copy the run directory again with all its files, or train it again"
-        )
-    return run
-
-
-def read_metrics(run: Run) -> dict[str, Any] | None:
-    """metrics.json as `genlab eval` wrote it, or None when the run was never evaluated."""
-    path = run.path / METRICS_FILE
-    if not path.exists():
-        return None
-    try:
-        document = read_json(path, "the run's metrics")
-    except GenlabError as error:
-        raise GenlabError(f"{error}; measure again with `genlab eval {run.path}`") from None
-    if not isinstance(document, dict) or not isinstance(document.get("metrics"), dict):
-        raise GenlabError(f"{path} is not a metrics file of `genlab eval`; measure again with `genlab eval {run.path}`")
-    return document
-
-
-def trainable_parameters(model: torch.nn.Module) -> int:
-    """Parameters that training updates (an EMA copy of the weights is not counted twice)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def training_seconds(history: Sequence[dict[str, Any]]) -> float:
-    """Seconds spent in the training epochs, from history.jsonl."""
-    return float(sum(record.get("seconds", 0.0) for record in history))
-
-
-def duration_text(seconds: float) -> str:
-    """'3.4 s', '12 min 5 s', '2 h 3 min'."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
-
-
-def data_text(info: dict[str, Any]) -> str:
-    """The run's data as run.json names it: 'mnist-5k (4,000 train / 1,000 test)'."""
-    data = info["data"]
-    spec = data["spec"] + (f" at size {data['size']}" if data.get("size") else "")
-    counts = f"{data.get('train_images', 0):,} train / {data.get('test_images', 0):,} test"
-    return f"{spec} ({counts}{', in memory' if data.get('in_memory') else ''})"
-
-
-def epoch_grids(run: Run) -> list[tuple[int, Path]]:
-    """(epoch, file) of every samples/epoch_NNNN.png of the run, oldest first."""
-    found = []
-    for path in sorted((run.path / SAMPLES_DIR).glob("epoch_*.png")):
-        number = path.stem.partition("_")[2]
-        if number.isdigit():
-            found.append((int(number), path))
-    return found
-
-
-# --------------------------------------------------------------------------- HTML pieces
-
-
-def escape(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def data_uri(png: bytes) -> str:
-    """A PNG as a data: URI, so the page needs no other file."""
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def image_tag(png: bytes, alt: str, shown_width: int = SHOWN_WIDTH, css: str = "pixels") -> str:
-    """<img> of a PNG; one narrower than `shown_width` is scaled up by a whole factor (pixels kept sharp)."""
-    from PIL import Image
-
-    width, height = Image.open(io.BytesIO(png)).size
-    scale = max(1, round(shown_width / width)) if width < shown_width else 1
-    return (
-        f'<img class="{css}" src="{data_uri(png)}" alt="{escape(alt)}" '
-        f'width="{width * scale}" height="{height * scale}">'
-    )
-
-
-def figure(png: bytes, caption: str, alt: str | None = None, shown_width: int = SHOWN_WIDTH) -> str:
-    return f"<figure>{image_tag(png, alt or caption, shown_width)}<figcaption>{escape(caption)}</figcaption></figure>"
-
-
-def chart_tag(png: bytes, alt: str) -> str:
-    """<img> of a matplotlib chart, at its own size."""
-    return image_tag(png, alt, shown_width=0, css="chart")
-
-
-def table(header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[int] = ()) -> str:
-    """An HTML table; columns listed in `numeric` are right-aligned."""
-    head = "".join(f"<th>{escape(cell)}</th>" for cell in header)
-    body = "".join(
-        "<tr>"
-        + "".join(f"<td{' class=number' if c in numeric else ''}>{escape(cell)}</td>" for c, cell in enumerate(row))
-        + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def missing(text: str) -> str:
-    """A notice for data the run does not have, with how to get it (text may hold <code>)."""
-    return f'<p class="missing">{text}</p>'
-
-
-def section(anchor: str, title: str, body: str) -> str:
-    return f'<section id="{anchor}"><h2>{escape(title)}</h2>\n{body}\n</section>'
-
-
-def page(title: str, sections: Sequence[tuple[str, str, str]], header: str) -> bytes:
-    """The whole document: no script, nothing loaded from anywhere (the CSP says so to the browser)."""
-    nav = "".join(f'<a href="#{anchor}">{escape(name)}</a>' for anchor, name, _ in sections)
-    body = "\n".join(section(anchor, name, content) for anchor, name, content in sections)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{escape(title)}</title>
-<style>{STYLE}</style>
-</head>
-<body>
-{header}
-<nav>{nav}</nav>
-{body}
-</body>
-</html>
-""".encode()
-
-
-def _code(text: str) -> str:
-    return f"<code>{escape(text)}</code>"
-
-
-# --------------------------------------------------------------------------- charts
-
-
-@dataclass
-class Panel:
-    """One chart: a title and its series, each (label, epochs, values)."""
-
-    title: str
-    series: list[tuple[str, list[float], list[float]]]
-
-
-def series_of(history: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    """(epochs, values) of `key` over the records that have it (FID is only there every few epochs)."""
-    points = [(r.get("epoch", i + 1), r[key]) for i, r in enumerate(history) if isinstance(r.get(key), (int, float))]
-    return [float(e) for e, _ in points], [float(v) for _, v in points]
-
-
-def history_panels(history: Sequence[dict[str, Any]], model_class) -> list[Panel]:
-    """The family's curves: its losses together (train and test, or D and G), each other trace
-    column apart, the monitored number if not among them, and FID, precision and recall where
-    `--eval-every` recorded them."""
-    present = {key for record in history for key in record}
-    monitor = model_class.monitor
-
-    def label(key: str) -> str:
-        return f"{key} (monitored)" if key == monitor else key
-
-    panels = []
-    losses = [key for key in charted_losses(history, model_class) if key in present]
-    if losses:
-        panels.append(Panel("Loss", [(label(key), *series_of(history, key)) for key in losses]))
-    shown = set(losses)
-    titles = dict(model_class.trace_columns)
-    for key, _ in model_class.trace_columns:
-        if key in present and key not in shown:
-            together = [k for k in SHARED_PANELS.get(key, (key,)) if k in present]  # D(real) beside D(fake)
-            panels.append(
-                Panel(
-                    " and ".join(titles.get(k, k) for k in together),
-                    [(label(k), *series_of(history, k)) for k in together],
-                )
-            )
-            shown.update(together)
-    if monitor in present and monitor not in shown:
-        panels.append(Panel(monitor, [(label(monitor), *series_of(history, monitor))]))
-    if "fid" in present and "fid" not in shown:
-        panels.append(Panel("FID (during training)", [("fid", *series_of(history, "fid"))]))
-    quality = [key for key in ("precision", "recall") if key in present and key not in shown]
-    if quality:
-        panels.append(Panel("Precision and recall (during training)", [(k, *series_of(history, k)) for k in quality]))
-    return panels
-
-
-def chart_png(panels: Sequence[Panel], columns: int = 3, panel_size: tuple[float, float] = (3.8, 2.6)) -> bytes:
-    """Draw `panels` as small charts in a grid and return the PNG.
-
-    matplotlib's object API on the Agg canvas: no pyplot, so no global figure state is
-    created or left behind.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    columns = max(1, min(columns, len(panels)))
-    rows = math.ceil(len(panels) / columns)
-    fig = Figure(figsize=(panel_size[0] * columns, panel_size[1] * rows), dpi=80, layout="constrained")
-    FigureCanvasAgg(fig)
-    for index, panel in enumerate(panels):
-        axes = fig.add_subplot(rows, columns, index + 1)
-        for name, epochs, values in panel.series:
-            axes.plot(epochs, values, marker="o" if len(epochs) < 12 else None, markersize=3, linewidth=1.5, label=name)
-        axes.set_title(panel.title, fontsize=10)
-        axes.set_xlabel("epoch", fontsize=8)
-        axes.tick_params(labelsize=8)
-        epochs_shown = sorted({e for _, epochs, _ in panel.series for e in epochs})
-        if len(epochs_shown) <= 10:
-            axes.set_xticks(epochs_shown)  # whole epochs only, even for a single point
-        else:
-            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.grid(alpha=0.3)
-        if len(panel.series) > 1 or "(monitored)" in panel.series[0][0]:
-            axes.legend(fontsize=7)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
 
 
 # --------------------------------------------------------------------------- sections
@@ -425,7 +168,7 @@ def render_pipeline(explanation: dict[str, Any]) -> str:
 
 def curves_html(run: Run, history: Sequence[dict[str, Any]]) -> str:
     if not history:
-        resume = _code(f"genlab train --resume --out {run.path}")
+        resume = code(f"genlab train --resume --out {run.path}")
         return missing(f"no epoch has been completed yet: train with {resume}")
     panels = history_panels(history, type(run.model))
     parts = [chart_tag(chart_png(panels), f"training curves of {run.path.name}")] if panels else []
@@ -433,7 +176,7 @@ def curves_html(run: Run, history: Sequence[dict[str, Any]]) -> str:
         parts.append(
             missing(
                 "FID during training was not recorded: train with "
-                f"{_code('genlab train ... --eval-every N')} to follow it over the epochs"
+                f"{code('genlab train ... --eval-every N')} to follow it over the epochs"
             )
         )
     return "\n".join(parts)
@@ -460,12 +203,17 @@ def sample_grids_html(run: Run) -> str:
     if not grids:
         return missing(
             f"no sample grids were saved during training (--sample-every 0): draw some with "
-            f"{_code(f'genlab sample {run.path} --n 64 --seed 1 --out grid.png')}"
+            f"{code(f'genlab sample {run.path} --n 64 --seed 1 --out grid.png')}"
         )
     shown = [grids[i] for i in trace_rows(grids, EPOCH_GRIDS)]
     note = f'<p class="note">{len(shown)} of {len(grids)} grids, from the same noise seed every epoch.</p>'
-    figures = "".join(figure(path.read_bytes(), f"epoch {epoch}") for epoch, path in shown)
-    return f'{note}<div class="images">{figures}</div>'
+    figures = []
+    for epoch, path in shown:
+        try:
+            figures.append(figure(png_file(path), f"epoch {epoch}"))
+        except GenlabError as error:
+            figures.append(damaged_grid(error))
+    return f'{note}<div class="images">{"".join(figures)}</div>'
 
 
 def grid_png(images: torch.Tensor, nrow: int) -> bytes:
@@ -537,7 +285,7 @@ def metrics_html(run: Run, metrics: dict[str, Any] | None) -> str:
     from genlab.eval.evaluate import ROWS, metric_text
 
     if metrics is None:
-        return missing(f"not measured yet: run {_code(f'genlab eval {run.path}')}")
+        return missing(f"not measured yet: run {code(f'genlab eval {run.path}')}")
     values, floor = metrics.get("metrics", {}), metrics.get("floor", {})
     rows = [
         (row.label, metric_text(row.key, values), metric_text(row.key, floor), row.better)
@@ -587,7 +335,7 @@ def _provenance(run: Run, metrics: dict[str, Any]) -> str:
     if measured_at is not None and measured_at != run.info["epochs_completed"]:
         text += (
             f" These numbers are from epoch {measured_at}; the run now has {run.info['epochs_completed']}: "
-            f"measure again with {_code(f'genlab eval {run.path}')}."
+            f"measure again with {code(f'genlab eval {run.path}')}."
         )
     return f'<p class="note">{text}</p>'
 
@@ -595,7 +343,7 @@ def _provenance(run: Run, metrics: dict[str, Any]) -> str:
 def memorization_html(run: Run, metrics: dict[str, Any]) -> str:
     values, floor = metrics.get("metrics", {}), metrics.get("floor", {})
     if "copy_share" not in values:
-        return missing(f"not measured: run {_code(f'genlab eval {run.path} --metrics memorization')}")
+        return missing(f"not measured: run {code(f'genlab eval {run.path} --metrics memorization')}")
     details = (metrics.get("details") or {}).get("memorization") or {}
     numbers = (
         f"{values['copy_share']:.1%} of the samples lie closer to a training image than "
@@ -610,17 +358,18 @@ def memorization_html(run: Run, metrics: dict[str, Any]) -> str:
             f"held-out real images {details['held_out_median_distance']:.3g}."
         )
     parts = [f"<p>{numbers}</p>"]
-    pairs = run.path / Path(details.get("pairs_png", "memorization.png")).name  # eval writes it beside metrics.json
-    if pairs.is_file():
-        parts.append(
-            figure(
-                pairs.read_bytes(),
-                "top: the samples closest to a training image; bottom: that training image",
-                shown_width=480,
-            )
-        )
-    else:
-        parts.append(missing(f"{escape(pairs.name)} is missing: run {_code(f'genlab eval {run.path}')} again"))
+    pairs = run.path / Path(str(details.get("pairs_png", PAIRS_FILE))).name  # eval writes it beside metrics.json
+    if not pairs.is_file():
+        parts.append(missing(f"{escape(pairs.name)} is missing: run {code(f'genlab eval {run.path}')} again"))
+        return "\n".join(parts)
+    try:
+        png = png_file(pairs)
+    except GenlabError as error:
+        parts.append(missing(f"{escape(error)}: left out; run {code(f'genlab eval {run.path}')} again"))
+        return "\n".join(parts)
+    parts.append(
+        figure(png, "top: the samples closest to a training image; bottom: that training image", shown_width=480)
+    )
     return "\n".join(parts)
 
 
@@ -643,13 +392,14 @@ def report(source: str | Path | Run, out: str | Path | None = None, seed: int = 
     """Write the run's report.html (or `out`), atomically, and return its path.
 
     `seed` seeds every image drawn for the page (reconstructions, interpolation, trajectory).
-    Bad input (not a run, a missing or damaged file, a newer run format) raises GenlabError
-    before anything is written.
+    Bad input (not a run, a missing or damaged file, a newer run format, an `out` that is a
+    file of a run or not an HTML page: see genlab.outputs) raises GenlabError before anything
+    is written. A damaged sample grid is left out, and the page says which file it was.
     """
     run = load_run(source)
+    out = check_output(out if out is not None else run.path / REPORT_FILE, REPORT_PAGE, run=run.path)
     history = run.history
     metrics = read_metrics(run)
-    out = Path(out) if out is not None else run.path / REPORT_FILE
     sections = [
         ("pipeline", "The pipeline", pipeline_html(run)),
         ("curves", "Training curves", curves_html(run, history)),
@@ -662,6 +412,7 @@ def report(source: str | Path | Run, out: str | Path | None = None, seed: int = 
         ("config", "Configuration (run.json)", config_html(run)),
     ]
     document = page(f"genlab report: {run.path.name} ({run.family})", sections, header_html(run, history))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, document)
+    with naming(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out, document)
     return out

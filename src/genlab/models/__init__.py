@@ -25,6 +25,7 @@ from genlab.models.base import (
     ShowsSamplingChain,
 )
 from genlab.models.ddpm import DDPM, DDPMConfig
+from genlab.models.footprint import check_model_fits
 from genlab.models.gan import DCGAN, GAN, WGANGP, DCGANConfig, GANConfig, WGANGPConfig
 from genlab.models.pixelcnn import PixelCNN, PixelCNNConfig
 from genlab.models.realnvp import RealNVP, RealNVPConfig
@@ -97,17 +98,20 @@ def _is_optional(hint: Any) -> bool:
     return type(None) in typing.get_args(hint)
 
 
-def build_model(name: str, data, config=None, **overrides) -> GenerativeModel:
+def build_model(name: str, data, config=None, *, training: bool = True, **overrides) -> GenerativeModel:
     """Build family `name` for `data` (a DataSpec or an ImageDataset).
 
     `config` is the family's config dataclass (or a dict of its fields); keyword
-    `overrides` change single fields, e.g. ``build_model("vae", ds, arch="conv")``.
+    `overrides` change single fields, e.g. ``build_model("vae", ds, arch="conv")``. Before any
+    weight is allocated the model's memory is estimated and refused when it does not fit: for
+    training (`training=True`: weights, gradients, Adam's moments) or for sampling (weights only).
     """
     spec = data if isinstance(data, DataSpec) else DataSpec.from_dataset(data)
     if config is None or isinstance(config, dict):
         config = make_config(name, {**(config or {}), **overrides})
     elif overrides:
         config = dataclasses.replace(config, **overrides)
+    check_model_fits(name, model_class(name), spec, config, training=training)
     return model_class(name)(config, spec)
 
 
@@ -138,7 +142,9 @@ __all__ = [
     "VAEConfig",
     "WGANGPConfig",
     "build_model",
+    "check_model_fits",
     "families_with",
     "make_config",
     "model_class",
+    "training_footprint",
 ]

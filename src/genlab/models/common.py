@@ -55,10 +55,17 @@ def update_ema(average: nn.Module, network: nn.Module, decay: float, updates: in
 # ---------------------------------------------------------------- config fields, checked one way everywhere
 
 
-def check_int(family: str, name: str, value: Any, minimum: int = 1) -> None:
-    """An integer field (a bool is not one) of at least `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+def check_int(family: str, name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> None:
+    """An integer field (a bool is not one) from `minimum` to `maximum` (no bound above when None)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        if maximum is not None:
+            what = f"an integer from {minimum:,} to {maximum:,}"
         raise GenlabError(f"{family} setting {name} must be {what}, got {value!r}")
 
 

@@ -14,12 +14,16 @@ from genlab.data import ImageDataset, fingerprint, load_splits
 from genlab.errors import GenlabError
 from genlab.models import build_model, make_config
 from genlab.run import (
+    MODEL_FILE,
     STATE_FILE,
     Run,
+    check_replaceable,
     is_run_dir,
     load_checkpoint,
     model_from_info,
     new_run_info,
+    read_checkpoint,
+    read_history,
     read_run_info,
     run_lock,
     save_model,
@@ -110,7 +114,7 @@ def train(
                 f"the data {data_info['spec']} is not what {out} was trained on (its images or labels changed); "
                 "a resumed run must see the same data"
             )
-        network = model_from_info(info)
+        network = model_from_info(info, out, training=True)
     else:
         assert model is not None  # refused above, before anything was read
         network = build_model(model, train_data, model_config)
@@ -121,6 +125,14 @@ def train(
     info["train"].update(speed)
     network.to(run_device)
     optimizers = network.configure_optimizers()
+    if resume and (out / STATE_FILE).exists():  # checked whole before the run is locked or anything changes
+        stopped = read_checkpoint(out, network, optimizers)
+        if stopped.progress:
+            _check_progress(stopped.progress, len(train_data), config.batch_size, out / STATE_FILE)
+            if config.epochs <= stopped.epoch:
+                raise GenlabError(
+                    f"{out} stopped inside epoch {stopped.epoch + 1}; resume with --epochs {stopped.epoch + 1} or more"
+                )
 
     assert config.batch_size is not None  # the run's, or the family's default
     with distributed.process_group_from_env(run_device):
@@ -134,8 +146,8 @@ def train(
         if not resume:
             if out.exists() and overwrite:
                 with run_lock(out):  # refuses to delete a run another process is training
-                    pass
-                shutil.rmtree(out)  # _check_new_out made sure it is a run
+                    check_replaceable(out)  # still a run, and still nothing else in it
+                shutil.rmtree(out)
             out.mkdir(parents=True, exist_ok=True)
         with run_lock(out):
             return _fit(
@@ -163,12 +175,8 @@ def _fit(out, info, network, optimizers, train_data, test_data, config, device, 
         if writes:
             for debris in out.glob(".*.tmp"):  # atomic writes cut off by a crash
                 debris.unlink()
-        if (out / STATE_FILE).exists():  # every rank loads the same checkpoint
+        if (out / STATE_FILE).exists():  # every rank loads the same checkpoint (checked again: read afresh)
             start_epoch, epoch_progress = load_checkpoint(out, network, optimizers)
-        if epoch_progress and config.epochs <= start_epoch:
-            raise GenlabError(
-                f"{out} stopped inside epoch {start_epoch + 1}; resume with --epochs {start_epoch + 1} or more"
-            )
         if writes:
             truncate_history(out, start_epoch)
         info.update(epochs_completed=start_epoch)
@@ -217,13 +225,30 @@ def default_out(model: str | None) -> Path:
 
 
 def _check_new_out(out: Path, overwrite: bool) -> None:
-    """A new run goes into a missing or empty folder, or replaces a run with `overwrite`; never anything else."""
+    """A new run goes into a missing or empty folder, or replaces a run with `overwrite`; never anything else
+    (a run by its format, holding nothing genlab does not write: genlab.run.check_replaceable)."""
     if not out.is_dir() or not any(out.iterdir()):
         return
-    if not is_run_dir(out):
-        raise GenlabError(f"{out} is not empty and is not a genlab run; choose another --out")
+    check_replaceable(out)
     if not overwrite:
         raise GenlabError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
+
+
+def _check_progress(progress: dict[str, Any], images: int, batch_size: int | None, source: Path) -> None:
+    """Refuse a stop inside an epoch that this data cannot have made: past the epoch's last step, or steps
+    taken with no images or no time (the epoch's averages would divide by zero)."""
+    steps = -(-images // (batch_size or 1))
+    if progress["step"] > steps:
+        raise GenlabError(
+            f"{source} metadata field progress.step is {progress['step']}, past the {steps} steps of an epoch of "
+            "this run: the training state is damaged; restore it from a copy, or train the run again with --overwrite"
+        )
+    if progress["step"] and (progress["images_seen"] < 1 or progress["seconds"] <= 0):
+        raise GenlabError(
+            f"{source} metadata fields progress.images_seen and progress.seconds must be positive after "
+            f"{progress['step']} steps: the training state is damaged; restore it from a copy, "
+            "or train the run again with --overwrite"
+        )
 
 
 def _resumable_info(out: Path, model, data, batch_size, seed, size, model_config) -> dict[str, Any]:
@@ -231,6 +256,13 @@ def _resumable_info(out: Path, model, data, batch_size, seed, size, model_config
     if not is_run_dir(out):
         raise GenlabError(f"there is no run to resume at {out} (no run.json); drop --resume to start one")
     info = read_run_info(out)
+    read_history(out)  # checked now: resuming rewrites it
+    if not (out / STATE_FILE).is_file() and (info["epochs_completed"] or (out / MODEL_FILE).exists()):
+        raise GenlabError(
+            f"{out / STATE_FILE} is missing: {out} cannot continue where it stopped without its training state "
+            f"(optimizer and random-number state); --overwrite would train it again from epoch 0 and replace "
+            f"the trained weights in {MODEL_FILE}"
+        )
     stored = info["model"]
     conflicts = []
     if model is not None and model != stored["name"]:

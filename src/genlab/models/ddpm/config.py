@@ -14,6 +14,9 @@ from genlab.models.ddpm.samplers import SAMPLERS
 FAMILY = "DDPM"  # the name config errors give
 
 
+MAX_DIFFUSION_STEPS = 100_000
+
+
 @dataclass(frozen=True)
 class UNetPreset:
     """The UNet's sizes a preset stands for (each overridable by the config field of the same name)."""
@@ -79,7 +82,9 @@ class DDPMConfig:
         check_int(FAMILY, "num_res_blocks", sizes.num_res_blocks)
         check_bool(FAMILY, "attention", self.attention)
         check_number(FAMILY, "dropout", sizes.dropout, minimum=0, below=1)
-        check_int(FAMILY, "diffusion_steps", self.diffusion_steps, minimum=2)
+        # Bounded above: the schedule is computed for real even while the model is sized on the meta
+        # device (genlab.models.footprint), and no diffusion is trained with more steps than this.
+        check_int(FAMILY, "diffusion_steps", self.diffusion_steps, minimum=2, maximum=MAX_DIFFUSION_STEPS)
         check_choice(FAMILY, "schedule", self.schedule, SCHEDULES)
         check_choice(FAMILY, "prediction", self.prediction, PREDICTIONS)
         check_bool(FAMILY, "conditional", self.conditional)

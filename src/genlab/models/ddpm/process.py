@@ -28,12 +28,14 @@ def beta_schedule(name: str, steps: int) -> torch.Tensor:
     ᾱ(t) = cos²(((t/T) + s) / (1 + s) · π/2), s = 0.008, β clipped at 0.999 (Nichol & Dhariwal 2021)."""
     if steps < 1:
         raise GenlabError(f"a diffusion needs at least 1 step, got {steps}")
+    # device="cpu": the schedule is a small constant, computed for real even while genlab.models.footprint
+    # sizes a model on the meta device (arithmetic on meta tensors would load torch's compiler).
     if name == "linear":
         scale = 1000 / steps  # keeps ᾱ_T near 0 for any T, as improved DDPM does
-        return torch.linspace(scale * 1e-4, scale * 0.02, steps, dtype=torch.float64)
+        return torch.linspace(scale * 1e-4, scale * 0.02, steps, dtype=torch.float64, device="cpu")
     if name == "cosine":
         s = 0.008
-        t = torch.arange(steps + 1, dtype=torch.float64) / steps
+        t = torch.arange(steps + 1, dtype=torch.float64, device="cpu") / steps
         alpha_bar = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
         return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
     raise GenlabError(f"unknown noise schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
@@ -57,7 +59,7 @@ class GaussianDiffusion(nn.Module):
         self.steps, self.schedule, self.prediction = steps, schedule, prediction
         betas = beta_schedule(schedule, steps)
         alpha_bar = torch.cumprod(1 - betas, dim=0)  # ᾱ_t (T,)
-        previous = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])  # ᾱ_{t-1}, ᾱ_{-1} = 1
+        previous = torch.cat([torch.ones(1, dtype=torch.float64, device="cpu"), alpha_bar[:-1]])  # ᾱ_{t-1}, ᾱ_{-1} = 1
         posterior_variance = betas * (1 - previous) / (1 - alpha_bar)  # β̃_t (Ho et al. eq. 7)
         constants = {
             "betas": betas,
