@@ -313,3 +313,28 @@ def test_conditional_vae_draws_the_asked_digit(tmp_path):
     assert (predicted == asked).float().mean() >= 0.6
     for digit in range(10):
         assert torch.bincount(predicted[asked == digit], minlength=10).argmax() == digit
+
+
+def test_an_error_while_recording_a_failure_does_not_hide_the_failure(digits):
+    train, test = digits
+    torch.manual_seed(0)
+    model = genlab.build_model("vae", train, SMALL_VAE)
+
+    class FullDisk(Callback):
+        def on_epoch_end(self, trainer, record):
+            raise GenlabError("could not write state.safetensors: no space left on device")
+
+        def on_train_end(self, trainer, status):
+            raise OSError(28, "No space left on device", "run.json")  # recording the failure fails too
+
+    trainer = Trainer(model, train, test, TrainConfig(epochs=1, batch_size=500, device="cpu"), callbacks=[FullDisk()])
+    with pytest.raises(GenlabError, match="state.safetensors"):
+        trainer.fit()
+
+    class OnlyTheEnd(Callback):
+        def on_train_end(self, trainer, status):
+            raise OSError(28, "No space left on device", "run.json")
+
+    trainer = Trainer(model, train, test, TrainConfig(epochs=1, batch_size=500, device="cpu"), callbacks=[OnlyTheEnd()])
+    with pytest.raises(OSError, match="No space left"):  # a run that ended well still reports its own error
+        trainer.fit()

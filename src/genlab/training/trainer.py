@@ -223,6 +223,7 @@ class Trainer:
     def _fit(self) -> list[dict[str, Any]]:
         self._call("on_train_start")
         status = "failed"
+        failing = True  # until the last epoch ends: an error in on_train_end must not hide the first one
         try:
             for epoch in range(self.start_epoch + 1, self.config.epochs + 1):
                 self.epoch = epoch
@@ -231,7 +232,7 @@ class Trainer:
                     record.update(self.validate())
                 self.history.append(record)
                 self._call("on_epoch_end", record)
-            status = "completed"
+            status, failing = "completed", False
         except TrainingDiverged as error:
             status, self.message = "diverged", str(error)
             raise
@@ -244,7 +245,12 @@ class Trainer:
             self.message = f"failed in epoch {self.epoch}: {type(error).__name__}: {error}"
             raise
         finally:
-            self._call("on_train_end", status)
+            try:
+                self._call("on_train_end", status)
+            except Exception:
+                if not failing:
+                    raise
+                # Recording the failure failed too (the same full disk, say): the first error tells what happened.
         return self.history
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
