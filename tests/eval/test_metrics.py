@@ -14,6 +14,8 @@ from genlab.eval.metrics import (
     FIDStatistics,
     check_enough,
     classifier_score,
+    confusion_matrix,
+    copy_thresholds,
     density_coverage,
     fid,
     gaussian_stats,
@@ -21,7 +23,10 @@ from genlab.eval.metrics import (
     memorization,
     mode_coverage,
     nearest_neighbour_distances,
+    poisson_tail,
     precision_recall,
+    reference_copy_share,
+    spurious_counts,
     trace_sqrt_product,
 )
 
@@ -319,6 +324,61 @@ def test_memorization_of_fresh_samples_is_near_the_quantile():
     assert closest == sorted(closest)
 
 
+def two_classes(n_tight, n_loose, seed):
+    """Features of two classes around well-separated centres: class 0 tight (scale 0.1), class 1 loose (scale 1)."""
+    tight = 0.1 * gaussian(n_tight, 8, seed)
+    loose = gaussian(n_loose, 8, seed + 100, shift=20.0)
+    classes = torch.cat([torch.zeros(n_tight), torch.ones(n_loose)]).long()
+    return torch.cat([tight, loose]), classes
+
+
+def test_memorization_calibrates_each_class_on_its_own_held_out_features():
+    # A tight class sits nearer its training neighbours than any loose one: the pooled threshold calls all of
+    # its new samples copies; per class they score about the quantile, and copies of the loose class are found.
+    train, _ = two_classes(1000, 1000, 0)
+    held_out, held_classes = two_classes(45, 955, 1)  # the tight class a minority: the pooled 5% lies above it
+    fresh, fresh_classes = two_classes(400, 0, 2)
+    result = memorization(fresh, train, held_out, sample_classes=fresh_classes, held_out_classes=held_classes)
+    assert result["pooled_copy_share"] > 0.9 and result["copy_share"] < 0.12
+    assert result["calibration"] == "per class" and result["fallback_classes"] == []
+    assert set(result["class_copy_shares"]) == {"0"} and result["class_samples"] == {"0": 400}
+    d_held = NearestNeighbors(n_neighbors=1).fit(train).kneighbors(held_out)[0][:, 0]
+    for c in (0, 1):
+        assert result["class_thresholds"][str(c)] == pytest.approx(
+            float(np.quantile(d_held[held_classes.numpy() == c], 0.05)), rel=1e-9
+        )
+    assert result["copy_threshold"] == pytest.approx(float(np.quantile(d_held, 0.05)), rel=1e-9)
+    copies = train[1000:1200]  # loose-class training points returned as samples
+    result = memorization(copies, train, held_out, sample_classes=torch.ones(200).long(), held_out_classes=held_classes)
+    assert result["copy_share"] == 1.0 and result["class_copy_shares"] == {"1": 1.0}
+    assert result["class_ratio_test_shares"]["1"] > 0.9
+
+
+def test_memorization_falls_back_to_the_pooled_threshold_for_a_class_with_few_held_out_features():
+    train, _ = two_classes(500, 500, 0)
+    held_out, held_classes = two_classes(500, 10, 1)  # 10 loose held-out features: too few for a quantile
+    samples, sample_classes = two_classes(0, 50, 2)
+    result = memorization(samples, train, held_out, sample_classes=sample_classes, held_out_classes=held_classes,
+                          num_classes=3)  # fmt: skip
+    assert result["fallback_classes"] == [1, 2]  # class 2 has no held-out features at all
+    assert result["class_thresholds"]["1"] == result["class_thresholds"]["2"] == result["copy_threshold"]
+    assert result["copy_share"] == result["pooled_copy_share"]
+    thresholds, pooled, fallback = copy_thresholds(torch.arange(100.0), torch.zeros(100).long(), 2, min_count=40)
+    assert thresholds[0] == pytest.approx(4.95) and thresholds[1] == pooled and fallback == [1]
+    with pytest.raises(GenlabError, match="classes of both"):
+        memorization(samples, train, held_out, sample_classes=sample_classes)
+
+
+def test_reference_copy_share_finds_samples_that_are_the_reference():
+    reference = gaussian(300, 8, 0)
+    samples = torch.cat([reference[:100], gaussian(100, 8, 1)])
+    assert reference_copy_share(samples, reference, 0.5) == pytest.approx(0.5)
+    assert reference_copy_share(samples, reference, torch.full((200,), 1e-3)) == pytest.approx(0.5)
+    identical = torch.zeros(200, dtype=torch.bool)
+    identical[150:] = True  # byte-equal images count whatever their features' distance
+    assert reference_copy_share(samples, reference, 0.0, identical) == pytest.approx(0.25)
+
+
 # --------------------------------------------------------------------------- class-based metrics
 
 
@@ -364,6 +424,52 @@ def test_mode_coverage_rule_and_reference():
     assert matched["classes_covered"] == 3 and matched["kl_to_reference"] == pytest.approx(0.0, abs=1e-8)
     with pytest.raises(GenlabError, match="labels must lie"):
         mode_coverage(torch.tensor([0, 3]), 3)
+
+
+def test_confusion_matrix_counts_with_an_even_prior():
+    truth = torch.tensor([0, 0, 0, 1, 1, 2])
+    predicted = torch.tensor([0, 0, 1, 1, 1, 2])
+    found = confusion_matrix(predicted, truth, 3, prior=0.3)
+    assert found[0].tolist() == pytest.approx([2.1 / 3.3, 1.1 / 3.3, 0.1 / 3.3])  # (n_kc + prior / K) / (n_k + prior)
+    assert found.sum(dim=1).tolist() == pytest.approx([1.0] * 3)
+    assert confusion_matrix(torch.eye(3)[predicted], truth, 3, prior=0.3).equal(found)  # probabilities: argmax
+    assert confusion_matrix(torch.tensor([0]), torch.tensor([0]), 2)[1].tolist() == [0.5, 0.5]  # no images: uniform
+
+
+def test_spurious_counts_and_the_poisson_tail():
+    confusion = torch.tensor([[0.9, 0.1, 0.0], [0.02, 0.98, 0.0], [0.0, 0.5, 0.5]], dtype=torch.float64)
+    counts = torch.tensor([100, 10, 4])
+    # s_c = sum over k != c of counts_k P(c | k): the diagonal (a class misread as itself) never counts
+    assert spurious_counts(counts, confusion).tolist() == pytest.approx([0.2, 10 + 2, 0.0])
+    observed, mean = torch.tensor([0, 1, 3, 5, 2]), torch.tensor([0.0, 0.0, 0.5, 2.4, 0.0], dtype=torch.float64)
+    pairs = zip(observed.tolist(), mean.tolist())
+    tail = [1 - sum(math.exp(-m) * m**j / math.factorial(j) for j in range(k)) for k, m in pairs]  # P(X >= k)
+    assert poisson_tail(observed, mean).tolist() == pytest.approx(tail, abs=1e-12)
+
+
+def test_a_collapsed_generator_misread_a_few_times_covers_one_class():
+    # 1000 samples of class 0 that a classifier erring 2% of the time reads as 980 zeros, 10 ones and 10 twos
+    # (the share rule set aside, min_fraction=0, as it is for 10 balanced classes: 1% is 10% of their share)
+    labels = torch.cat([torch.zeros(980), torch.ones(10), torch.full((10,), 2)]).long()
+    assert mode_coverage(labels, 3, min_fraction=0)["classes_covered"] == 3  # labels taken as true
+    confusion = torch.tensor([[0.98, 0.01, 0.01], [0.01, 0.98, 0.01], [0.01, 0.01, 0.98]])
+    found = mode_coverage(labels, 3, min_fraction=0, confusion=confusion)
+    assert found["classes_covered"] == 1 and found["covered"] == [True, False, False]
+    assert found["expected_spurious"] == pytest.approx([0.2, 9.9, 9.9])
+    # the same 10 ones are a mode when nothing explains them: a perfect classifier's confusion
+    assert mode_coverage(labels, 3, min_fraction=0, confusion=torch.eye(3))["classes_covered"] == 3
+
+
+def test_mode_coverage_needs_a_minimum_count_and_a_level():
+    labels = torch.cat([torch.zeros(8), torch.ones(1), torch.full((1,), 2)]).long()
+    found = mode_coverage(labels, 3, confusion=torch.eye(3))
+    assert found["classes_covered"] == 1  # one image is never a mode, however unlikely as an error
+    assert mode_coverage(labels, 3, confusion=torch.eye(3), min_count=1)["classes_covered"] == 3
+    assert found["level"] == 1e-3 and found["min_count"] == 2
+    with pytest.raises(GenlabError, match="level"):
+        mode_coverage(labels, 3, level=0.0)
+    with pytest.raises(GenlabError, match="3 x 3"):
+        mode_coverage(labels, 3, confusion=torch.eye(2))
 
 
 def test_feature_bank_collects_batches():

@@ -25,6 +25,13 @@ class Extractor:
     def __init__(self, num_classes: int, class_names: list[str]):
         self.num_classes, self.class_names = num_classes, class_names
 
+    def features(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        return torch.randn(len(images), self.feature_dim, generator=torch.Generator().manual_seed(2))
+
+    def probabilities(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        # mode coverage measures the classifier's confusion on the test split's images
+        return torch.softmax(torch.randn(len(images), self.num_classes, generator=torch.Generator().manual_seed(3)), 1)
+
 
 def dataset(n: int, shape=(1, 28, 28), labelled: bool = True) -> ImageDataset:
     images = torch.zeros((n, *shape), dtype=torch.uint8)
@@ -66,6 +73,7 @@ def test_every_metric_declares_its_rows_and_needs_in_the_table_order():
         ("label_accuracy", "Drawn label recognised", "higher", "label_accuracy"),
         ("copy_share", "Copies (d1 < 5% held-out)", "lower", "memorization"),
         ("ratio_test_share", "Ratio test d1/d2 < 1/3", "lower", "memorization"),
+        ("reference_copy_share", "Coincide with reference", "lower", "memorization"),
         ("cas", "CAS accuracy", "higher", "cas"),
         ("nll_nats", "NLL (nats/image)", "lower", "nll"),
         ("bits_per_dim", "Bits/dim", "lower", "nll"),

@@ -26,6 +26,15 @@ def test_near_duplicates_by_the_ratio_test_are_flagged():
     assert len(found) == 1 and "3.0% pass the near-duplicate ratio test" in found[0]
 
 
+def test_samples_that_coincide_with_the_reference_images_are_flagged():
+    floor = {**FLOOR, "reference_copy_share": 0.01}
+    found = observe_metrics({**HEALTHY, "reference_copy_share": 0.6}, floor)
+    assert found == ["samples coincide with the reference images: 60.0% of samples lie as close to a reference "
+                     "image as only 1.0% of held-out real images do; FID against them means nothing"]
+    assert observe_metrics({**HEALTHY, "reference_copy_share": 0.04}, floor) == []  # within 5 points of the floor
+    assert observe_metrics({**HEALTHY, "reference_copy_share": 0.6}, FLOOR) == []  # no floor: nothing to judge
+
+
 def test_missing_classes_and_low_recall_read_as_mode_collapse():
     found = observe_metrics({**HEALTHY, "classes_covered": 7}, FLOOR)
     assert found == ["mode collapse suspected: samples cover 7 of 10 classes"]

@@ -21,7 +21,9 @@ from genlab.eval.reference import cache_dir
 from genlab.eval.registry import METRICS
 from genlab.io import atomic_write_json
 
-FLOOR_FORMAT = 2  # bump when a floor metric's definition changes (2: label_accuracy on the test split)
+# bump when a floor metric's definition changes (2: label_accuracy on the test split; 3: memorization per class,
+# with reference_copy_share, and classes_covered judged against the classifier's confusion)
+FLOOR_FORMAT = 3
 MAX_FLOOR_BYTES = 1 << 20  # far more than the few numbers of a floor file
 
 

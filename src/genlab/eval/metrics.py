@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 
@@ -288,6 +289,39 @@ def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> tupl
 
 # --------------------------------------------------------------------------- memorization
 
+# Held-out images a predicted class needs for a threshold of its own; a class with fewer takes the
+# pooled threshold (with fewer, a 5% quantile rests on the single nearest image of the class).
+MIN_CLASS_HELD_OUT = 40
+
+
+def copy_thresholds(
+    held_out_distances: torch.Tensor,
+    held_out_classes: torch.Tensor | None,
+    num_classes: int,
+    quantile: float = 0.05,
+    min_count: int = MIN_CLASS_HELD_OUT,
+) -> tuple[torch.Tensor, float, list[int]]:
+    """Per-class copy thresholds: (thresholds (K,), the pooled threshold, the classes that fell back to it).
+
+    Class c's threshold is the `quantile` (linear interpolation) of the nearest-training-feature
+    distances of the held-out features assigned to c; a class with fewer than `min_count` of them
+    (or every class when `held_out_classes` is None) takes the quantile over all held-out features.
+    Calibrating per class matters because classes differ in how near their nearest training image
+    lies (a thin stroke has few ways to differ): one pooled threshold calls new images of a tight
+    class copies and hides copies of a loose one.
+    """
+    d = _float64(torch.as_tensor(held_out_distances)).reshape(-1)
+    pooled = torch.quantile(d, quantile)
+    thresholds = pooled.repeat(max(num_classes, 1))
+    fallback = []
+    for c in range(num_classes):
+        mine = d[held_out_classes.to(d.device) == c] if held_out_classes is not None else d[:0]
+        if mine.numel() >= max(min_count, 1):
+            thresholds[c] = torch.quantile(mine, quantile)
+        else:
+            fallback.append(c)
+    return thresholds, float(pooled), fallback
+
 
 def memorization(
     samples: torch.Tensor,
@@ -296,26 +330,39 @@ def memorization(
     quantile: float = 0.05,
     ratio: float = 1 / 3,
     num_pairs: int = 16,
-) -> dict:
-    """How many samples look copied from the training set, judged against held-out real images.
+    *,
+    sample_classes: torch.Tensor | None = None,
+    held_out_classes: torch.Tensor | None = None,
+    num_classes: int | None = None,
+    min_per_class: int = MIN_CLASS_HELD_OUT,
+) -> dict[str, Any]:
+    """How many samples look copied from the training set, judged against held-out real images of their class.
 
     With d1(x), d2(x) the distances from a feature x to its nearest and second-nearest
     training feature:
 
-    - ``copy_share``: the share of samples with d1 < ``copy_threshold``, the `quantile`
-      (default 0.05, linear interpolation) of d1 over the held-out real features: samples
-      nearer to a training image than 95% of unseen real images are (the authenticity idea of
-      Alaa et al. 2022, with held-out data as the reference). A generator that does not copy
-      scores about `quantile`; a copying one approaches 1.
+    - ``copy_share``: the share of samples with d1 below the copy threshold of the sample's
+      class: the `quantile` (default 0.05, linear interpolation) of d1 over the held-out real
+      features the classifier assigns to that class (`copy_thresholds`; samples nearer to a
+      training image than 95% of unseen real images of their class are, the authenticity idea of
+      Alaa et al. 2022 with held-out data as the reference). Without classes (`sample_classes`
+      None) every sample takes the pooled threshold, ``copy_threshold``. A generator that does
+      not copy scores about `quantile`, whichever classes it favours; a copying one approaches 1.
+      ``pooled_copy_share`` is the share under the pooled threshold, for comparison.
     - ``ratio_test_share``: the share of samples with d1 < ratio * d2, i.e. d1/d2 < 1/3 by
       default (Gu et al. 2023): much nearer one training image than any other. Samples that
       copy a training image duplicated exactly in the training set (d2 = 0) fail this test;
       copy_share still counts them. ``held_out_ratio_test_share`` is the same for held-out
       real features, the floor.
+    - per class (with classes): ``class_copy_shares``, ``class_ratio_test_shares``,
+      ``class_samples`` (classes with samples only) and ``class_thresholds`` (every class),
+      keyed by the class index as a string; ``fallback_classes``: the classes with fewer than
+      `min_per_class` held-out features, which took the pooled threshold.
     - ``closest_pairs``: the `num_pairs` (sample index, training index, d1) with smallest d1,
       closest first, for a picture of sample/training pairs.
+    - ``sample_thresholds``: each sample's threshold (S,), a tensor (for `reference_copy_share`).
 
-    Also returns the thresholds and median d1 of samples and of held-out features.
+    Also returns the quantile, ratio and median d1 of samples and of held-out features.
     """
     samples, train = _features(samples, "sample"), _features(train, "training")
     held_out = _features(held_out, "held-out")
@@ -329,21 +376,78 @@ def memorization(
     check_enough({"sample": samples.shape[0], "held-out": held_out.shape[0]}, 0, "memorization")
     if not 0 < quantile < 1 or not 0 < ratio <= 1:
         raise GenlabError(f"memorization needs 0 < quantile < 1 and 0 < ratio <= 1; got {quantile}, {ratio}")
+    if (sample_classes is None) != (held_out_classes is None):
+        raise GenlabError("memorization per class needs the classes of both the samples and the held-out features")
+    if sample_classes is not None and held_out_classes is not None:
+        sample_classes = torch.as_tensor(sample_classes).reshape(-1).long().cpu()
+        held_out_classes = torch.as_tensor(held_out_classes).reshape(-1).long().cpu()
+        if len(sample_classes) != samples.shape[0] or len(held_out_classes) != held_out.shape[0]:
+            raise GenlabError("memorization needs one class per sample and per held-out feature")
+        seen = int(max(sample_classes.max(), held_out_classes.max())) + 1
+        num_classes = max(num_classes or 0, seen)
     d_sample, nearest = nearest_neighbour_distances(samples, train, 2)  # (S, 2)
     d_held = nearest_neighbour_distances(held_out, train, 2)[0]  # (H, 2)
-    threshold = torch.quantile(d_held[:, 0], quantile)
+    thresholds, pooled, fallback = copy_thresholds(
+        d_held[:, 0].cpu(), held_out_classes, num_classes or 0, quantile, min_per_class
+    )
+    d1 = d_sample[:, 0].cpu()
+    per_sample = thresholds[sample_classes] if sample_classes is not None else torch.full_like(d1, pooled)
+    copies = d1 < per_sample
+    passes_ratio = (d_sample[:, 0] < ratio * d_sample[:, 1]).cpu()
     order = torch.argsort(d_sample[:, 0])[:num_pairs]
-    return {
-        "copy_share": float((d_sample[:, 0] < threshold).double().mean()),
-        "copy_threshold": float(threshold),
+    found: dict[str, Any] = {
+        "copy_share": float(copies.double().mean()),
+        "copy_threshold": pooled,
+        "pooled_copy_share": float((d1 < pooled).double().mean()),
         "quantile": quantile,
-        "ratio_test_share": float((d_sample[:, 0] < ratio * d_sample[:, 1]).double().mean()),
+        "ratio_test_share": float(passes_ratio.double().mean()),
         "held_out_ratio_test_share": float((d_held[:, 0] < ratio * d_held[:, 1]).double().mean()),
         "ratio": ratio,
         "sample_median_distance": float(d_sample[:, 0].median()),
         "held_out_median_distance": float(d_held[:, 0].median()),
         "closest_pairs": [(int(i), int(nearest[i, 0]), float(d_sample[i, 0])) for i in order.tolist()],
+        "sample_thresholds": per_sample,
     }
+    if sample_classes is not None:
+        present = sorted(set(sample_classes.tolist()))
+        found.update({
+            "calibration": "per class",
+            "min_per_class": min_per_class,
+            "class_thresholds": {str(c): float(t) for c, t in enumerate(thresholds.tolist())},
+            "fallback_classes": fallback,
+            "class_samples": {str(c): int((sample_classes == c).sum()) for c in present},
+            "class_copy_shares": {str(c): float(copies[sample_classes == c].double().mean()) for c in present},
+            "class_ratio_test_shares": {
+                str(c): float(passes_ratio[sample_classes == c].double().mean()) for c in present
+            },
+        })  # fmt: skip
+    else:
+        found["calibration"] = "pooled"
+    return found
+
+
+def reference_copy_share(
+    samples: torch.Tensor,
+    reference: torch.Tensor,
+    thresholds: torch.Tensor | float,
+    identical: torch.Tensor | None = None,
+) -> float:
+    """The share of samples that coincide with a reference image (the set they are compared with).
+
+    A sample coincides when its nearest reference feature is nearer than its copy threshold
+    (`thresholds`: one per sample, from `memorization`, or one for all) or when it is byte for
+    byte a reference image (`identical`, a bool per sample). Samples that are the reference
+    images themselves score FID 0 against them, which says nothing about a model; the same
+    test as for copies of the training set (Alaa et al. 2022) finds them.
+    """
+    samples, reference = _features(samples, "sample"), _features(reference, "reference")
+    _same_width(("sample", samples), ("reference", reference))
+    check_enough({"sample": samples.shape[0], "reference": reference.shape[0]}, 0, "reference coincidence")
+    d = nearest_neighbour_distances(samples, reference, 1)[0][:, 0].cpu()
+    near = d < _float64(torch.as_tensor(thresholds)).cpu()
+    if identical is not None:
+        near = near | torch.as_tensor(identical, dtype=torch.bool).reshape(-1).cpu()
+    return float(near.double().mean())
 
 
 # --------------------------------------------------------------------------- class-based metrics
@@ -389,23 +493,19 @@ def classifier_score(
     return float(scores_t.mean()), float(scores_t.std(unbiased=False))
 
 
-def mode_coverage(
-    probs_or_labels: torch.Tensor,
-    num_classes: int,
-    reference_distribution: torch.Tensor | None = None,
-    min_fraction: float = 0.1,
-    eps: float = 1e-10,
-) -> dict:
-    """Class histogram of samples under a classifier: how many modes a generator covers.
+# A class counts as covered only when its count is unlikely to be the classifier's misreadings of
+# the other classes: a one-sided test at this level (ten classes tested at 0.001 give about a 1%
+# chance that any spurious class passes) ...
+COVERAGE_LEVEL = 1e-3
+# ... and only from this many samples: one image is never evidence of a mode.
+COVERAGE_MIN_COUNT = 2
+# Pseudo-images added to each row of the confusion matrix, spread evenly over its classes (Perks'
+# prior): a confusion never seen among a class's held-out images is rare, not impossible.
+CONFUSION_PRIOR = 1.0
 
-    Input: probabilities (N, K) (argmax is the class) or integer labels (N,). A class counts
-    as covered when its share of the samples is at least `min_fraction` (default 0.1) of
-    its share in the reference distribution (uniform when None, e.g. 0.01 of the samples
-    for 10 balanced classes); classes the reference gives no mass are never counted.
-    ``kl_to_reference`` = KL(sample class distribution || reference) in nats, the reference
-    mixed with `eps` so that it is finite: 0 for a perfect match, log K for a generator
-    drawing one of K balanced classes.
-    """
+
+def _class_labels(probs_or_labels: torch.Tensor, num_classes: int, what: str) -> torch.Tensor:
+    """(N,) int64 class labels from probabilities (N, K) (their argmax) or integer labels (N,)."""
     x = torch.as_tensor(probs_or_labels)
     if x.ndim == 2 and x.shape[1] == num_classes:
         labels = x.argmax(dim=1)
@@ -413,14 +513,85 @@ def mode_coverage(
         labels = x.long()
     else:
         raise GenlabError(
-            f"mode coverage takes probabilities (N, {num_classes}) or integer labels (N,); "
+            f"{what} takes probabilities (N, {num_classes}) or integer labels (N,); "
             f"got {x.dtype} of shape {tuple(x.shape)}"
         )
+    if labels.numel() and (bool((labels < 0).any()) or bool((labels >= num_classes).any())):
+        raise GenlabError(f"class labels must lie in [0, {num_classes}); got {int(labels.min())}..{int(labels.max())}")
+    return labels.cpu()
+
+
+def confusion_matrix(
+    predicted: torch.Tensor, true_labels: torch.Tensor, num_classes: int, prior: float = CONFUSION_PRIOR
+) -> torch.Tensor:
+    """(K, K) float64 P(predict c | true k) of a classifier, row k column c, from labelled held-out images.
+
+    `predicted`: the classifier's probabilities (N, K) or predicted labels (N,); `true_labels` (N,).
+    Each row is (n_kc + prior / K) / (n_k + prior): the counts with `prior` pseudo-images spread
+    evenly over the K classes, so that a confusion not seen among few images keeps a small rate and a
+    class without held-out images gets a uniform row. Use images the classifier was not trained on.
+    """
+    guess = _class_labels(predicted, num_classes, "a confusion matrix")
+    truth = _class_labels(torch.as_tensor(true_labels).long(), num_classes, "a confusion matrix")
+    if guess.shape != truth.shape:
+        raise GenlabError(f"a confusion matrix needs one true label per prediction; got {len(truth)} for {len(guess)}")
+    if prior <= 0:
+        raise GenlabError(f"the confusion prior must be positive; got {prior}")
+    counts = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    counts.index_put_((truth, guess), torch.ones(len(guess), dtype=torch.float64), accumulate=True)
+    return (counts + prior / num_classes) / (counts.sum(dim=1, keepdim=True) + prior)
+
+
+def spurious_counts(counts: torch.Tensor, confusion: torch.Tensor) -> torch.Tensor:
+    """(K,) float64 expected count of each class c made by the classifier's errors alone:
+    sum over k != c of counts_k * P(predict c | true k), taking the predicted counts as the true ones."""
+    off_diagonal = confusion * (1 - torch.eye(len(confusion), dtype=confusion.dtype))
+    return counts.double() @ off_diagonal
+
+
+def poisson_tail(observed: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """P(X >= observed) for X ~ Poisson(mean), elementwise (float64): the lower regularised incomplete
+    gamma P(observed, mean); 1 where observed is 0, 0 where mean is 0 and observed is not. A sum of
+    independent Bernoulli trials with this mean (the spurious count) has a tail no heavier above its mean."""
+    k, lam = observed.double(), mean.double()
+    tail = torch.special.gammainc(k.clamp(min=1), lam.clamp(min=0))
+    return torch.where(k <= 0, torch.ones_like(tail), tail)
+
+
+def mode_coverage(
+    probs_or_labels: torch.Tensor,
+    num_classes: int,
+    reference_distribution: torch.Tensor | None = None,
+    min_fraction: float = 0.1,
+    eps: float = 1e-10,
+    confusion: torch.Tensor | None = None,
+    level: float = COVERAGE_LEVEL,
+    min_count: int = COVERAGE_MIN_COUNT,
+) -> dict:
+    """Class histogram of samples under a classifier: how many modes a generator covers.
+
+    Input: probabilities (N, K) (argmax is the class) or integer labels (N,). A class c counts as
+    covered when all of these hold:
+
+    - its count is at least `min_count` (default 2);
+    - its count is unlikely to be the classifier's errors alone: with `confusion` (K, K) =
+      P(predict c | true k) measured on held-out real images (`confusion_matrix`), the expected
+      spurious count is s_c = sum over k != c of count_k * P(c | k), and the one-sided test
+      P(Poisson(s_c) >= count_c) must be below `level` (default 0.001). Without `confusion` the
+      labels are taken as true (s_c = 0);
+    - its share of the samples is at least `min_fraction` (default 0.1) of its share in the
+      reference distribution (uniform when None); classes the reference gives no mass never count.
+
+    ``kl_to_reference`` = KL(sample class distribution || reference) in nats, the reference mixed
+    with `eps` so that it is finite: 0 for a perfect match, log K for a generator drawing one of K
+    balanced classes.
+    """
+    labels = _class_labels(probs_or_labels, num_classes, "mode coverage")
     if labels.numel() == 0:
         raise GenlabError("mode coverage needs at least 1 sample; got 0: " + _MORE_SAMPLES)
-    if bool((labels < 0).any()) or bool((labels >= num_classes).any()):
-        raise GenlabError(f"class labels must lie in [0, {num_classes}); got {int(labels.min())}..{int(labels.max())}")
-    counts = torch.bincount(labels.cpu(), minlength=num_classes)  # (K,)
+    if not 0 < level < 1 or min_count < 1:
+        raise GenlabError(f"mode coverage needs 0 < level < 1 and min_count >= 1; got {level} and {min_count}")
+    counts = torch.bincount(labels, minlength=num_classes)  # (K,)
     share = counts.double() / counts.sum()
     if reference_distribution is None:
         reference = torch.full((num_classes,), 1 / num_classes, dtype=torch.float64)
@@ -429,9 +600,17 @@ def mode_coverage(
         if reference.shape != (num_classes,) or bool((reference < 0).any()) or float(reference.sum()) <= 0:
             raise GenlabError(f"the reference class distribution must be {num_classes} non-negative numbers")
         reference = reference / reference.sum()
+    if confusion is None:
+        spurious = torch.zeros(num_classes, dtype=torch.float64)
+    else:
+        matrix = torch.as_tensor(confusion, dtype=torch.float64).cpu()
+        if matrix.shape != (num_classes, num_classes) or not bool(torch.isfinite(matrix).all()):
+            raise GenlabError(f"the confusion matrix must be {num_classes} x {num_classes} finite rates")
+        spurious = spurious_counts(counts, matrix)
+    p_values = poisson_tail(counts, spurious)
     smoothed = (reference + eps) / (1 + num_classes * eps)
     kl = (torch.xlogy(share, share) - torch.xlogy(share, smoothed)).sum()
-    covered = (reference > 0) & (counts > 0) & (share >= min_fraction * reference)
+    covered = (reference > 0) & (counts >= min_count) & (share >= min_fraction * reference) & (p_values < level)
     return {
         "counts": counts.tolist(),
         "classes_covered": int(covered.sum()),
@@ -439,6 +618,11 @@ def mode_coverage(
         "kl_to_reference": float(kl),
         "min_fraction": min_fraction,
         "reference": reference.tolist(),
+        "expected_spurious": spurious.tolist(),
+        "p_values": p_values.tolist(),
+        "covered": covered.tolist(),
+        "level": level,
+        "min_count": min_count,
     }
 
 

@@ -154,6 +154,10 @@ def _shipped_classifier(setting: Setting, subject: Subject) -> bool:
     return setting.train.num_classes == extractor.num_classes and bool(extractor.class_names)
 
 
+def _held_out_labels(setting: Setting, subject: Subject) -> bool:
+    return setting.test.labels is not None and len(setting.test) > 0
+
+
 def _labelled_digits(setting: Setting, subject: Subject) -> bool:
     return setting.train.image_shape == IMAGE_SHAPE and setting.test.labels is not None
 
@@ -179,6 +183,9 @@ OWN_CLASSES = Need(
     _own_classes,
 )
 SHIPPED_CLASSIFIER = Need("the shipped classifier of the data's classes", _shipped_classifier)
+HELD_OUT_LABELS = Need(
+    "labelled held-out images (the test split) to measure the classifier's confusion", _held_out_labels
+)
 SAMPLE_LABELS = Need("labelled samples (a conditional model, or `labels` in the .npz)", _labelled, of_samples=True)
 LABELLED_DIGITS = Need("labelled 1x28x28 data", _labelled_digits)
 LIKELIHOOD_RUN = Need("a run of a likelihood family", _likelihood_run, why=_no_likelihood)
@@ -237,15 +244,25 @@ def _classifier_score(setting: Setting, subject: Subject) -> Measured:
 
 
 def _mode_coverage(setting: Setting, subject: Subject) -> Measured:
+    """Classes covered, judged against the classifier's own errors (M.mode_coverage), and the class KL.
+
+    The confusion comes from the test split with its true labels: held-out images the shipped
+    classifiers were never trained on (the training split would hide their errors).
+    """
     _, reference = setting.real_side()
     assert reference.labels is not None  # OWN_CLASSES
     num_classes = setting.train.num_classes
+    test = setting.real("test")
+    assert test.labels is not None  # HELD_OUT_LABELS
+    confusion = M.confusion_matrix(test.probabilities, test.labels, num_classes)
     counts = torch.bincount(reference.labels.cpu(), minlength=num_classes)
-    coverage = M.mode_coverage(_probabilities(subject), num_classes, counts)
+    coverage = M.mode_coverage(_probabilities(subject), num_classes, counts, confusion=confusion)
     return Measured(
         {"classes_covered": coverage["classes_covered"], "num_classes": num_classes,
          "class_kl": coverage["kl_to_reference"]},
-        details={"counts": coverage["counts"], "min_fraction": coverage["min_fraction"]},
+        details={key: coverage[key] for key in ("counts", "expected_spurious", "p_values", "covered", "level",
+                                                "min_count", "min_fraction")}
+                | {"confusion_images": len(test), "confusion_prior": M.CONFUSION_PRIOR},
     )  # fmt: skip
 
 
@@ -263,18 +280,77 @@ def _label_accuracy(setting: Setting, subject: Subject) -> Measured:
 
 
 def _memorization(setting: Setting, subject: Subject) -> Measured:
-    train, test = setting.real("train").features, setting.real("test").features
+    """Copies of training images, each sample judged against held-out (test) images of its predicted class,
+    and samples that coincide with the reference images themselves (`M.memorization`, `M.reference_copy_share`).
+
+    Classes are those the shipped classifier assigns (argmax of the class probabilities, for samples and
+    held-out images alike); without a classifier of the data's classes (Inception) the threshold is pooled.
+    """
+    _, reference = setting.real_side()
+    train, test = setting.real("train"), setting.real("test")
+    if subject.features is None:
+        raise AssertionError("memorization was measured without features")
+    per_class = _shipped_classifier(setting, subject)
+    classes: dict[str, Any] = {}
+    if per_class:
+        classes = {"sample_classes": subject.features.probabilities.argmax(dim=1),
+                   "held_out_classes": test.probabilities.argmax(dim=1),
+                   "num_classes": setting.train.num_classes}  # fmt: skip
     if subject.generated is None:
-        # held-out images score the quantile by construction; the ratio test has its own floor
-        found = M.memorization(test[:2], train, test)
-        return Measured({"copy_share": found["quantile"], "ratio_test_share": found["held_out_ratio_test_share"]})
-    _, feats = _features(setting, subject)
-    found = M.memorization(feats, train, test, num_pairs=MEMORIZATION_PAIRS)
-    return Measured(
-        {"copy_share": found["copy_share"], "ratio_test_share": found["ratio_test_share"]},
-        details={k: v for k, v in found.items() if k not in ("copy_share", "ratio_test_share")},
-        pair_images=pair_strip(subject.generated.images, setting.train.images, found["closest_pairs"]),
+        # held-out images score the quantile by construction (per class as pooled); the ratio test and the
+        # reference coincidence are measured: the held-out split against the reference, as samples are
+        held = subject.features.features
+        two = {**classes, "sample_classes": classes["sample_classes"][:2]} if per_class else {}
+        found = M.memorization(held[:2], train.features, test.features, **two)  # the thresholds and the ratio floor
+        own: torch.Tensor | float = found["copy_threshold"]
+        if per_class:
+            by_class = torch.tensor([found["class_thresholds"][str(c)] for c in range(classes["num_classes"])])
+            own = by_class[classes["sample_classes"].cpu()]
+        coincide = M.reference_copy_share(held, reference.features, own)
+        return Measured({"copy_share": found["quantile"], "ratio_test_share": found["held_out_ratio_test_share"],
+                         "reference_copy_share": coincide})  # fmt: skip
+    feats = subject.features.features
+    found = M.memorization(feats, train.features, test.features, num_pairs=MEMORIZATION_PAIRS, **classes)
+    reference_images = _reference_images(setting)
+    identical = (
+        _same_bytes(subject.generated.images, reference_images)
+        if reference_images is not None
+        else torch.zeros(len(feats), dtype=torch.bool)
     )
+    coincide = M.reference_copy_share(feats, reference.features, found["sample_thresholds"], identical)
+    details = {k: v for k, v in found.items() if k not in ("copy_share", "ratio_test_share", "sample_thresholds")}
+    if not per_class:
+        details["calibration"] = "pooled (no classifier of the data's own classes)"
+    details["identical_to_reference_images"] = int(identical.sum())
+    return Measured(
+        {"copy_share": found["copy_share"], "ratio_test_share": found["ratio_test_share"],
+         "reference_copy_share": coincide},
+        details=details,
+        pair_images=pair_strip(subject.generated.images, setting.train.images, found["closest_pairs"]),
+    )  # fmt: skip
+
+
+def _reference_images(setting: Setting) -> torch.Tensor | None:
+    """The images of the split the reference features were taken from (the one whose features hold the
+    reference's first row exactly: both come from `real_features`), or None when neither does."""
+    _, reference = setting.real_side()
+    if len(reference) == 0:
+        return None
+    for split, data in (("test", setting.test), ("train", setting.train)):
+        features = setting.real(split).features
+        if features.shape[1:] == reference.features.shape[1:] and bool(
+            (features == reference.features[0]).all(dim=1).any()
+        ):
+            return data.images
+    return None
+
+
+def _same_bytes(images: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: whether each image of `images` is byte for byte one of `others` (same dtype and shape)."""
+    if images.dtype != others.dtype or images.shape[1:] != others.shape[1:]:
+        return torch.zeros(len(images), dtype=torch.bool)
+    known = {row.tobytes() for row in others.cpu().numpy()}
+    return torch.tensor([row.tobytes() in known for row in images.cpu().numpy()], dtype=torch.bool)
 
 
 def _cas(setting: Setting, subject: Subject) -> Measured:
@@ -343,12 +419,13 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in (
             (CLASS_PROBABILITIES,)),
     _metric("mode_coverage", _mode_coverage,
             [("classes_covered", "Classes covered", "higher"), ("class_kl", "Class KL to data (nats)", "lower")],
-            (CLASS_PROBABILITIES, OWN_CLASSES)),
+            (CLASS_PROBABILITIES, OWN_CLASSES, HELD_OUT_LABELS)),
     _metric("label_accuracy", _label_accuracy, [("label_accuracy", "Drawn label recognised", "higher")],
             (CLASS_PROBABILITIES, SHIPPED_CLASSIFIER, SAMPLE_LABELS)),
     _metric("memorization", _memorization,
             [("copy_share", "Copies (d1 < 5% held-out)", "lower"),
-             ("ratio_test_share", "Ratio test d1/d2 < 1/3", "lower")],
+             ("ratio_test_share", "Ratio test d1/d2 < 1/3", "lower"),
+             ("reference_copy_share", "Coincide with reference", "lower")],
             (SAMPLE_IMAGES, SAMPLE_FEATURES, TRAINING_FEATURES)),
     _metric("cas", _cas, [("cas", "CAS accuracy", "higher")], (SAMPLE_IMAGES, LABELLED_DIGITS, SAMPLE_LABELS)),
     _metric("nll", _nll, [("nll_nats", "NLL (nats/image)", "lower"), ("bits_per_dim", "Bits/dim", "lower")],

@@ -272,6 +272,10 @@ COPY_FACTOR = 2.0
 COPY_EXCESS = 0.02
 # The ratio test d1/d2 < 1/3 flags near-duplicates; real held-out images almost never pass it.
 RATIO_TEST_EXCESS = 0.01
+# Samples that coincide with the reference images (the same per-class threshold, against the set they are
+# compared with): held-out real images rarely do; samples at twice their share and at least
+# REFERENCE_COPY_EXCESS above it make FID and the other reference metrics meaningless.
+REFERENCE_COPY_EXCESS = 0.05
 
 
 def observe_metrics(metrics: dict[str, Any], floor: dict[str, Any] | None = None) -> list[str]:
@@ -295,6 +299,19 @@ def observe_metrics(metrics: dict[str, Any], floor: dict[str, Any] | None = None
             f"samples copying training images: {ratio:.1%} pass the near-duplicate ratio test "
             f"d1/d2 < 1/3 (held-out real images: {real_ratio:.1%})"
         )
+    coincide, real_coincide = metrics.get("reference_copy_share"), floor.get("reference_copy_share")
+    if (
+        _finite(coincide)
+        and _finite(real_coincide)
+        and coincide >= COPY_FACTOR * real_coincide
+        and coincide - real_coincide >= REFERENCE_COPY_EXCESS
+    ):
+        found.append(
+            f"samples coincide with the reference images: {coincide:.1%} of samples lie as close to a reference "
+            f"image as only {real_coincide:.1%} of held-out real images do; FID against them means nothing"
+        )
+    # classes_covered counts only classes beyond what the classifier's own misreadings of the other classes
+    # would give (eval.metrics.mode_coverage), so a collapsed generator's misread samples are no modes here
     covered, classes = metrics.get("classes_covered"), metrics.get("num_classes")
     if _finite(covered) and _finite(classes) and covered < classes:
         found.append(f"mode collapse suspected: samples cover {covered:g} of {classes:g} classes")
