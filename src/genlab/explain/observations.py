@@ -278,17 +278,17 @@ RATIO_TEST_EXCESS = 0.01
 REFERENCE_COPY_EXCESS = 0.05
 
 
+def _well_above(share: Any, real_share: Any, excess: float) -> bool:
+    """A share of samples at least COPY_FACTOR times its real-vs-real floor and `excess` above it."""
+    return _finite(share) and _finite(real_share) and share >= COPY_FACTOR * real_share and share - real_share >= excess
+
+
 def observe_metrics(metrics: dict[str, Any], floor: dict[str, Any] | None = None) -> list[str]:
     """Sentences on an evaluation: samples copying training images, mode collapse. Empty when none applies."""
     floor = floor or {}
     found = []
     copies, real_copies = metrics.get("copy_share"), floor.get("copy_share")
-    if (
-        _finite(copies)
-        and _finite(real_copies)
-        and copies >= COPY_FACTOR * real_copies
-        and copies - real_copies >= COPY_EXCESS
-    ):
+    if _well_above(copies, real_copies, COPY_EXCESS):
         found.append(
             f"samples copying training images: {copies:.1%} of samples lie as close to a training image "
             f"as only {real_copies:.1%} of held-out real images do"
@@ -300,12 +300,7 @@ def observe_metrics(metrics: dict[str, Any], floor: dict[str, Any] | None = None
             f"d1/d2 < 1/3 (held-out real images: {real_ratio:.1%})"
         )
     coincide, real_coincide = metrics.get("reference_copy_share"), floor.get("reference_copy_share")
-    if (
-        _finite(coincide)
-        and _finite(real_coincide)
-        and coincide >= COPY_FACTOR * real_coincide
-        and coincide - real_coincide >= REFERENCE_COPY_EXCESS
-    ):
+    if _well_above(coincide, real_coincide, REFERENCE_COPY_EXCESS):
         found.append(
             f"samples coincide with the reference images: {coincide:.1%} of samples lie as close to a reference "
             f"image as only {real_coincide:.1%} of held-out real images do; FID against them means nothing"

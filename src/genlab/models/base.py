@@ -192,11 +192,16 @@ class GenerativeModel(nn.Module):
         """
         return [module for module in self.children() if next(module.parameters(), None) is not None]
 
+    @torch.no_grad()
     def sample(
         self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """n images (n, C, H, W) in [0, 1]."""
-        raise NotImplementedError
+        """n images (n, C, H, W) in [0, 1]. A family with a latent space (`HasLatentSpace`) gets this one:
+        its decoder's images of n draws from its prior; every other family writes its own sampler."""
+        if not isinstance(self, HasLatentSpace):
+            raise NotImplementedError(f"the {self.family} family must implement sample")
+        labels = self.check_labels(n, labels)
+        return self.decode(self.sample_latent(n, generator), labels)
 
     def condition(self, labels: torch.Tensor | None) -> torch.Tensor | None:
         """The labels (B,) a network is told, on the model's device: None for an unconditional model,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -102,29 +102,11 @@ def ddim(
 
 @torch.no_grad()
 def ancestral(
-    network: NetworkFn,
-    diffusion: GaussianDiffusion,
-    shape: tuple[int, ...],
-    *,
-    steps: int = 50,
-    eta: float = 1.0,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-    trajectory_every: int = 0,
-    initial: torch.Tensor | None = None,
+    network: NetworkFn, diffusion: GaussianDiffusion, shape: tuple[int, ...], **options: Any
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """DDPM's ancestral sampler: the DDIM update with η = 1, whatever `eta` says (see the module's docstring)."""
-    return ddim(
-        network,
-        diffusion,
-        shape,
-        steps=steps,
-        eta=1.0,
-        generator=generator,
-        device=device,
-        trajectory_every=trajectory_every,
-        initial=initial,
-    )
+    """DDPM's ancestral sampler: the DDIM update with η = 1, whatever `eta` says (see the module's docstring);
+    `options` are the other keyword arguments of `Sampler`."""
+    return ddim(network, diffusion, shape, **{**options, "eta": 1.0})
 
 
 # The samplers by the name --sampler takes; the first is the configs' default.
@@ -133,30 +115,10 @@ SAMPLERS = tuple(SAMPLER_REGISTRY)
 
 
 def run_sampler(
-    network: NetworkFn,
-    diffusion: GaussianDiffusion,
-    shape: tuple[int, ...],
-    *,
-    sampler: str = "ddim",
-    steps: int = 50,
-    eta: float = 0.0,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-    trajectory_every: int = 0,
-    initial: torch.Tensor | None = None,
+    network: NetworkFn, diffusion: GaussianDiffusion, shape: tuple[int, ...], *, sampler: str = "ddim", **options: Any
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Images x_0 (shape) in [-1, 1] from the sampler registered as `sampler`, and every
-    `trajectory_every`-th x_t (0: none); the other arguments are the samplers' own."""
+    `trajectory_every`-th x_t (0: none); `options` are the keyword arguments every `Sampler` takes."""
     if sampler not in SAMPLER_REGISTRY:
         raise GenlabError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    return SAMPLER_REGISTRY[sampler](
-        network,
-        diffusion,
-        shape,
-        steps=steps,
-        eta=eta,
-        generator=generator,
-        device=device,
-        trajectory_every=trajectory_every,
-        initial=initial,
-    )
+    return SAMPLER_REGISTRY[sampler](network, diffusion, shape, **options)

@@ -233,13 +233,6 @@ class GAN(GenerativeModel, HasLatentSpace):
         """The network samples come from: the EMA generator when there is one."""
         return self.ema_generator if self.ema_generator is not None else self.generator
 
-    @torch.no_grad()
-    def sample(
-        self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        labels = self.check_labels(n, labels)
-        return self.decode(self.sample_latent(n, generator), labels)
-
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.randn(n, self.config.latent_dim, generator=generator)  # (n, latent)
 

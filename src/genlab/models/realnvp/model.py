@@ -72,14 +72,6 @@ class RealNVP(GenerativeModel, HasLikelihood, HasEncoder):
         """z ~ N(0, temperature^2 I) of the image's shape (n, C, H, W)."""
         return self.randn(n, *self.data.image_shape, generator=generator) * self.config.temperature
 
-    @torch.no_grad()
-    def sample(
-        self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Decode n latents from the (tempered) prior: (n, C, H, W) in [0, 1]."""
-        labels = self.check_labels(n, labels)
-        return self.decode(self.sample_latent(n, generator), labels)
-
     def log_density(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """log p of one dequantization of x (k/255 pixels) on the 8-bit scale [0, 256)^D, (B,); keeps the graph.
 

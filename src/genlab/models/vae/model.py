@@ -82,14 +82,6 @@ class VAE(GenerativeModel, HasLikelihood, HasEncoder, CanReconstruct):
         """n draws of z ~ N(0, I), (n, latent_dim)."""
         return self.randn(n, self.config.latent_dim, generator=generator)
 
-    @torch.no_grad()
-    def sample(
-        self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Decode n draws of z ~ N(0, I): Bernoulli means (n, C, H, W) in [0, 1]."""
-        labels = self.check_labels(n, labels)
-        return self.decode(self.sample_latent(n, generator), labels)
-
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"model": self.adam(self.parameters(), lr=self.config.learning_rate)}
 
