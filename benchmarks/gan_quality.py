@@ -141,8 +141,11 @@ class NormalizedAsTorchvision(MNISTAsTorchvision):
         return tensor.sub_(0.5).div_(0.5), label  # Normalize((0.5,), (0.5,))
 
 
-def train_plain_dcgan(train, epochs: int, seed: int, batch_size: int = 64, nz: int = 100, log=None):
-    """The examples' training loop; returns (netG, per-epoch records)."""
+def train_plain_dcgan(train, epochs: int, seed: int, batch_size: int = 64, nz: int = 100, log=None, stop=None):
+    """The examples' training loop; returns (netG, per-epoch records).
+
+    `stop`: called with the seconds since the loop began after each step; True ends training there (a
+    time-limited run; the last epoch's record then covers the steps it took)."""
     torch.manual_seed(seed)
     netG, netD = ExamplesGenerator(nz), ExamplesDiscriminator()
     netG.apply(weights_init)
@@ -154,10 +157,11 @@ def train_plain_dcgan(train, epochs: int, seed: int, batch_size: int = 64, nz: i
                             shuffle=True, num_workers=0)
     real_label, fake_label = 1.0, 0.0
     records = []
+    began, stopped = time.perf_counter(), False
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         totals = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0, "d_accuracy": 0.0}
-        seen = 0
+        seen = steps = 0
         for i, data in enumerate(dataloader, 0):
             ############################
             # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
@@ -198,10 +202,18 @@ def train_plain_dcgan(train, epochs: int, seed: int, batch_size: int = 64, nz: i
                                ("d_fake", D_G_z1), ("d_accuracy", correct / (2 * n))):
                 totals[key] += value * n
             seen += n
+            steps += 1
+            if stop is not None and stop(time.perf_counter() - began):
+                stopped = True
+                break
         record = {"epoch": epoch, "seconds": time.perf_counter() - start, **{k: v / seen for k, v in totals.items()}}
+        if stop is not None:
+            record["steps"] = steps
         records.append(record)
         if log:
             log(f"  plain epoch {epoch}: " + ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k != "epoch"))
+        if stopped:
+            break
     return netG, records
 
 

@@ -169,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="FID, precision and recall of 1,000 samples every N epochs, into history.jsonl (0: never)",
     )
+    train.add_argument(
+        "--no-final-eval",
+        action="store_true",
+        help="skip the Quality section after training: FID, precision and recall of 1,000 samples (fewer, "
+        "at least 300, when sampling 1,000 would take over 30 s) against the test split, beside the "
+        "real-vs-real floor, saved as RUN/metrics.json; a metrics.json that `genlab eval` wrote for the same "
+        "epoch is kept, one of an earlier epoch (before --resume) is replaced",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     train.set_defaults(handler=_train)
 
@@ -399,12 +407,20 @@ def _train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         if distributed.is_main_process():  # rank 0 says where the run stopped
             print(f"genlab train: {_interrupted(out)}", file=sys.stderr)
+            if not args.no_final_eval:
+                print("genlab train: quality not measured: the run was interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    if not distributed.is_main_process():  # under torchrun, rank 0 reports for every rank
-        return 0
-    print()
-    print(training_trace(run.history, type(run.model)))
-    print(f"\nrun saved in {out}; draw from it with: genlab sample {out} --n 64 --seed 1 --out grid.png")
+    if distributed.is_main_process():  # under torchrun, rank 0 reports for every rank
+        print()
+        print(training_trace(run.history, type(run.model)))
+    if not args.no_final_eval:
+        from genlab.eval.final import final_quality
+
+        quality = final_quality(run)  # under torchrun every rank draws its share
+        if distributed.is_main_process():
+            print(f"\n{quality.text()}")
+    if distributed.is_main_process():
+        print(f"\nrun saved in {out}; draw from it with: genlab sample {out} --n 64 --seed 1 --out grid.png")
     return 0
 
 

@@ -111,6 +111,8 @@ def tensor_format(size: int, read: Callable[[int, int], bytes]) -> str:
         length = int.from_bytes(head, "little")
         if length <= min(MAX_HEADER_BYTES, size - 8) and _is_safetensors_header(read(8, length)):
             return "safetensors"
+        if length <= MAX_HEADER_BYTES and read(8, 1) == b"{":  # a header cut short: "{" is no pickle opcode
+            return "safetensors"
     if head.startswith(ZIP_LOCAL_HEADER):
         tail = read(max(0, size - ZIP_TAIL_BYTES), ZIP_TAIL_BYTES)
         if ZIP_END_OF_DIRECTORY in tail:

@@ -42,7 +42,7 @@ from genlab.io import (
     save_tensors,
     writing,
 )
-from genlab.models import DataSpec, GenerativeModel, build_model, families_with, make_config
+from genlab.models import DataSpec, GenerativeModel, build_model, families_with, stored_config
 from genlab.models.base import CanComplete, HasLatentSpace, HasSamplerOptions, ShowsSamplingChain, flag_list
 
 FORMAT_VERSION = 1
@@ -199,7 +199,7 @@ def model_from_info(info: dict[str, Any], path: str | Path, *, training: bool = 
     """Rebuild the (untrained) model that run.json of the run at `path` describes (checked by read_run_info),
     refused if it would not fit in memory to sample from or, with `training=True`, to train."""
     try:
-        config = make_config(info["model"]["name"], info["model"]["config"])
+        config = stored_config(info["model"]["name"], info["model"]["config"])
         return build_model(info["model"]["name"], DataSpec.from_dict(info["data"]["shape"]), config, training=training)
     except GenlabError as error:  # an unknown family, a setting out of range, a shape the family cannot take
         raise GenlabError(

@@ -78,6 +78,7 @@ RUN = (
     Field("train.precision", "string", optional=True),
     Field("train.compile", "boolean", optional=True),
     Field("train.processes", "integer", optional=True, minimum=1),
+    Field("train.default_steps", "integer", optional=True, minimum=1),  # when epochs came from the family's budget
     Field("status", "string", choices=STATUSES),
     Field("epochs_completed", "integer", minimum=0, maximum=MAX_EPOCHS),
     Field("message", "string", optional=True),

@@ -71,7 +71,7 @@ def test_every_metric_declares_its_rows_and_needs_in_the_table_order():
         ("classes_covered", "Classes covered", "higher", "mode_coverage"),
         ("class_kl", "Class KL to data (nats)", "lower", "mode_coverage"),
         ("label_accuracy", "Drawn label recognised", "higher", "label_accuracy"),
-        ("copy_share", "Copies (d1 < 5% held-out)", "lower", "memorization"),
+        ("copy_share", "Copies (d1 < 5% of its class)", "lower", "memorization"),
         ("ratio_test_share", "Ratio test d1/d2 < 1/3", "lower", "memorization"),
         ("reference_copy_share", "Coincide with reference", "lower", "memorization"),
         ("cas", "CAS accuracy", "higher", "cas"),

@@ -112,7 +112,7 @@ def test_the_metrics_table_holds_metrics_json_beside_its_floor(vae_page, tiny_va
     measured = json.loads((tiny_vae / "metrics.json").read_text())
     table = {row[0]: row[1:] for row in vae_page.rows["metrics"]}
     for label, key in (("FID", "fid"), ("Precision (k=3)", "precision"), ("Recall (k=3)", "recall"),
-                       ("Copies (d1 < 5% held-out)", "copy_share"), ("Bits/dim", "bits_per_dim")):
+                       ("Copies (d1 < 5% of its class)", "copy_share"), ("Bits/dim", "bits_per_dim")):
         value, floor, _ = table[label]
         assert value == metric_text(key, measured["metrics"]) and floor == metric_text(key, measured["floor"])
         assert float(value) == pytest.approx(measured["metrics"][key], rel=1e-3, abs=1e-4)

@@ -105,6 +105,18 @@ def test_a_header_length_that_looks_like_a_pickle_opcode_is_still_safetensors(tm
     assert torch.equal(load_tensors(file)[0]["w"], torch.arange(6.0).reshape(2, 3))
 
 
+@pytest.mark.parametrize("length", PICKLE_LIKE)
+def test_such_a_file_cut_short_is_called_truncated_not_pickled(tmp_path, length):
+    file = tmp_path / "weights.safetensors"
+    file.write_bytes(save({"w": torch.arange(6.0).reshape(2, 3)}))
+    pad_header_to(file, length)
+    file.write_bytes(file.read_bytes()[:100])  # the header itself is cut
+    data = file.read_bytes()
+    assert tensor_format(len(data), lambda at, n: data[at : at + n]) == "safetensors"
+    with pytest.raises(GenlabError, match="truncated or corrupt"):
+        load_tensors(file)
+
+
 @pytest.mark.parametrize("length", PICKLE_LIKE[1:])  # a run's weights never have a header as short as 640 bytes
 def test_a_run_whose_weights_header_looks_like_a_pickle_loads(fixture_run, tmp_path, capsys, length):
     run = fixture_run("vae")

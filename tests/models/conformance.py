@@ -190,3 +190,12 @@ class FamilyConformance:
         assert images.shape == (2, *self.spec.image_shape)
         assert len(chain) == model.chain_steps + 1 and all(state.shape == images.shape for state in chain)
         torch.testing.assert_close(chain[-1], images)
+
+    def test_declares_its_own_training_budget(self):
+        """Every family class sizes its own default budget (`default_steps`), none inherits another's."""
+        model = self.make_model()
+        assert "default_steps" in vars(type(model)), f"{type(model).__name__} declares no default_steps"
+        assert isinstance(type(model).default_steps, int) and type(model).default_steps > 0
+        steps = type(model).default_steps
+        assert type(model).default_epochs(4000, 64) == max(1, round(steps / 63))  # 63 batches an epoch
+        assert type(model).default_epochs(10**9, 64) == 1  # never none

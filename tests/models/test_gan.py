@@ -26,6 +26,8 @@ TINY_CONV = {"latent_dim": 8, "channels": 8, "lr": 1e-3}
 
 
 class GANConformance(FamilyConformance):
+    contest_steps = 200  # steps the contract test trains for
+
     def test_training_loss_falls_on_a_fixed_batch(self):
         """A contest has no falling loss: instead samples must move towards the batch's images."""
         model = self.make_model()
@@ -38,7 +40,7 @@ class GANConformance(FamilyConformance):
             return torch.cdist(fake, real, p=1).min(dim=1).values.mean() / real.shape[1]
 
         before = gap()
-        for _ in range(200):
+        for _ in range(self.contest_steps):
             model.training_step(batch, optimizers)
         assert gap() < 0.8 * before
 
@@ -96,6 +98,17 @@ class TestWGANGP(GANConformance):
 
 class TestGANWithEMA(GANConformance):
     family, settings = "gan", {**TINY, "ema": 0.9}
+
+
+# D sees shifted and cut images: G's samples approach the batch more slowly, as D's signal is blurred.
+class TestDCGANWithAugmentation(GANConformance):
+    family, settings = "dcgan", {**TINY_CONV, "augment": ("translation", "cutout")}
+    contest_steps = 600
+
+
+class TestWGANGPWithAugmentation(GANConformance):
+    family, settings = "wgan-gp", {**TINY_CONV, "n_critic": 2, "lr": 1e-3, "augment": ("translation",)}
+    contest_steps = 600
 
 
 MNIST = DataSpec(1, 28, 28, 10, tuple(str(k) for k in range(10)))
@@ -338,7 +351,7 @@ def test_bad_settings_are_named():
         build_model("gan", DataSpec(1, 28, 28, 0, ()), conditional=True)
 
 
-@pytest.mark.parametrize("family, settings", [("dcgan", {"channels": 8, "ema": 0.99}),
+@pytest.mark.parametrize("family, settings", [("dcgan", {"channels": 8, "ema": 0.99, "augment": ("translation", "cutout")}),
                                               ("wgan-gp", {"channels": 8, "n_critic": 3})])
 def test_resume_repeats_the_straight_run_bit_for_bit(tmp_path, family, settings):
     kwargs = dict(epochs=3, seed=2, progress=False, sample_every=0, model_config={**settings, "latent_dim": 8})
@@ -376,3 +389,51 @@ def test_a_convolutional_projection_sums_features_over_positions():
     maps = d.features(x)  # (3, 16, 7, 7)
     expected = d.score(maps.flatten(1)).squeeze(1) + (d.embed(labels) * maps.sum(dim=(2, 3))).sum(1)
     assert d.embed.weight.shape == (10, 16) and torch.allclose(d(x, labels), expected, atol=1e-5)
+
+
+# ---------------------------------------------------------------- differentiable augmentation (issue 20)
+
+
+def test_translation_shifts_whole_images_by_at_most_an_eighth_filling_zeros():
+    from genlab.models.gan.augment import translate
+
+    torch.manual_seed(0)
+    x = torch.rand(64, 2, 16, 16) + 1  # every pixel nonzero, so the filled border shows
+    y = translate(x)
+    assert y.shape == x.shape
+    shifts = set()
+    for image, shifted in zip(x, y):
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(shifted[:, max(dy, 0):16 + min(dy, 0), max(dx, 0):16 + min(dx, 0)],
+                                image[:, max(-dy, 0):16 + min(-dy, 0), max(-dx, 0):16 + min(-dx, 0)])]  # fmt: skip
+        assert len(found) == 1  # one shift of at most 16 / 8 = 2 pixels explains the image
+        dy, dx = found[0]
+        shifts.add(found[0])
+        assert int((shifted == 0).all(dim=0).sum()) == 16 * 16 - (16 - abs(dy)) * (16 - abs(dx))
+    assert len(shifts) > 10  # drawn per image
+
+
+def test_cutout_zeroes_one_square_of_half_the_size_per_image_on_every_channel():
+    from genlab.models.gan.augment import cut_out
+
+    torch.manual_seed(0)
+    x = torch.rand(200, 3, 16, 16) + 1
+    y = cut_out(x)
+    zeroed = y == 0
+    assert torch.equal(zeroed[:, 0], zeroed[:, 1]) and torch.equal(zeroed[:, 0], zeroed[:, 2])
+    areas = zeroed[:, 0].flatten(1).sum(1)
+    assert int(areas.max()) == 64 and int(areas.min()) > 0  # an 8 x 8 square, clipped at the edges
+    kept = ~zeroed
+    assert torch.equal(y[kept], x[kept])
+
+
+def test_augmentation_passes_gradients_to_the_generator_and_is_named_in_errors():
+    from genlab.models.gan.augment import augment
+
+    x = torch.rand(4, 1, 8, 8, requires_grad=True)
+    augment(x, ("translation", "cutout")).sum().backward()
+    assert x.grad is not None and 0 < float(x.grad.sum()) <= 4 * 64
+    with pytest.raises(GenlabError, match="augment"):
+        build_model("dcgan", MNIST, augment=("rotation",))
+    model = build_model("dcgan", MNIST, augment="translation,cutout")  # as --set augment=translation,cutout gives it
+    assert model.config.augment == ("translation", "cutout")

@@ -186,10 +186,101 @@ def test_binarizing_declares_binary_pixels_and_its_data_model():
     plain, binary = build_model("vae", MNIST_SPEC), build_model("vae", MNIST_SPEC, binarize=True)
     assert (plain.binary_pixels, binary.binary_pixels) == (False, True)
     assert (plain.likelihood_data_model, binary.likelihood_data_model) == ("unit-interval pixels", "binarized")
-    assert plain.likelihood_kind == "bound: importance-weighted (Burda et al. 2016), k = 100"
+    assert plain.likelihood_kind == "bound: importance-weighted (Burda et al. 2016), k = 100, p(z) the fitted mixture prior"
 
 
 @pytest.mark.parametrize("setting, value", [("latent_dim", True), ("binarize", 1), ("lr", True), ("arch", "MLP")])
 def test_settings_of_the_wrong_type_are_refused(setting, value):
     with pytest.raises(GenlabError, match=setting):
         build_model("vae", MNIST_SPEC, **{setting: value})
+
+
+# ---------------------------------------------------------------- the mixture prior and beta (issue 20)
+
+
+def test_an_unfitted_mixture_is_the_standard_normal():
+    from genlab.models.vae.prior import MixturePrior
+
+    prior = MixturePrior(3, 5)
+    z = torch.randn(7, 5)
+    torch.testing.assert_close(prior.log_density(z), torch.distributions.Normal(0, 1).log_prob(z).sum(-1))
+
+
+def test_the_mixture_log_density_matches_torch_distributions_after_a_fit():
+    from genlab.models.vae.prior import MixturePrior
+
+    torch.manual_seed(0)
+    # two well-separated clusters: the fit finds both, half the weight each
+    points = torch.cat([torch.randn(300, 3) * 0.5 + 4, torch.randn(300, 3) * 0.5 - 4])
+    prior = MixturePrior(2, 3)
+    mean_log_density = prior.fit(points)
+    assert sorted(prior.weights.tolist()) == pytest.approx([0.5, 0.5], abs=0.01)
+    assert sorted(prior.means[:, 0].tolist()) == pytest.approx([-4, 4], abs=0.15)
+    reference = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(prior.weights),
+        torch.distributions.MultivariateNormal(prior.means, scale_tril=prior.scale_tril),
+    )
+    torch.testing.assert_close(prior.log_density(points), reference.log_prob(points), rtol=1e-5, atol=1e-4)
+    assert mean_log_density == pytest.approx(reference.log_prob(points).mean().item(), abs=1e-3)
+    draws = prior.sample(4000, torch.Generator().manual_seed(1))
+    assert draws.shape == (4000, 3)
+    assert (draws[:, 0] > 0).double().mean().item() == pytest.approx(0.5, abs=0.03)  # both clusters drawn
+
+
+def test_a_mixture_with_more_components_than_points_gives_the_spare_ones_no_weight():
+    from genlab.models.vae.prior import MixturePrior
+
+    prior = MixturePrior(5, 2)
+    prior.fit(torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 0.5]]))
+    assert (prior.weights > 0).sum().item() == 3
+    assert prior.sample(50, torch.Generator().manual_seed(0)).isfinite().all()
+    assert prior.log_density(torch.zeros(2, 2)).isfinite().all()
+
+
+def test_training_fits_the_mixture_to_the_encodings_and_samples_from_it(tmp_path):
+    import genlab
+
+    settings = {"hidden_dim": 32, "latent_dim": 4, "prior_components": 3}
+    run = genlab.train("vae", "digits", tmp_path / "run", epochs=2, progress=False, sample_every=0,
+                       model_config=settings)  # fmt: skip
+    model = run.model
+    assert model.mixture is not None and (model.mixture.weights > 0).sum().item() == 3
+    assert all("prior_log_density" in record for record in run.history)
+    from genlab.data import load_dataset
+    from genlab.data.transforms import to_unit
+
+    x = to_unit(load_dataset("digits", "train").images[:400])
+    with torch.no_grad():
+        encodings = model.latent_of(x)
+    # the prior sits where the encodings are: they are far likelier under it than under N(0, I)
+    standard = torch.distributions.Normal(0, 1).log_prob(encodings).sum(-1).mean()
+    assert model.log_prior(encodings).mean() > standard + 1
+    first = run.sample(6, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(first, run.sample(6, generator=torch.Generator().manual_seed(3)))
+    assert torch.isfinite(model.log_likelihood(x[:8], k=4)).all()
+
+
+def test_kl_weight_scales_the_kl_term_of_the_training_loss_only():
+    torch.manual_seed(0)
+    model = build_model("vae", DataSpec(1, 8, 8), hidden_dim=32, latent_dim=4, kl_weight=0.25)
+    x = torch.rand(16, 1, 8, 8)
+    optimizers = model.configure_optimizers()
+    for group in optimizers["model"].param_groups:
+        group["lr"] = 0.0  # measure the loss without changing the weights
+    torch.manual_seed(1)
+    numbers = model.training_step((x, None), optimizers)
+    torch.manual_seed(1)
+    logits, mean, logvar = model(x)
+    elbo_loss, kl = negative_elbo(logits, x, mean, logvar)
+    assert numbers["loss"] == pytest.approx((elbo_loss - 0.75 * kl).mean().item(), rel=1e-5)
+    with pytest.raises(GenlabError, match="kl_weight"):
+        build_model("vae", MNIST_SPEC, kl_weight=0.5, train_samples=4)
+
+
+def test_a_run_written_before_the_mixture_prior_rebuilds_with_the_standard_one():
+    from genlab.models import stored_config
+
+    older = {"arch": "mlp", "latent_dim": 2, "hidden_dim": 16}  # no `prior`: written before it existed
+    assert stored_config("vae", older).prior == "standard"
+    assert stored_config("vae", {**older, "prior": "mixture"}).prior == "mixture"
+    assert build_model("vae", MNIST_SPEC).config.prior == "mixture"  # a new run's default

@@ -261,7 +261,7 @@ def _mode_coverage(setting: Setting, subject: Subject) -> Measured:
         {"classes_covered": coverage["classes_covered"], "num_classes": num_classes,
          "class_kl": coverage["kl_to_reference"]},
         details={key: coverage[key] for key in ("counts", "expected_spurious", "p_values", "covered", "level",
-                                                "min_count", "min_fraction")}
+                                                "min_count", "min_fraction", "reference")}
                 | {"confusion_images": len(test), "confusion_prior": M.CONFUSION_PRIOR},
     )  # fmt: skip
 
@@ -423,7 +423,7 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in (
     _metric("label_accuracy", _label_accuracy, [("label_accuracy", "Drawn label recognised", "higher")],
             (CLASS_PROBABILITIES, SHIPPED_CLASSIFIER, SAMPLE_LABELS)),
     _metric("memorization", _memorization,
-            [("copy_share", "Copies (d1 < 5% held-out)", "lower"),
+            [("copy_share", "Copies (d1 < 5% of its class)", "lower"),
              ("ratio_test_share", "Ratio test d1/d2 < 1/3", "lower"),
              ("reference_copy_share", "Coincide with reference", "lower")],
             (SAMPLE_IMAGES, SAMPLE_FEATURES, TRAINING_FEATURES)),

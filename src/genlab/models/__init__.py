@@ -69,6 +69,13 @@ def make_config(name: str, overrides: dict[str, Any] | None = None):
     return config_class(**values)
 
 
+def stored_config(name: str, stored: dict[str, Any]):
+    """The config a run.json records, read back: a setting it lacks (added to genlab after the run was
+    written) takes the value the family had before the setting existed (its
+    model class's `absent_in_older_runs`), not today's default, so an older run rebuilds as the model it was."""
+    return make_config(name, {**model_class(name).absent_in_older_runs, **stored})
+
+
 def _parse(key: str, value: Any, hint: Any) -> Any:
     """Parse a command-line string by the field's annotation: bool, int, float, str, X | None, tuple[X, ...]."""
     if not isinstance(value, str):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -98,6 +99,14 @@ class GenerativeModel(nn.Module):
     family: ClassVar[str] = ""
     config_class: ClassVar[type] = object
     default_batch_size: ClassVar[int] = 128
+    # Optimizer steps (batches) a run takes when no epoch count is given: the family's time budget, turned
+    # into epochs for the data at hand (`default_epochs`). Each family declares its own, sized so that
+    # `genlab train FAMILY --data mnist-5k` ends within 10 minutes on 2 CPU cores (benchmarks/README.md,
+    # "Time to quality", has the figures).
+    default_steps: ClassVar[int]
+    # Settings added after runs were written whose default is not what those runs did: the value each had
+    # before it existed, which a run.json without it is read back with (`genlab.models.stored_config`).
+    absent_in_older_runs: ClassVar[dict[str, Any]] = {}
     # (history key, column title) shown in the training trace, after Epoch.
     trace_columns: ClassVar[tuple[tuple[str, str], ...]] = (("loss", "Loss"),)
     # The history key whose trend the observations follow (lower is better).
@@ -117,6 +126,13 @@ class GenerativeModel(nn.Module):
         self.data = data
         if self.conditional and data.num_classes < 2:
             raise GenlabError(f"a conditional {self.family} needs labelled data with at least 2 classes")
+
+    @classmethod
+    def default_epochs(cls, images: int, batch_size: int) -> int:
+        """Epochs that come nearest `default_steps` on `images` training images in batches of `batch_size`
+        (at least 1): a small dataset gets many epochs, a large one few, for about the same training time."""
+        steps_per_epoch = -(-images // batch_size)
+        return max(1, round(cls.default_steps / steps_per_epoch))
 
     @property
     def conditional(self) -> bool:
@@ -180,6 +196,13 @@ class GenerativeModel(nn.Module):
 
     def validation_step(self, batch: Batch) -> dict[str, float]:
         """Numbers on a held-out batch (no gradient), e.g. {"test_loss": ...}; none by default."""
+        return {}
+
+    def end_epoch(self, batches: Iterable[Batch]) -> dict[str, float]:
+        """Called after each epoch's steps, before validation, in eval mode without autograd, with the whole
+        training set in a fixed order (`batches`: images in [0, 1], labels). A family that fits something to
+        the trained networks (the VAE's density over its encodings) does it here; the numbers it returns join
+        the epoch's record. Nothing by default (the batches are then never read)."""
         return {}
 
     def compile_targets(self) -> list[nn.Module]:

@@ -12,7 +12,7 @@ import torch
 
 from genlab.data import ImageDataset, fingerprint, load_splits
 from genlab.errors import GenlabError
-from genlab.models import build_model, make_config
+from genlab.models import build_model, stored_config
 from genlab.run import (
     MODEL_FILE,
     STATE_FILE,
@@ -33,8 +33,6 @@ from genlab.run import (
 from genlab.training import acceleration, distributed
 from genlab.training.callbacks import EvalEvery, ProgressBar, RunWriter, SampleGrids
 from genlab.training.trainer import Callback, EpochProgress, TrainConfig, Trainer, pick_device
-
-DEFAULT_EPOCHS = 20
 
 
 def train(
@@ -58,12 +56,15 @@ def train(
     eval_n: int = 1000,
     callbacks: Sequence[Callback] = (),
     model_config: dict[str, Any] | None = None,
+    final_eval: bool = False,
 ) -> Run:
     """Train family `model` on `data` into the run directory `out` and return the loaded Run.
 
     `data` is a dataset name ("mnist-5k", "folder:PATH", ...) whose train split is used for
     training and test split for validation, or an ImageDataset (then pass `test_data` for
-    validation). `epochs` is the total (default 20). `resume=True` continues the run at `out`
+    validation). `epochs` is the total; by default the family's budget of optimizer steps
+    (`default_steps`) turned into epochs for this data (`default_epochs`), recorded in run.json as
+    train.default_steps. `resume=True` continues the run at `out`
     exactly where it stopped, with its stored settings and the same data (checked by
     fingerprint); `epochs` may raise its total. `eval_every` N > 0 adds FID, precision and
     recall of `eval_n` samples to history.jsonl every N epochs. Nothing at `out` is touched
@@ -77,13 +78,22 @@ def train(
     Launched by torchrun (several processes), it joins the process group (nccl on CUDA, gloo on
     the CPU) and trains data parallel; only rank 0 writes `out`, and the `callbacks` given here
     run on every rank. Rank 0 returns the loaded run, the others the same weights in memory.
+
+    `final_eval=True` measures FID, precision and recall of up to 1,000 samples against the test
+    split once training ends normally, prints them beside the real-vs-real floor and saves them as
+    the run's metrics.json (genlab.eval.final; up to about 30 s of sampling). Off by default here, so
+    that scripts and tests are not slowed unasked; `genlab train` turns it on (--no-final-eval).
     """
+    if not isinstance(final_eval, bool):
+        raise GenlabError(f"final_eval must be True or False, got {final_eval!r}")
     out = Path(out if out is not None else default_out(model))
     if out.exists() and not out.is_dir():
         raise GenlabError(f"{out} is a file; give a folder for the run (--out)")
     if resume:
         info = _resumable_info(out, model, data, batch_size, seed, size, model_config)
         stored = info["train"]
+        if epochs is not None:  # a total the user set, no longer the family's budget
+            stored.pop("default_steps", None)
         config = TrainConfig(
             epochs or stored["epochs"], stored["batch_size"], stored["seed"], device, precision, compile
         )
@@ -98,9 +108,7 @@ def train(
             raise GenlabError("name a model family to train, e.g. `genlab train vae`")
         if data is None:
             raise GenlabError("name the data to train on, e.g. --data mnist-5k")
-        config = TrainConfig(
-            epochs or DEFAULT_EPOCHS, batch_size, 0 if seed is None else seed, device, precision, compile
-        )
+        config = TrainConfig(epochs or 1, batch_size, 0 if seed is None else seed, device, precision, compile)
     config.validate()
 
     train_data, test_data, data_info = _load_data(data, size, test_data)
@@ -118,10 +126,16 @@ def train(
     else:
         assert model is not None  # refused above, before anything was read
         network = build_model(model, train_data, model_config)
-        config = dataclasses.replace(config, batch_size=config.batch_size or network.default_batch_size)
+        run_batch_size = config.batch_size or network.default_batch_size
+        config = dataclasses.replace(config, batch_size=run_batch_size)
+        budget: dict[str, int] = {}
+        if epochs is None:  # the family's budget of steps, in epochs of this data
+            config = dataclasses.replace(config, epochs=network.default_epochs(len(train_data), run_batch_size))
+            budget = {"default_steps": network.default_steps}
         info = new_run_info(
-            network, data_info, {"epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed}
-        )
+            network, data_info,
+            {"epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed, **budget},
+        )  # fmt: skip
     info["train"].update(speed)
     network.to(run_device)
     optimizers = network.configure_optimizers()
@@ -140,9 +154,10 @@ def train(
         info["train"]["processes"] = distributed.world_size()  # this session's (a resume may use another number)
         distributed.barrier()  # every rank has checked its inputs before rank 0 changes anything at `out`
         if not distributed.is_main_process():  # the other ranks train alongside and write nothing
-            return _fit(
+            run = _fit(
                 out, info, network, optimizers, train_data, test_data, config, run_device, resume, list(callbacks)
             )
+            return _final_quality(run) if final_eval else run
         if not resume:
             if out.exists() and overwrite:
                 with run_lock(out):  # refuses to delete a run another process is training
@@ -150,7 +165,7 @@ def train(
                 shutil.rmtree(out)
             out.mkdir(parents=True, exist_ok=True)
         with run_lock(out):
-            return _fit(
+            run = _fit(
                 out,
                 info,
                 network,
@@ -162,9 +177,20 @@ def train(
                 resume,
                 monitoring
                 + [RunWriter(out, info), SampleGrids(out, every=sample_every, seed=config.seed)]
-                + ([ProgressBar()] if progress else [])
+                + ([ProgressBar(info["train"].get("default_steps"))] if progress else [])
                 + list(callbacks),
             )
+        return _final_quality(run) if final_eval else run
+
+
+def _final_quality(run: Run) -> Run:
+    """Measure and save `run`'s quality (every rank takes part under torchrun) and print it (rank 0)."""
+    from genlab.eval.final import final_quality
+
+    quality = final_quality(run)
+    if distributed.is_main_process():
+        print(quality.text())
+    return run
 
 
 def _fit(out, info, network, optimizers, train_data, test_data, config, device, resume, callbacks) -> Run:
@@ -277,10 +303,11 @@ def _resumable_info(out: Path, model, data, batch_size, seed, size, model_config
     if size is not None and (list(size) if isinstance(size, tuple) else size) != stored_size:
         conflicts.append(f"size {size} (the run uses {stored_size})")
     if model_config:
-        asked = dataclasses.asdict(make_config(stored["name"], {**stored["config"], **model_config}))
+        has = dataclasses.asdict(stored_config(stored["name"], stored["config"]))
+        asked = dataclasses.asdict(stored_config(stored["name"], {**stored["config"], **model_config}))
         for key, value in asked.items():
-            if value != stored["config"].get(key):
-                conflicts.append(f"{key}={value} (the run has {stored['config'].get(key)})")
+            if value != has[key]:
+                conflicts.append(f"{key}={value} (the run has {has[key]})")
     if conflicts:
         raise GenlabError(f"a resumed run keeps its settings; drop these or start a new run: {'; '.join(conflicts)}")
     return info

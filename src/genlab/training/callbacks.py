@@ -101,10 +101,21 @@ def format_record(record: dict[str, Any], total_epochs: int) -> str:
 
 
 class ProgressBar(Callback):
-    """A tqdm bar over each epoch's steps (stderr) and one summary line per epoch (stdout)."""
+    """A line saying how long the run will train, then a tqdm bar over each epoch's steps (stderr) and one
+    summary line per epoch (stdout). `default_steps`: the family's budget the epochs came from, if they did."""
 
-    def __init__(self) -> None:
+    def __init__(self, default_steps: int | None = None) -> None:
         self.bar: tqdm | None = None
+        self.default_steps = default_steps
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        epochs, steps = trainer.config.epochs, trainer.steps_per_epoch
+        line = f"training {epochs:,} epochs of {steps:,} steps ({epochs * steps:,} steps, batch {trainer.batch_size})"
+        if trainer.epoch:
+            line += f", resuming after epoch {trainer.epoch}"
+        if self.default_steps:
+            line += f": the family's default budget of {self.default_steps:,} steps (--epochs N sets another)"
+        print(line, flush=True)
 
     def on_epoch_start(self, trainer: Trainer) -> None:
         from tqdm import tqdm

@@ -228,6 +228,7 @@ class Trainer:
             for epoch in range(self.start_epoch + 1, self.config.epochs + 1):
                 self.epoch = epoch
                 record = {"epoch": epoch, **self._train_epoch(epoch)}
+                record.update(self._end_epoch())
                 if self.test_data is not None and len(self.test_data):
                     record.update(self.validate())
                 self.history.append(record)
@@ -301,6 +302,16 @@ class Trainer:
         """A uint8 batch as the step takes it: floats in [0, 1], NHWC when training channels_last."""
         x = to_unit(images)
         return acceleration.batch_channels_last(x) if self.channels_last else x
+
+    @torch.no_grad()
+    def _end_epoch(self) -> dict[str, float]:
+        """The family's end-of-epoch fit (`GenerativeModel.end_epoch`) over the training set in a fixed order."""
+        batches = (
+            (self._prepared(images), labels)
+            for images, labels in self.train_data.batches(self.batch_size, shuffle=False)
+        )
+        with eval_mode(self.model), rng.preserved(self.device):
+            return self.model.end_epoch(batches)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

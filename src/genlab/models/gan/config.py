@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from genlab.errors import GenlabError
 from genlab.models.common import check_bool, check_choice, check_int, check_number
+from genlab.models.gan.augment import AUGMENTATIONS
 
 CONDITIONING = ("projection", "concat")  # how D sees the label
 GENERATOR_CONDITIONING = ("input", "batchnorm")  # how the convolutional G does
@@ -34,6 +35,9 @@ class GANConfig:
     # These three defaults, with --ema 0.999, met both the label-accuracy target and a fashion-mnist FID below the
     # plain loop's (benchmarks/README.md has the figures); without the classifier label accuracy fell short of it.
     class_loss: float = 10.0
+    # Differentiable augmentation of D's inputs, real and generated alike (DiffAugment, Zhao et al. 2020): any of
+    # AUGMENTATIONS, applied in this order before every D call; (): none.
+    augment: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         title = self.title
@@ -51,6 +55,9 @@ class GANConfig:
         if len(ramp) != 2 or not steps_ok or ramp[0] > ramp[1]:
             raise GenlabError(f"condition_ramp must be two steps 0 <= start <= end, got {self.condition_ramp!r}")
         self.condition_ramp = (ramp[0], ramp[1])
+        self.augment = tuple(self.augment)  # a list when read back from run.json
+        for name in self.augment:
+            check_choice(title, "augment", name, AUGMENTATIONS)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from genlab.data.transforms import from_symmetric, to_symmetric
 from genlab.models.base import Batch, DataSpec, GenerativeModel, HasLatentSpace
 from genlab.models.common import ema_copy, eval_mode, update_ema
 from genlab.models.gan import explain
+from genlab.models.gan.augment import augment
 from genlab.models.gan.config import DCGANConfig, GANConfig, WGANGPConfig
 from genlab.models.gan.losses import (
     critic_loss,
@@ -42,6 +43,7 @@ class GAN(GenerativeModel, HasLatentSpace):
     family = "gan"
     config_class = GANConfig
     default_batch_size = 64
+    default_steps = 20_000  # ~317 epochs of mnist-5k: benchmarks/README.md, time to quality
     trace_columns: ClassVar[tuple[tuple[str, str], ...]] = (
         ("d_loss", "D loss"), ("g_loss", "G loss"), ("d_accuracy", "D acc."),
         ("d_real", "D(real)"), ("d_fake", "D(fake)"), ("diversity", "Diversity"),
@@ -146,6 +148,7 @@ class GAN(GenerativeModel, HasLatentSpace):
     ) -> dict[str, float]:
         """Non-saturating loss: BCE(D(real), 1) + BCE(D(fake), 0)."""
         fake_labels = labels if fake_labels is None else fake_labels
+        real, fake = self.judged(real), self.judged(fake)
         # Real and fake in separate passes: D's BatchNorm then sees the same all-fake batches here
         # as in G's step, so both steps judge fakes alike (as the DCGAN reference code does).
         real_logits, real_classes = self.discriminator.score_and_classify(real, labels)
@@ -172,6 +175,10 @@ class GAN(GenerativeModel, HasLatentSpace):
             **class_stats,
         }
 
+    def judged(self, images: torch.Tensor) -> torch.Tensor:
+        """Images as D is shown them: augmented when config.augment names augmentations (differentiably)."""
+        return augment(images, self.config.augment) if self.config.augment else images
+
     def discriminator_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
         """Non-saturating D loss: BCE(D(real), 1) + BCE(D(fake), 0)."""
         return nonsaturating_discriminator_loss(real_logits, fake_logits)
@@ -195,7 +202,7 @@ class GAN(GenerativeModel, HasLatentSpace):
         """One G update through the freshly updated D: (loss, gradient norm); then the EMA follows G."""
         self.discriminator.requires_grad_(False)  # G's backward needs no D parameter gradients
         try:
-            fake_logits, fake_classes = self.discriminator.score_and_classify(fake, labels)
+            fake_logits, fake_classes = self.discriminator.score_and_classify(self.judged(fake), labels)
             loss = self.generator_loss(fake_logits)
             if fake_classes is not None and labels is not None:  # G draws images D's classifier gives their label
                 loss = loss + self.auxiliary_class_loss(fake_classes, labels)[0]
@@ -250,6 +257,7 @@ class DCGAN(GAN):
 
     family = "dcgan"
     config_class = DCGANConfig
+    default_steps = 6_000  # ~95 epochs of mnist-5k
     idea = (
         "A convolutional generator G (transposed convolutions) maps noise z ~ N(0, I) to images and a convolutional "
         "discriminator D (strided convolutions) scores images as real or generated; D learns to tell them apart and "
@@ -270,6 +278,7 @@ class WGANGP(DCGAN):
 
     family = "wgan-gp"
     config_class = WGANGPConfig
+    default_steps = 6_000  # critic steps: ~95 epochs of mnist-5k
     trace_columns = (
         ("d_loss", "Critic loss"), ("g_loss", "G loss"), ("wasserstein", "W estimate"),
         ("d_accuracy", "Ranking acc."), ("diversity", "Diversity"),
@@ -304,6 +313,7 @@ class WGANGP(DCGAN):
     ) -> dict[str, float]:
         """Critic loss E[C(fake)] - E[C(real)] + lambda * E[(||grad C(x_hat)|| - 1)^2] on random mixes x_hat."""
         fake_labels = labels if fake_labels is None else fake_labels
+        real, fake = self.judged(real), self.judged(fake)  # the penalty's mixes are of what the critic sees
         scores, classes = self.discriminator.score_and_classify(
             torch.cat([real, fake]), None if labels is None or fake_labels is None else torch.cat([labels, fake_labels])
         )

@@ -86,6 +86,10 @@ def pipeline_stages(
     loss, kl = negative_elbo(logits, x, mean, logvar)  # (B,) each
     train_samples = model.config.train_samples
     iwae = f"; training uses the k = {train_samples} IWAE bound" if train_samples > 1 else ""
+    if model.config.beta != 1 and train_samples == 1:
+        weighted = loss + (model.config.beta - 1) * kl
+        iwae = (f"; training weighs the KL by beta = {format_number(model.config.beta)}: "
+                f"{format_number(weighted.mean())} nats, for sharper reconstructions")  # fmt: skip
     stages.append(
         Stage.measured(
             "loss",
@@ -100,7 +104,7 @@ def pipeline_stages(
     stages.append(
         Stage.measured(
             "sample latent",
-            "draw z from the prior N(0, I)",
+            prior_description(model),
             None,
             prior,
             f"z[0, :3] = {format_values(prior[0, :3])}",
@@ -124,7 +128,7 @@ def pipeline_stages(
 def prediction_pass(
     model: VAE, x: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator
 ) -> PredictionPass:
-    """The decoder's layers (and the conv VAE's dense layers before them) on z ~ N(0, I)."""
+    """The decoder's layers (and the conv VAE's dense layers before them) on latents drawn from the prior."""
     z = model.sample_latent(len(x), generator)  # (B, latent)
     sample_labels = model.check_labels(len(x), None)
     parts = ("from_latent", "decoder")  # the modules that decode_logits runs, in order
@@ -132,9 +136,27 @@ def prediction_pass(
     return PredictionPass(
         "decoder",
         decoder,
-        "latent z ~ N(0, I)",
+        f"latent z ~ {prior_name(model)}",
         z,
         lambda: model.decode(z, sample_labels),
         "image = sigmoid(logits)",
-        f"the decoder on {len(z)} latents z ~ N(0, I), as `sample` draws images",
+        f"the decoder on {len(z)} latents z ~ {prior_name(model)}, as `sample` draws images",
+    )
+
+
+def prior_name(model: VAE) -> str:
+    """What new latents are drawn from, in a few words."""
+    if model.mixture is None:
+        return "N(0, I)"
+    return f"the fitted {int((model.mixture.weights > 0).sum())}-component mixture"
+
+
+def prior_description(model: VAE) -> str:
+    """The generation path's first stage: where z comes from, and why."""
+    if model.mixture is None:
+        return "draw z from the prior N(0, I)"
+    return (
+        f"draw z from a Gaussian mixture of {model.config.prior_components} full-covariance components, fitted after "
+        "each epoch to the training images' encodings (Ghosh et al. 2020): latents land where the decoder learned "
+        "to draw, not in N(0, I)'s empty regions (until the first epoch ends, every component is N(0, I))"
     )

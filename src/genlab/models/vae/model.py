@@ -20,6 +20,7 @@ from genlab.models.vae.losses import (
     negative_elbo,
 )
 from genlab.models.vae.networks import ConvCoder, MLPCoder
+from genlab.models.vae.prior import MixturePrior
 
 
 class VAE(GenerativeModel, HasLikelihood, HasEncoder, CanReconstruct):
@@ -28,20 +29,26 @@ class VAE(GenerativeModel, HasLikelihood, HasEncoder, CanReconstruct):
     family = "vae"
     config_class = VAEConfig
     default_batch_size = 64
+    default_steps = 6_300  # 100 epochs of mnist-5k: benchmarks/README.md, time to quality
     trace_columns = (("loss", "Loss"), ("test_loss", "Test loss"), ("recon_accuracy", "Recon. accuracy"))
     monitor = "test_loss"
+    # Runs written before these settings trained the ELBO (beta 1) and drew from N(0, I).
+    absent_in_older_runs = {"prior": "standard", "kl_weight": 1.0}
     explanation = explain  # what `genlab explain` measures: explain.py
     idea = (
         "An encoder maps each image to a Gaussian over a small latent space and a decoder maps a latent back to "
         "pixel probabilities; training maximises the evidence lower bound (ELBO) on log p(x), a reconstruction "
         "term minus a KL term that keeps the encodings near the prior N(0, I). New images are the decoder's "
-        "output for latents drawn from that prior."
+        "output for latents drawn from that prior, or (the default) from a Gaussian mixture fitted after each "
+        "epoch to where the training images' encodings really lie."
     )
     config: VAEConfig
 
     def __init__(self, config: VAEConfig, data: DataSpec):
         super().__init__(config, data)
         self.coder = (MLPCoder if config.arch == "mlp" else ConvCoder)(config, data)
+        # The ex-post prior (config.prior "mixture"): refitted at each epoch's end, saved with the weights.
+        self.mixture = MixturePrior(config.prior_components, config.latent_dim) if config.prior == "mixture" else None
 
     @property
     def binary_pixels(self) -> bool:
@@ -79,8 +86,26 @@ class VAE(GenerativeModel, HasLikelihood, HasEncoder, CanReconstruct):
         return self.decode(self.latent_of(x, labels), labels)
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n draws of z ~ N(0, I), (n, latent_dim)."""
-        return self.randn(n, self.config.latent_dim, generator=generator)
+        """n draws from the prior, (n, latent_dim): z ~ N(0, I), or the fitted mixture."""
+        if self.mixture is None:
+            return self.randn(n, self.config.latent_dim, generator=generator)
+        return self.mixture.sample(n, generator).to(self.device)
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) in nats, (B,) for z (B, latent_dim): the density new latents are drawn from."""
+        if self.mixture is None:
+            zeros = torch.zeros_like(z)
+            return gaussian_log_density(z, zeros, zeros)
+        return self.mixture.log_density(z)
+
+    @torch.no_grad()
+    def end_epoch(self, batches) -> dict[str, float]:
+        """With the mixture prior: refit it to the means of q(z|x) over the training set (seeded by the epoch's
+        weights alone, so a resumed run refits the same); record their mean log density under it."""
+        if self.mixture is None:
+            return {}
+        latents = torch.cat([self.latent_of(x, labels) for x, labels in batches])  # (N, latent_dim)
+        return {"prior_log_density": self.mixture.fit(latents)}
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"model": self.adam(self.parameters(), lr=self.config.learning_rate)}
@@ -99,7 +124,7 @@ class VAE(GenerativeModel, HasLikelihood, HasEncoder, CanReconstruct):
         else:
             logits, mean, logvar = self(x, labels)
             loss_per_image, kl = negative_elbo(logits, x, mean, logvar)
-            loss = loss_per_image.mean()
+            loss = (loss_per_image + (self.config.beta - 1) * kl).mean()  # -E[log p(x|z)] + beta * KL
         optimizer = optimizers["model"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -122,7 +147,8 @@ class VAE(GenerativeModel, HasLikelihood, HasEncoder, CanReconstruct):
 
     @property
     def likelihood_kind(self) -> str:
-        return f"bound: importance-weighted (Burda et al. 2016), k = {self.config.iw_samples}"
+        prior = "" if self.mixture is None else ", p(z) the fitted mixture prior"
+        return f"bound: importance-weighted (Burda et al. 2016), k = {self.config.iw_samples}{prior}"
 
     @property
     def likelihood_data_model(self) -> str:
@@ -148,12 +174,11 @@ class VAE(GenerativeModel, HasLikelihood, HasEncoder, CanReconstruct):
         onehot = self.onehot(labels)
         mean, logvar = self.coder.encode(x, onehot)
         std = (0.5 * logvar).exp()
-        zeros = torch.zeros_like(mean)  # the prior N(0, I): mean 0, log-variance 0
         log_weights = []
         for _ in range(k):  # one importance sample per pass keeps memory at one batch
             z = mean + torch.randn_like(mean) * std  # (B, latent)
             log_p_x_given_z = bernoulli_log_likelihood(self.coder.decode_logits(z, onehot), x)
-            log_p_z = gaussian_log_density(z, zeros, zeros)
+            log_p_z = self.log_prior(z)
             log_q_z = gaussian_log_density(z, mean, logvar)
             log_weights.append(log_p_x_given_z + log_p_z - log_q_z)
         return mean, logvar, torch.stack(log_weights)
