@@ -164,7 +164,7 @@ def test_projection_discriminator_adds_the_label_inner_product():
     spec = DataSpec(1, 8, 8, 3, ("a", "b", "c"))
     torch.manual_seed(0)
     model = build_model("gan", spec, conditional=True, latent_dim=4)
-    d = model.discriminator
+    d = model.discriminator.eval()  # its dropout off: the formula is checked on one function
     x = torch.rand(4, 1, 8, 8) * 2 - 1
     labels = torch.tensor([0, 1, 2, 0])
     h = d.features(x)  # the MLP's features are (B, 256): projected as they are
@@ -441,3 +441,21 @@ def test_augmentation_passes_gradients_to_the_generator_and_is_named_in_errors()
         build_model("dcgan", MNIST, augment=("rotation",))
     model = build_model("dcgan", MNIST, augment="translation,cutout")  # as --set augment=translation,cutout gives it
     assert model.config.augment == ("translation", "cutout")
+
+
+def test_discriminator_dropout_is_the_mlp_default_and_keeps_older_layouts():
+    from genlab.models import stored_config
+
+    default = build_model("gan", MNIST)
+    assert default.config.dropout == 0.3
+    assert [type(m).__name__ for m in default.discriminator.features] == [
+        "Flatten", "Linear", "LeakyReLU", "Dropout", "Linear", "LeakyReLU", "Dropout"]  # fmt: skip
+    without = build_model("gan", MNIST, dropout=0.0)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in without.discriminator.modules())
+    assert "discriminator.features.3.weight" in without.state_dict()  # the layout of runs made before dropout
+    assert stored_config("gan", {"latent_dim": 100}).dropout == 0.0  # a run.json without the setting
+    conv = build_model("dcgan", MNIST, dropout=0.25)
+    assert build_model("dcgan", MNIST).config.dropout == 0.0
+    assert sum(isinstance(m, torch.nn.Dropout) for m in conv.discriminator.modules()) == 2  # one per conv stage
+    with pytest.raises(GenlabError, match="dropout"):
+        build_model("gan", MNIST, dropout=1.0)

@@ -40,6 +40,10 @@ class GANConfig:
     # Differentiable augmentation of D's inputs, real and generated alike (DiffAugment, Zhao et al. 2020): any of
     # AUGMENTATIONS, applied in this order before every D call; (): none.
     augment: tuple[str, ...] = ()
+    # Dropout after each of D's activations: D cannot learn the training images by heart, and G keeps improving.
+    # 0.3 for the MLP GAN (mnist-5k, 325 epochs: FID 26.2 and falling, against 36 at best without, which rose
+    # again past 275 epochs); 0 for the convolutional variants (not measured there).
+    dropout: float = 0.3
 
     def __post_init__(self) -> None:
         title = self.title
@@ -57,6 +61,7 @@ class GANConfig:
         if len(ramp) != 2 or not steps_ok or ramp[0] > ramp[1]:
             raise GenlabError(f"condition_ramp must be two steps 0 <= start <= end, got {self.condition_ramp!r}")
         self.condition_ramp = (ramp[0], ramp[1])
+        check_number(title, "dropout", self.dropout, 0.0, below=1.0, what="in [0, 1) (0: off)")
         self.augment = tuple(self.augment)  # a list when read back from run.json
         for name in self.augment:
             check_choice(title, "augment", name, AUGMENTATIONS)
@@ -69,6 +74,7 @@ class DCGANConfig(GANConfig):
     # Width of D's first conv and G's last hidden layer; doubled per resolution step. 32: at 28x28 a step costs
     # about a fifth of 64's on the CPU for the same FID per epoch, so a time budget goes much further.
     channels: int = 32
+    dropout: float = 0.0
     spectral_norm: bool = False  # spectral normalisation on every D layer (then D has no BatchNorm)
     generator_conditioning: str = "input"  # conditional G: class embedding joined to z ("input") or per-class BatchNorm
 

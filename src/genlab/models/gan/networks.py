@@ -197,12 +197,18 @@ def concatenated_classes(config: GANConfig, data: DataSpec) -> int:
 
 
 def mlp_discriminator(config: GANConfig, data: DataSpec) -> Discriminator:
-    """Flattened pixels [+ one-hot label] -> 512 -> 256 features, LeakyReLU after each."""
+    """Flattened pixels [+ one-hot label] -> 512 -> 256 features, LeakyReLU (then dropout, if any) after each."""
     inputs = data.num_pixels + concatenated_classes(config, data)
-    features = nn.Sequential(
-        nn.Flatten(), nn.Linear(inputs, 512), nn.LeakyReLU(LEAK), nn.Linear(512, 256), nn.LeakyReLU(LEAK)
-    )
-    return Discriminator(features, 256, config, data, wrap=unwrapped)
+    layers: list[nn.Module] = [nn.Flatten()]
+    for width_in, width_out in ((inputs, 512), (512, 256)):
+        layers += [nn.Linear(width_in, width_out), nn.LeakyReLU(LEAK), *discriminator_dropout(config)]
+    return Discriminator(nn.Sequential(*layers), 256, config, data, wrap=unwrapped)
+
+
+def discriminator_dropout(config: GANConfig) -> list[nn.Module]:
+    """[Dropout(config.dropout)] after each of D's activations, or [] when it is 0: then D's layers keep the
+    indices (and checkpoint keys) they had before the setting existed."""
+    return [nn.Dropout(config.dropout)] if config.dropout else []
 
 
 def conv_discriminator(config: DCGANConfig, data: DataSpec, stages: int, norm: str) -> Discriminator:
@@ -219,7 +225,7 @@ def conv_discriminator(config: DCGANConfig, data: DataSpec, stages: int, norm: s
         layers.append(wrap(nn.Conv2d(in_channels, width, 4, 2, 1, bias=norm != "batch" or stage == 0)))
         if norm == "batch" and stage > 0:  # no BN on the first layer (Radford et al. 2016)
             layers.append(nn.BatchNorm2d(width))
-        layers.append(nn.LeakyReLU(LEAK))
+        layers += [nn.LeakyReLU(LEAK), *discriminator_dropout(config)]
         in_channels, width = width, width * 2
     feature_dim = in_channels * (h >> stages) * (w >> stages)  # flattened by the Discriminator
     return Discriminator(nn.Sequential(*layers), feature_dim, config, data, wrap, pooled_dim=in_channels)
