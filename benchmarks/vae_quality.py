@@ -39,7 +39,7 @@ import genlab
 from genlab.data.transforms import to_unit
 from genlab.models.vae import negative_elbo
 
-from _common import ExamplesVAE, LoadMeter, examples_loader, examples_train_epoch, machine_line, markdown_table, write_section
+from _common import CLASSIC_VAE, ExamplesVAE, LoadMeter, examples_loader, examples_train_epoch, machine_line, markdown_table, write_section
 
 TARGET = 120.0
 EVAL_BATCH = 500  # Trainer.validate uses max(batch_size, 500)
@@ -105,17 +105,12 @@ def examples_log_likelihood(model: ExamplesVAE):
     return log_likelihood
 
 
-# The ELBO with N(0, I), as the plain loop trains it and as these rows were first measured: today's default VAE
-# weighs the KL by 0.5 and draws from a fitted mixture (benchmarks/time_to_quality.py measures it).
-CLASSIC = {"kl_weight": 1.0, "prior": "standard"}
-
-
 def run_genlab(name, out: Path, test, args, model_config=None, batch_size=None) -> dict:
     with LoadMeter() as load:
         start = time.perf_counter()
         run = genlab.train(
             "vae", "mnist-5k", out=out, epochs=args.epochs, seed=args.seed, progress=False,
-            model_config={**CLASSIC, **(model_config or {})}, batch_size=batch_size, overwrite=True, device="cpu",
+            model_config={**CLASSIC_VAE, **(model_config or {})}, batch_size=batch_size, overwrite=True, device="cpu",
         )
         wall = time.perf_counter() - start
     history = run.history

@@ -414,11 +414,9 @@ def _train(args: argparse.Namespace) -> int:
         print()
         print(training_trace(run.history, type(run.model)))
     if not args.no_final_eval:
-        from genlab.eval.final import final_quality
+        from genlab.eval.final import show_final_quality
 
-        quality = final_quality(run)  # under torchrun every rank draws its share
-        if distributed.is_main_process():
-            print(f"\n{quality.text()}")
+        show_final_quality(run, separator="\n")  # under torchrun every rank draws its share
     if distributed.is_main_process():
         print(f"\nrun saved in {out}; draw from it with: genlab sample {out} --n 64 --seed 1 --out grid.png")
     return 0

@@ -124,6 +124,19 @@ HISTORY_RECORD = (
     Field("*", "number"),
 )
 
+# What `genlab train`'s Quality section reads of a metrics.json already in the run: whose weights it measured
+# (genlab.eval.final.save keeps one of the same epoch).
+METRICS_SOURCE = (
+    Field("", "object"),
+    Field("source", "object"),
+    Field("source.kind", "string"),
+    Field("source.epochs", "integer|null", optional=True, minimum=0),
+    Field("counts", "object", optional=True),
+    Field("counts.samples", "integer", optional=True, minimum=0),
+    Field("metrics_selected", "array", optional=True),
+    Field("metrics_selected.*", "string"),
+)
+
 
 def validate(value: Any, schema: Sequence[Field], source: str, remedy: str) -> None:
     """Raise GenlabError naming `source` (a file, or a line of one) and the first field of `value` that

@@ -22,7 +22,7 @@ from genlab.eval.features import extractor_for
 from genlab.io import read_json
 from genlab.models.common import eval_mode
 from genlab.run import METRICS_FILE, Run
-from genlab.schema import Field, validate
+from genlab.schema import METRICS_SOURCE, validate
 from genlab.training import distributed
 
 METRICS = "fid,precision,recall"
@@ -31,18 +31,6 @@ MIN_SAMPLES = 300  # fewer and precision/recall (k = 3) and FID's covariance are
 BUDGET_SECONDS = 30.0  # the sampling a user waits for after training
 TIMING_BATCH = 20  # images drawn to time the sampler (a small batch: its per-image cost errs high, never low)
 SEED = 0  # `genlab eval`'s default seed, so `genlab eval RUN --n N` gives the same numbers
-
-# What the Quality section reads of a metrics.json already in the run: whose weights it measured.
-EXISTING_METRICS = (
-    Field("", "object"),
-    Field("source", "object"),
-    Field("source.kind", "string"),
-    Field("source.epochs", "integer|null", optional=True, minimum=0),
-    Field("counts", "object", optional=True),
-    Field("counts.samples", "integer", optional=True, minimum=0),
-    Field("metrics_selected", "array", optional=True),
-    Field("metrics_selected.*", "string"),
-)
 
 
 def final_sample_count(seconds_per_image: float, available: int, processes: int = 1) -> tuple[int, str]:
@@ -147,6 +135,15 @@ def final_quality(run: Run) -> Quality:
     return quality
 
 
+def show_final_quality(run: Run, separator: str = "") -> Quality:
+    """`final_quality`, then its text printed by rank 0 after `separator`: how `genlab train` and
+    `genlab.train(final_eval=True)` end. Under torchrun every rank must call it (each draws its share)."""
+    quality = final_quality(run)
+    if distributed.is_main_process():
+        print(f"{separator}{quality.text()}")
+    return quality
+
+
 def save(result: Evaluation, run: Run) -> str:
     """Write `result` as the run's metrics.json, as `genlab eval RUN` does, and say what happened.
 
@@ -159,7 +156,7 @@ def save(result: Evaluation, run: Run) -> str:
     if path.exists():
         try:
             existing = read_json(path, "the run's metrics")
-            validate(existing, EXISTING_METRICS, str(path), "it is replaced")
+            validate(existing, METRICS_SOURCE, str(path), "it is replaced")
         except GenlabError as error:
             replacing = f" (replacing a damaged one: {error})"
         else:

@@ -184,12 +184,10 @@ def train(
 
 
 def _final_quality(run: Run) -> Run:
-    """Measure and save `run`'s quality (every rank takes part under torchrun) and print it (rank 0)."""
-    from genlab.eval.final import final_quality
+    """Measure, save and print `run`'s quality (genlab.eval.final.show_final_quality); return the run."""
+    from genlab.eval.final import show_final_quality
 
-    quality = final_quality(run)
-    if distributed.is_main_process():
-        print(quality.text())
+    show_final_quality(run)
     return run
 
 
