@@ -433,6 +433,8 @@ RUN_JSON = [
     ("train.seed", "x"),
     ("train.precision", 16),
     ("train.processes", "one"),
+    ("train.default_steps", 0),
+    ("train.default_steps", "many"),
     ("status", 5),
     ("status", "bogus"),
     ("epochs_completed", "2"),

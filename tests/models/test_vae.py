@@ -158,6 +158,14 @@ def test_bad_settings_are_named():
         build_model("vea", MNIST_SPEC)
     with pytest.raises(GenlabError, match="labelled data"):
         build_model("vae", DataSpec(1, 28, 28, 0), conditional=True)
+    with pytest.raises(GenlabError, match="unknown VAE prior 'uniform'"):
+        build_model("vae", MNIST_SPEC, prior="uniform")
+    with pytest.raises(GenlabError, match="prior_components must be an integer from 1 to 1,000"):
+        build_model("vae", MNIST_SPEC, prior_components=10**9)
+    with pytest.raises(GenlabError, match="prior_components"):
+        build_model("vae", MNIST_SPEC, prior_components=True)
+    with pytest.raises(GenlabError, match="kl_weight must be a positive number"):
+        build_model("vae", MNIST_SPEC, kl_weight=-1.0)
 
 
 def test_interpolation_runs_between_two_latents():

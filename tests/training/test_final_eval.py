@@ -89,6 +89,16 @@ def test_a_resumed_run_replaces_metrics_of_older_weights(gan_run, capsys):
     assert json.loads((out / "metrics.json").read_text())["source"]["epochs"] == 2
 
 
+@pytest.mark.parametrize("damage", ['{"source": 5}', "[1, 2]", '{"source": {"kind": "run", "epochs": "one"}}',
+                                    "not json", "\u00ff"])
+def test_a_damaged_metrics_file_is_replaced_and_said(gan_run, damage):
+    out, _ = gan_run
+    (out / "metrics.json").write_text(damage)
+    quality = final_quality(Run.load(out))
+    assert quality.saved.startswith(f"saved in {out / 'metrics.json'} (replacing a damaged one: ")
+    assert set(json.loads((out / "metrics.json").read_text())["metrics"]) >= {"fid", "precision", "recall"}
+
+
 def test_no_final_eval_omits_the_section(tmp_path, capsys):
     out = tmp_path / "gan"
     code, printed, err = run_cli(capsys, "train", "gan", "--data", "mnist-5k", "--out", out, *TINY_GAN,
