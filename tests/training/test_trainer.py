@@ -250,7 +250,12 @@ def test_sigkill_mid_epoch_then_resume_gives_the_straight_run(tmp_path):
     chance = random.Random()
     kill_after = chance.randint(1, 6)  # completed epochs before the kill
     deadline = time.time() + 120
-    while not (history.exists() and history.read_text().count("\n") >= kill_after) and time.time() < deadline:
+
+    def recorded() -> int:  # epochs run.json says are complete: it is written last, after the history line
+        # and the checkpoint, atomically, so a read sees a whole document
+        return read_run_info(out)["epochs_completed"] if (out / "run.json").exists() else 0
+
+    while recorded() < kill_after and time.time() < deadline:
         time.sleep(0.005)
     epoch_seconds = json.loads(history.read_text().splitlines()[0])["seconds"]
     pause = chance.uniform(0.0, epoch_seconds)
