@@ -301,9 +301,10 @@ def _add_sampler_options(parser: argparse.ArgumentParser, steps_help: str = "") 
     parser.add_argument(
         "--sampler",
         choices=DIFFUSION_SAMPLERS,
-        help="diffusion: ddpm (ancestral steps, the default) or ddim (deterministic with --eta 0)",
+        help="diffusion: ddpm (ancestral steps, the default), ddim (deterministic with --eta 0) or dpm++ "
+        "(DPM-Solver++, good in 10-20 steps)",
     )
-    parser.add_argument("--eta", type=float, help="diffusion, DDIM: noise per step, 0 (deterministic) to 1")
+    parser.add_argument("--eta", type=float, help="diffusion, ddim and dpm++: noise per step, 0 (deterministic) to 1")
     parser.add_argument(
         "--guidance",
         type=float,

@@ -120,7 +120,7 @@ def test_declared_sampler_options_take_good_values_and_refuse_bad_ones():
     assert checked == {"sampler": "ddim", "steps": 20, "eta": 1.0, "guidance": 0.0}
     assert type(checked["steps"]) is int and type(checked["eta"]) is float
     bad = [
-        ({"sampler": "euler"}, "--sampler must be one of ddpm, ddim"),
+        ({"sampler": "euler"}, "--sampler must be one of ddpm, ddim, dpm\\+\\+"),
         ({"steps": 0}, "--steps must be from 1"),
         ({"steps": 2.5}, "--steps must be an integer"),
         ({"steps": True}, "--steps must be an integer"),
@@ -200,7 +200,7 @@ def test_sampling_options_from_the_command_line(tmp_path, capsys):
     assert main(["train", "ddpm", "--data", "digits", "--epochs", "1", "--quiet", "--sample-every", "0",
                  "--out", str(out), *settings]) == 0
     for extra in (["--sampler", "ddpm", "--steps", "50"], ["--labels", "7", "--guidance", "3.0"],
-                  ["--sampler", "ddim", "--eta", "0.5", "--steps", "7"]):
+                  ["--sampler", "ddim", "--eta", "0.5", "--steps", "7"], ["--sampler", "dpm++", "--steps", "8"]):
         assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "a.png"), *extra]) == 0
     assert main(["sample", str(out), "--n", "2", "--trajectory", "5", "--steps", "20", "--format", "npz",
                  "--out", str(tmp_path / "t.npz")]) == 0

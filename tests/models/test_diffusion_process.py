@@ -12,6 +12,7 @@ from genlab.models.ddpm import (
     GaussianDiffusion,
     beta_schedule,
     discretized_gaussian_log_likelihood,
+    log_snr_spaced,
     respaced,
     run_sampler,
 )
@@ -101,7 +102,9 @@ def oracle(diffusion, x0):
     return network
 
 
-@pytest.mark.parametrize("sampler, steps", [("ddim", 10), ("ddim", 1000), ("ddpm", 25), ("ddpm", 1000)])
+@pytest.mark.parametrize(
+    "sampler, steps", [("ddim", 10), ("ddim", 1000), ("ddpm", 25), ("ddpm", 1000), ("dpm++", 10), ("dpm++", 200)]
+)
 def test_samplers_reach_the_data_an_oracle_knows(sampler, steps):
     diffusion = GaussianDiffusion(1000, "linear")
     x0 = torch.linspace(-0.8, 0.8, 16).reshape(1, 1, 4, 4)
@@ -121,9 +124,56 @@ def test_ddim_with_eta_0_is_deterministic_and_ddpm_is_not_without_its_seed():
                       generator=torch.Generator().manual_seed(seed), **kwargs)[0]
 
     assert torch.equal(run("ddim", 3), run("ddim", 3))
+    assert torch.equal(run("dpm++", 3), run("dpm++", 3))
+    assert not torch.equal(run("dpm++", 3), run("dpm++", 3, eta=1.0))  # the SDE solver's fresh noise
     assert torch.equal(run("ddpm", 3), run("ddpm", 3))  # the same seed, the same chain
     assert not torch.equal(run("ddim", 3), run("ddim", 4))  # x_T differs
     assert not torch.equal(run("ddim", 3), run("ddim", 3, eta=0.5))  # fresh noise at every step
+
+
+def gaussian_data_oracle(diffusion, mean, std):
+    """ε-prediction of a network that knows the data is N(mean, std²) per pixel: the exact posterior mean of x_0."""
+
+    def network(x_t, t):
+        alpha_bar = diffusion.at(diffusion.alpha_bar, t, x_t).double()
+        a, b = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+        x0 = mean + a * std**2 / (a**2 * std**2 + b**2) * (x_t - a * mean)  # E[x_0 | x_t]
+        return (x_t - a * x0) / b
+
+    return network
+
+
+def test_dpm_solver_converges_at_second_order_to_the_exact_flow_of_gaussian_data():
+    """For data N(m, s²) the probability-flow ODE is affine: (x_t − α_t m) / sqrt(α_t² s² + σ_t²) stays constant,
+    so x_T maps to m + s (x_T − α_T m) / sqrt(α_T² s² + σ_T²). Doubling the steps must cut DPM-Solver++'s error
+    about four times (second order) and DDIM's about twice (first order)."""
+    diffusion = GaussianDiffusion(20_000, "linear").double()
+    mean, std = 0.1, 0.25
+    x_T = 0.8 * torch.randn(500, 1, 1, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    alpha_bar = diffusion.alpha_bar[-1].double()
+    exact = mean + std * (x_T - alpha_bar.sqrt() * mean) / (alpha_bar * std**2 + 1 - alpha_bar).sqrt()
+
+    def error(sampler, steps):
+        images, _ = run_sampler(gaussian_data_oracle(diffusion, mean, std), diffusion, x_T.shape, sampler=sampler,
+                                steps=steps, initial=x_T)
+        return (images - exact).abs().max().item()
+
+    dpm = {steps: error("dpm++", steps) for steps in (20, 40, 80)}
+    ddim = {steps: error("ddim", steps) for steps in (20, 40, 80)}
+    assert dpm[40] / dpm[80] > 3.5 and 1.8 < ddim[40] / ddim[80] < 2.2
+    assert dpm[20] < ddim[80] / 3  # 20 steps of DPM-Solver++ beat 80 of DDIM
+
+
+def test_log_snr_spacing_is_even_in_log_snr_and_spans_the_chain():
+    diffusion = GaussianDiffusion(1000, "linear")
+    steps = log_snr_spaced(diffusion, 20)
+    assert steps[0] == 0 and steps[-1] == 999 and len(steps) == 20 and bool((steps.diff() > 0).all())
+    alpha_bar = diffusion.alpha_bar.double()[steps]
+    gaps = 0.5 * torch.log(alpha_bar / (1 - alpha_bar)).diff().abs()
+    assert gaps[1:-1].max() / gaps[1:-1].min() < 1.6  # even up to rounding to whole timesteps
+    assert len(log_snr_spaced(diffusion, 1000)) < 1000  # near t = 0 several λ round to one timestep
+    with pytest.raises(GenlabError, match="--steps must be from 1 to the model's 1000"):
+        log_snr_spaced(diffusion, 1001)
 
 
 def test_trajectory_and_bad_sampler():

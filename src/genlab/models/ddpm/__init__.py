@@ -33,7 +33,17 @@ from genlab.models.ddpm.process import (
     beta_schedule,
     discretized_gaussian_log_likelihood,
 )
-from genlab.models.ddpm.samplers import SAMPLER_REGISTRY, SAMPLERS, Sampler, ancestral, ddim, respaced, run_sampler
+from genlab.models.ddpm.samplers import (
+    SAMPLER_REGISTRY,
+    SAMPLERS,
+    Sampler,
+    ancestral,
+    ddim,
+    dpm_solver,
+    log_snr_spaced,
+    respaced,
+    run_sampler,
+)
 from genlab.models.ddpm.unet import AttentionBlock, ResBlock, UNet, timestep_embedding
 
 __all__ = [
@@ -54,6 +64,8 @@ __all__ = [
     "ancestral",
     "beta_schedule",
     "ddim",
+    "dpm_solver",
+    "log_snr_spaced",
     "discretized_gaussian_log_likelihood",
     "respaced",
     "run_sampler",
