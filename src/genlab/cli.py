@@ -296,15 +296,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_sampler_options(parser: argparse.ArgumentParser, steps_help: str = "") -> None:
     """--steps, --sampler, --eta, --guidance: how a diffusion run draws its images."""
     parser.add_argument(
-        "--steps", type=_positive_int, help=f"{steps_help}diffusion: denoising steps (default the model's, 50)"
+        "--steps",
+        type=_positive_int,
+        help=f"{steps_help}diffusion: denoising steps (default the model's; 20 for new runs)",
     )
     parser.add_argument(
         "--sampler",
         choices=DIFFUSION_SAMPLERS,
-        help="diffusion: ddpm (ancestral steps, the default), ddim (deterministic with --eta 0) or dpm++ "
-        "(DPM-Solver++, good in 10-20 steps)",
+        help="diffusion: ddpm (ancestral steps), ddim (deterministic with --eta 0), dpm++ (DPM-Solver++, "
+        "deterministic) or dpm++sde (its SDE variant; the default of new runs, 20 steps)",
     )
-    parser.add_argument("--eta", type=float, help="diffusion, ddim and dpm++: noise per step, 0 (deterministic) to 1")
+    parser.add_argument(
+        "--eta", type=float, help="diffusion, ddim and dpm++: fresh noise per step, 0 (deterministic) to 1"
+    )
     parser.add_argument(
         "--guidance",
         type=float,

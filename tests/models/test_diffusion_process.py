@@ -103,7 +103,7 @@ def oracle(diffusion, x0):
 
 
 @pytest.mark.parametrize(
-    "sampler, steps", [("ddim", 10), ("ddim", 1000), ("ddpm", 25), ("ddpm", 1000), ("dpm++", 10), ("dpm++", 200)]
+    "sampler, steps", [("ddim", 10), ("ddim", 1000), ("ddpm", 25), ("ddpm", 1000), ("dpm++", 10), ("dpm++", 200), ("dpm++sde", 25)]
 )
 def test_samplers_reach_the_data_an_oracle_knows(sampler, steps):
     diffusion = GaussianDiffusion(1000, "linear")
@@ -171,7 +171,8 @@ def test_log_snr_spacing_is_even_in_log_snr_and_spans_the_chain():
     alpha_bar = diffusion.alpha_bar.double()[steps]
     gaps = 0.5 * torch.log(alpha_bar / (1 - alpha_bar)).diff().abs()
     assert gaps[1:-1].max() / gaps[1:-1].min() < 1.6  # even up to rounding to whole timesteps
-    assert len(log_snr_spaced(diffusion, 1000)) < 1000  # near t = 0 several λ round to one timestep
+    assert log_snr_spaced(diffusion, 1000).tolist() == list(range(1000))  # every timestep, none twice
+    assert log_snr_spaced(GaussianDiffusion(20, "linear"), 5).tolist() == [0, 7, 15, 18, 19]  # ᾱ_T = 0: λ_T floored
     with pytest.raises(GenlabError, match="--steps must be from 1 to the model's 1000"):
         log_snr_spaced(diffusion, 1001)
 

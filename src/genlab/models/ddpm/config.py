@@ -56,8 +56,11 @@ class DDPMConfig:
     label_dropout: float = 0.1  # share of training labels replaced by the null class (for guidance)
     lr: float = 5e-4
     ema: float = 0.999  # 0: sample from the raw weights
-    sampler: str = "ddpm"  # the defaults of `sample` (and of the per-epoch grids): ancestral, 50 steps
-    sample_steps: int = 50
+    # The defaults of `sample` (and of the per-epoch grids and the Quality section): SDE-DPM-Solver++, 20 steps.
+    # On an undertrained network (mnist-5k, 12 epochs of a 0.6M UNet) it scored FID 52.3 on 500 samples in 27 s,
+    # ancestral DDPM-50 76.9 in 78 s, deterministic DDIM and DPM-Solver++ far worse (speckled backgrounds).
+    sampler: str = "dpm++sde"
+    sample_steps: int = 20
     eta: float = 0.0
     guidance: float = 1.0
     likelihood_timesteps: int = 100  # timesteps per image in the bound's stratified estimate (T − 1: all)

@@ -52,18 +52,22 @@ class DDPM(GenerativeModel, HasLikelihood, HasLatentSpace, HasSamplerOptions, Sh
         SamplerOption(
             "sampler",
             str,
-            "diffusion: ddpm (ancestral steps, the default), ddim (deterministic with --eta 0) or dpm++ "
-            "(DPM-Solver++, good in 10-20 steps)",
+            "diffusion: ddpm (ancestral steps), ddim (deterministic with --eta 0), dpm++ (DPM-Solver++, "
+            "deterministic) or dpm++sde (its SDE variant; the default of new runs, 20 steps)",
             config_field="sampler",
             choices=SAMPLERS,
         ),
         SamplerOption(
-            "steps", int, "diffusion: denoising steps (default the model's, 50)", config_field="sample_steps", minimum=1
+            "steps",
+            int,
+            "diffusion: denoising steps (default the model's; 20 for new runs)",
+            config_field="sample_steps",
+            minimum=1,
         ),
         SamplerOption(
             "eta",
             float,
-            "diffusion, ddim and dpm++: noise per step, 0 (deterministic) to 1",
+            "diffusion, ddim and dpm++: fresh noise per step, 0 (deterministic) to 1",
             config_field="eta",
             minimum=0.0,
             maximum=1.0,
@@ -266,7 +270,7 @@ class DDPM(GenerativeModel, HasLikelihood, HasLatentSpace, HasSamplerOptions, Sh
 
     @property
     def chain_steps(self) -> int:
-        spacing = log_snr_spaced if self.config.sampler == "dpm++" else respaced_timesteps
+        spacing = log_snr_spaced if self.config.sampler.startswith("dpm++") else respaced_timesteps
         return len(spacing(self.diffusion, self.config.sample_steps))
 
     @property

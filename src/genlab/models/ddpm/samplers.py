@@ -115,16 +115,32 @@ def ancestral(
     return ddim(network, diffusion, shape, **{**options, "eta": 1.0})
 
 
+# ᾱ is floored here before λ is taken: a schedule whose last β is 1 (the linear one over a short chain) has
+# ᾱ_T = 0 and λ_T = −∞, which the step sizes cannot hold; at this floor x_T is still pure noise to 1e-5.
+MIN_ALPHA_BAR = 1e-10
+
+
+def log_signal_to_noise(alpha_bar: torch.Tensor) -> torch.Tensor:
+    """λ = log(α/σ) = ½ log(ᾱ / (1 − ᾱ)), with ᾱ floored at MIN_ALPHA_BAR (finite for every schedule)."""
+    alpha_bar = alpha_bar.clamp(min=MIN_ALPHA_BAR)
+    return 0.5 * torch.log(alpha_bar / (1 - alpha_bar))
+
+
 def log_snr_spaced(diffusion: GaussianDiffusion, steps: int) -> torch.Tensor:
     """`steps` timesteps (increasing, first 0 and last T − 1) evenly spaced in λ = log(α/σ), each the
     training timestep nearest its λ; DPM-Solver's spacing for small images, where evenly spaced t would
-    leave few steps where a low-resolution image takes shape. Fewer when two round to one timestep."""
+    leave few steps where a low-resolution image takes shape. Where two λ round to one timestep (near
+    t = 0 of a short chain), the later ones move up one timestep at a time, so there are always `steps`."""
     respaced(diffusion.steps, steps)  # the same check of `steps`
-    alpha_bar = diffusion.alpha_bar.double().cpu()
-    log_snr = 0.5 * torch.log(alpha_bar / (1 - alpha_bar))  # λ_t (T,), decreasing in t
-    wanted = torch.linspace(float(log_snr[-1]), float(log_snr[0]), steps, dtype=torch.float64)  # increasing
-    nearest = (log_snr[None, :] - wanted[:, None]).abs().argmin(dim=1)  # (steps,) timesteps, decreasing
-    return nearest.unique()
+    log_snr = log_signal_to_noise(diffusion.alpha_bar.double().cpu())  # λ_t (T,), decreasing in t
+    wanted = torch.linspace(float(log_snr[0]), float(log_snr[-1]), steps, dtype=torch.float64)  # decreasing
+    timesteps = (log_snr[None, :] - wanted[:, None]).abs().argmin(dim=1).tolist()  # non-decreasing
+    for k in range(1, steps):  # strictly increasing ...
+        timesteps[k] = max(timesteps[k], timesteps[k - 1] + 1)
+    timesteps[-1] = diffusion.steps - 1
+    for k in range(steps - 2, -1, -1):  # ... and still ending at T − 1
+        timesteps[k] = min(timesteps[k], timesteps[k + 1] - 1)
+    return torch.tensor(timesteps, dtype=torch.long)
 
 
 @torch.no_grad()
@@ -173,9 +189,8 @@ def dpm_solver(
         return torch.randn(shape, generator=generator, device=where).to(device)
 
     def coefficients(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        alpha_bar = diffusion.alpha_bar[t].double()
-        alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
-        return alpha, sigma, torch.log(alpha / sigma)  # α, σ, λ (float64 scalars)
+        alpha_bar = diffusion.alpha_bar[t].double().clamp(min=MIN_ALPHA_BAR)
+        return alpha_bar.sqrt(), (1 - alpha_bar).sqrt(), log_signal_to_noise(alpha_bar)  # α, σ, λ (float64)
 
     x = noise() if initial is None else initial.to(device)  # x_T ~ N(0, I)
     trajectory = [x.clone()] if trajectory_every else []
@@ -205,8 +220,19 @@ def dpm_solver(
     return x, trajectory
 
 
-# The samplers by the name --sampler takes; the first is the configs' default.
-SAMPLER_REGISTRY: Mapping[str, Sampler] = MappingProxyType({"ddpm": ancestral, "ddim": ddim, "dpm++": dpm_solver})
+@torch.no_grad()
+def dpm_solver_sde(
+    network: NetworkFn, diffusion: GaussianDiffusion, shape: tuple[int, ...], **options: Any
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """SDE-DPM-Solver++(2M): `dpm_solver` with η = 1, whatever `eta` says. Its fresh noise at every step
+    corrects the errors of an undertrained network that the ODE solver carries to the image as speckles."""
+    return dpm_solver(network, diffusion, shape, **{**options, "eta": 1.0})
+
+
+# The samplers by the name --sampler takes.
+SAMPLER_REGISTRY: Mapping[str, Sampler] = MappingProxyType(
+    {"ddpm": ancestral, "ddim": ddim, "dpm++": dpm_solver, "dpm++sde": dpm_solver_sde}
+)
 SAMPLERS = tuple(SAMPLER_REGISTRY)
 
 
