@@ -177,7 +177,7 @@ def test_a_ddpm_report_shows_the_denoising_trajectory(tiny_ddpm):
     page = Page(genlab.report(tiny_ddpm).read_text())
     frames = 5 + 1  # x_T, then after each of the 5 denoising steps (the default sampler)
     assert sizes(page, "trajectory") == [(frames * 10 + 2, 4 * 10 + 2)]  # 4 images, one row each
-    assert "denoised from x_T (left) to x_0 (right), every 1 of 5 DDPM steps" in page.text["trajectory"]
+    assert "denoised from x_T (left) to x_0 (right), every 1 of 5 SDE-DPM-Solver++ steps" in page.text["trajectory"]
     assert sizes(page, "interpolation") == [(82, 32)]
 
 

@@ -101,7 +101,7 @@ def test_sample_chain_runs_from_x_T_to_the_images_sample_draws():
     g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
     labels = torch.tensor([0, 1, 2])
     images, chain = model.sample_chain(3, 2, g(), labels)
-    assert model.chain_steps == TINY["sample_steps"] == 5 and model.chain_sampler == "dpm++sde"
+    assert model.chain_steps == TINY["sample_steps"] == 5 and model.chain_sampler == "SDE-DPM-Solver++"
     assert len(chain) == 4  # x_T, after steps 2 and 4, and x_0 after the 5th
     assert all(state.shape == (3, 1, 8, 8) and 0 <= state.min() and state.max() <= 1 for state in chain)
     assert torch.equal(chain[-1], images) and torch.equal(images, model.sample(3, g(), labels))

@@ -177,6 +177,12 @@ def test_log_snr_spacing_is_even_in_log_snr_and_spans_the_chain():
         log_snr_spaced(diffusion, 1001)
 
 
+def test_every_sampler_has_a_title_for_captions():
+    from genlab.models.ddpm.samplers import SAMPLER_TITLES, SAMPLERS
+
+    assert tuple(SAMPLER_TITLES) == SAMPLERS
+
+
 def test_trajectory_and_bad_sampler():
     diffusion = GaussianDiffusion(100, "linear")
     x0 = torch.zeros(1, 1, 4, 4)

@@ -277,7 +277,7 @@ def trajectory_html(run: Run, seed: int) -> str:
     return figure(
         grid_png(images, len(strip)),
         f"{TRAJECTORY_IMAGES} images denoised from x_T (left) to x_0 (right), every {every} of "
-        f"{steps} {model.chain_sampler.upper()} steps (seed {seed})",
+        f"{steps} {model.chain_sampler} steps (seed {seed})",
     )
 
 

@@ -421,7 +421,7 @@ class ShowsSamplingChain(abc.ABC):
     @property
     @abc.abstractmethod
     def chain_sampler(self) -> str:
-        """The default sampler's registry name (e.g. "ddpm"), for captions."""
+        """The default sampler's name as captions show it (e.g. "DDPM", "SDE-DPM-Solver++")."""
 
     @abc.abstractmethod
     def sample_chain(

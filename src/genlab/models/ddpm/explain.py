@@ -86,7 +86,7 @@ def pipeline_stages(
     stages.append(
         Stage.measured(
             "denoise",
-            f"{model.chain_sampler.upper()}: {model.chain_steps} UNet calls from t = {diffusion.steps - 1} "
+            f"{model.chain_sampler}: {model.chain_steps} UNet calls from t = {diffusion.steps - 1} "
             "down to 0, each removing predicted noise, then (x + 1) / 2: images in [0, 1]",
             x_T,
             images,
@@ -116,5 +116,5 @@ def prediction_pass(
         lambda: network(x_T, t, drawn_labels),
         output,
         f"one {name} call at timestep t = {last} on pure noise, the first of the "
-        f"{model.chain_steps} calls {model.chain_sampler.upper()} makes per image",
+        f"{model.chain_steps} calls {model.chain_sampler} makes per image",
     )

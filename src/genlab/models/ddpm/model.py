@@ -23,7 +23,7 @@ from genlab.models.common import ema_copy, eval_mode, update_ema
 from genlab.models.ddpm import explain
 from genlab.models.ddpm.config import DDPMConfig
 from genlab.models.ddpm.process import GaussianDiffusion, NetworkFn
-from genlab.models.ddpm.samplers import SAMPLERS, log_snr_spaced, respaced_timesteps, run_sampler
+from genlab.models.ddpm.samplers import SAMPLER_TITLES, SAMPLERS, log_snr_spaced, respaced_timesteps, run_sampler
 from genlab.models.ddpm.unet import UNet
 
 
@@ -275,7 +275,7 @@ class DDPM(GenerativeModel, HasLikelihood, HasLatentSpace, HasSamplerOptions, Sh
 
     @property
     def chain_sampler(self) -> str:
-        return self.config.sampler
+        return SAMPLER_TITLES[self.config.sampler]
 
     @torch.no_grad()
     def sample_chain(

@@ -229,6 +229,10 @@ def dpm_solver_sde(
     return dpm_solver(network, diffusion, shape, **{**options, "eta": 1.0})
 
 
+# Each sampler's name in captions and tables.
+SAMPLER_TITLES: Mapping[str, str] = MappingProxyType(
+    {"ddpm": "DDPM", "ddim": "DDIM", "dpm++": "DPM-Solver++", "dpm++sde": "SDE-DPM-Solver++"}
+)
 # The samplers by the name --sampler takes.
 SAMPLER_REGISTRY: Mapping[str, Sampler] = MappingProxyType(
     {"ddpm": ancestral, "ddim": ddim, "dpm++": dpm_solver, "dpm++sde": dpm_solver_sde}
