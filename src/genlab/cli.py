@@ -290,6 +290,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write the page (default compare.html in the current folder)",
     )
     compare.set_defaults(handler=_compare)
+
+    export = commands.add_parser(
+        "export", help="write a run's generation network as ONNX, with a JSON file that says how to sample from it"
+    )
+    export.add_argument("run", help="run directory written by `genlab train`")
+    export.add_argument(
+        "--format", choices=("onnx",), default="onnx", help="onnx: model.onnx with a dynamic batch axis (default)"
+    )
+    export.add_argument(
+        "--out", required=True, metavar="DIR", help="new folder for model.onnx and genlab_export.json (outside the run)"
+    )
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace a previous genlab export at --out (never anything else)"
+    )
+    export.set_defaults(handler=_export)
     return parser
 
 
@@ -612,6 +627,14 @@ def _compare(args: argparse.Namespace) -> int:
     comparison = compare(args.runs, out=args.out)
     print(comparison.table())
     print(f"\nwrote {comparison.out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from genlab.export import EXPORT_FILE, ONNX_FILE, export_onnx
+
+    out = export_onnx(args.run, args.out, overwrite=args.overwrite)
+    print(f"wrote {out / ONNX_FILE} and {out / EXPORT_FILE} (what to feed the graph and how to read its output)")
     return 0
 
 
