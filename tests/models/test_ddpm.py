@@ -31,7 +31,9 @@ SPEC = DataSpec(1, 8, 8, 3, ("a", "b", "c"))
 
 def test_presets_are_resolved_into_the_config():
     model = build_model("ddpm", DataSpec(1, 28, 28, 10, tuple("0123456789")))
-    assert (model.config.channels, model.config.channel_mult, model.config.num_res_blocks) == (32, (1, 2, 2), 1)
+    assert (model.config.channels, model.config.channel_mult, model.config.num_res_blocks) == (16, (1, 2, 4), 1)
+    small = build_model("ddpm", DataSpec(1, 28, 28, 0, ()), preset="small")
+    assert (small.config.channels, small.config.channel_mult, small.config.num_res_blocks) == (32, (1, 2, 2), 1)
     base = build_model("ddpm", DataSpec(1, 28, 28, 0, ()), preset="base")
     assert base.config.channels == 64 and base.config.num_res_blocks == 2
     images = torch.rand(2, 1, 28, 28) * 2 - 1
