@@ -125,7 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model family on a dataset into a run directory")
     train.add_argument("model", nargs="?", help=f"model family: {', '.join(FAMILIES)}; optional with --resume")
     train.add_argument("--data", help="dataset: mnist-5k, mnist, fashion-mnist, digits, folder:PATH, npz:PATH")
-    train.add_argument("--epochs", type=_positive_int, help="total epochs (default 20; with --resume: the run's)")
+    train.add_argument(
+        "--epochs",
+        type=_positive_int,
+        help="total epochs (default: the family's budget of steps for this data, printed at the start; "
+        "with --resume: the run's)",
+    )
     train.add_argument("--batch-size", type=_positive_int, help="images per step (default: the family's)")
     train.add_argument("--seed", type=_seed, help="seed for weights, order and noise (default 0)")
     train.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps")

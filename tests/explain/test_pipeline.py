@@ -307,3 +307,13 @@ def test_a_conditional_gan_shows_its_labels_and_auxiliary_classifier(mnist):
     assert re.search(r"CE [\d.]+ x class_loss 10\.0+ x label weight", stages["auxiliary classifier"].example)
     plain = explain_model("dcgan", mnist, seed=0, model_config=TINY["dcgan"])
     assert not {"labels", "auxiliary classifier"} & {s.name for s in plain.stages}
+
+
+def test_explain_says_when_d_is_spectrally_normalised(mnist):
+    def d_stage(family, **settings):
+        explanation = explain_model(family, mnist, seed=0, model_config={**TINY[family], **settings})
+        return next(s for s in explanation.stages if s.name.endswith("on real")).what
+
+    assert "spectrally normalised" in d_stage("dcgan")  # the default
+    assert "spectrally normalised" not in d_stage("dcgan", spectral_norm=False)
+    assert "spectrally normalised" not in d_stage("gan")

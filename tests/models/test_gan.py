@@ -241,6 +241,7 @@ def test_the_label_fades_in_over_the_condition_ramp():
     model.set_condition_weight_to(0.0)
     z, x = torch.randn(2, 4), torch.rand(2, 1, 8, 8)
     model.generator.eval()
+    model.discriminator.eval()  # spectral norm's power iteration steps on every training-mode call
     assert torch.equal(model.generator(z, torch.tensor([0, 1])), model.generator(z, torch.tensor([2, 2])))
     assert torch.equal(model.discriminator(x, torch.tensor([0, 1])), model.discriminator(x, torch.tensor([2, 2])))
     with pytest.raises(GenlabError, match="condition_ramp must be two steps"):
@@ -295,12 +296,22 @@ def test_mode_seeking_loss_punishes_a_generator_that_ignores_z():
 
 def test_dcgan_starts_from_the_papers_initialisation():
     torch.manual_seed(0)
-    model = build_model("dcgan", MNIST)
+    model = build_model("dcgan", MNIST, spectral_norm=False)  # the paper's D, with BatchNorm
     convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     weights = torch.cat([m.weight.flatten() for m in convs])
     assert weights.std().item() == pytest.approx(0.02, rel=0.05) and abs(weights.mean().item()) < 1e-3
     scales = torch.cat([m.weight for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.affine])
     assert scales.mean().item() == pytest.approx(1.0, abs=0.01) and 0.01 < scales.std().item() < 0.03
+
+
+def test_dcgan_normalises_d_spectrally_by_default_and_wgan_gp_does_not():
+    from torch.nn.utils import parametrize
+
+    dcgan, wgan = build_model("dcgan", MNIST), build_model("wgan-gp", MNIST)
+    d_layers = [m for m in dcgan.discriminator.features if isinstance(m, nn.Conv2d)]
+    assert d_layers and all(parametrize.is_parametrized(m, "weight") for m in d_layers)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in dcgan.discriminator.modules())
+    assert not any(parametrize.is_parametrized(m) for m in wgan.discriminator.modules())
 
 
 def test_ema_follows_the_generator_with_warm_up_and_is_sampled_from():
@@ -387,7 +398,7 @@ def test_a_short_gan_run_is_a_healthy_contest(tmp_path):
 def test_a_convolutional_projection_sums_features_over_positions():
     torch.manual_seed(0)
     model = build_model("dcgan", MNIST, conditional=True, channels=8)
-    d = model.discriminator
+    d = model.discriminator.eval()  # spectral norm's power iteration would step between the two calls
     x = torch.rand(3, 1, 28, 28) * 2 - 1
     labels = torch.tensor([1, 5, 9])
     maps = d.features(x)  # (3, 16, 7, 7)

@@ -6,10 +6,11 @@ scores images as real or generated. D learns to tell them apart, G learns to foo
 
 - `gan`: MLP generator and discriminator, the non-saturating loss (G maximises log D(G(z))).
 - `dcgan`: convolutional G (transposed convolutions) and D (strided convolutions), sized from
-  the data (Radford et al. 2016); `spectral_norm=True` constrains D (Miyato et al. 2018).
+  the data (Radford et al. 2016); D is spectrally normalised by default (Miyato et al. 2018;
+  `spectral_norm=False`: the paper's BatchNorm).
 - `wgan-gp`: a critic without normalisation layers trained to estimate the Wasserstein
-  distance, with a gradient penalty of weight 10 and 5 critic steps per generator step
-  (Gulrajani et al. 2017).
+  distance, with a gradient penalty of weight 10 and 2 critic steps per generator step
+  (Gulrajani et al. 2017 use 5).
 
 Conditional variants embed the class into G (the embedding concatenated to z, or for the
 convolutional G per-class BatchNorm scales and shifts) and condition D by projection (Miyato &

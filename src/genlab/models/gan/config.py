@@ -75,7 +75,9 @@ class DCGANConfig(GANConfig):
     # about a fifth of 64's on the CPU for the same FID per epoch, so a time budget goes much further.
     channels: int = 32
     dropout: float = 0.0
-    spectral_norm: bool = False  # spectral normalisation on every D layer (then D has no BatchNorm)
+    # Spectral normalisation on every D layer, instead of BatchNorm (Miyato et al. 2018). On by default: on
+    # mnist-5k at 200 epochs FID 40.8 against 51.5 with BatchNorm, and a step costs about half as much on a CPU.
+    spectral_norm: bool = True
     generator_conditioning: str = "input"  # conditional G: class embedding joined to z ("input") or per-class BatchNorm
 
     def __post_init__(self) -> None:
@@ -93,6 +95,7 @@ class WGANGPConfig(DCGANConfig):
     beta1: float = 0.0
     beta2: float = 0.9
     gp_weight: float = 10.0  # lambda of the gradient penalty
+    spectral_norm: bool = False  # the critic is constrained by the gradient penalty, not normalised
     # Critic steps per generator step. 2, not the paper's 5: in a CPU budget of ~10,000 critic steps G needs its
     # share (FID 92 after 105 mnist-5k epochs at 2, with 32 channels and EMA; 848 after 30 at 5, 64 channels).
     n_critic: int = 2

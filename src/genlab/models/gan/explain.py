@@ -41,7 +41,7 @@ def pipeline_stages(
     stages.append(
         Stage.measured(
             f"{critic} on real",
-            f"the {critic} network scores each real image ({score_meaning(model)})",
+            f"the {critic} network{normalised(model)} scores each real image ({score_meaning(model)})",
             real,
             real_scores,
             f"scores[:3] = {format_values(real_scores[:3])}" + probability_note(model, real_scores),
@@ -154,6 +154,13 @@ def label_stage(model: GAN, labels: torch.Tensor) -> Stage:
         f"label[0] = {label}{name}; w = {format_number(model.discriminator.condition_weight)} in these weights "
         f"(after {int(model.steps)} training steps)",
     )
+
+
+def normalised(model: GAN) -> str:
+    """What explain adds after D's name when its layers are spectrally normalised; else nothing."""
+    if not getattr(model.config, "spectral_norm", False):
+        return ""
+    return " (every layer spectrally normalised: its largest singular value divided out, Miyato et al. 2018)"
 
 
 def score_meaning(model: GAN) -> str:
