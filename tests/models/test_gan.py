@@ -126,7 +126,7 @@ def test_the_classic_mlp_generator():
     optimizers = model.configure_optimizers()
     assert optimizers["generator"].defaults["lr"] == 2e-4 and optimizers["generator"].defaults["betas"] == (0.5, 0.999)
     wgan = build_model("wgan-gp", MNIST).configure_optimizers()["discriminator"].defaults
-    assert wgan["lr"] == 1e-4 and wgan["betas"] == (0.0, 0.9)
+    assert wgan["lr"] == 2e-4 and wgan["betas"] == (0.0, 0.9)
 
 
 @pytest.mark.parametrize("shape, stages", [((28, 28), 2), ((32, 32), 2), ((20, 20), 2), ((64, 64), 3), ((32, 64), 3)])

@@ -91,7 +91,9 @@ class DCGANConfig(GANConfig):
 class WGANGPConfig(DCGANConfig):
     title: ClassVar[str] = "WGAN-GP"
 
-    lr: float = 1e-4  # Gulrajani et al. 2017: Adam(1e-4, betas (0, 0.9))
+    # Adam(2e-4, betas (0, 0.9)); the paper's 1e-4 learns too slowly for a CPU budget: on mnist-5k FID 46.1 at
+    # 200 epochs with 2e-4 (62.3 at 100), against 59.0 with 1e-4 (92 at 105).
+    lr: float = 2e-4
     beta1: float = 0.0
     beta2: float = 0.9
     gp_weight: float = 10.0  # lambda of the gradient penalty
