@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from genlab.data.transforms import to_symmetric
 from genlab.explain.stages import PredictionPass, Stage, example_pixel, format_number, format_pixel, format_values
+from genlab.models.gan.config import DCGANConfig
 from genlab.models.gan.losses import critic_loss, gradient_penalty, wasserstein_estimate
 
 if TYPE_CHECKING:
@@ -158,7 +159,7 @@ def label_stage(model: GAN, labels: torch.Tensor) -> Stage:
 
 def normalised(model: GAN) -> str:
     """What explain adds after D's name when its layers are spectrally normalised; else nothing."""
-    if not getattr(model.config, "spectral_norm", False):
+    if not (isinstance(model.config, DCGANConfig) and model.config.spectral_norm):
         return ""
     return " (every layer spectrally normalised: its largest singular value divided out, Miyato et al. 2018)"
 
