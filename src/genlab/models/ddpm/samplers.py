@@ -53,6 +53,15 @@ def respaced(total: int, steps: int) -> torch.Tensor:
     return torch.linspace(0, total - 1, steps, dtype=torch.float64).round().long().unique()
 
 
+def gaussian_noise(
+    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str
+) -> torch.Tensor:
+    """N(0, I) of `shape`, drawn on the generator's device (so a seed gives the same draw anywhere), moved to
+    the model's `device`."""
+    where = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=where).to(device)
+
+
 def respaced_timesteps(diffusion: GaussianDiffusion, steps: int) -> torch.Tensor:
     """`respaced` over the diffusion's T timesteps: the grid DDIM and the ancestral sampler walk."""
     return respaced(diffusion.steps, steps)
@@ -81,9 +90,8 @@ def ddim(
         raise GenlabError(f"DDIM's eta must be in [0, 1], got {eta}")
     timesteps = respaced(diffusion.steps, steps).to(device)
 
-    def noise() -> torch.Tensor:  # drawn on the generator's device, moved to the model's
-        where = generator.device if generator is not None else device
-        return torch.randn(shape, generator=generator, device=where).to(device)
+    def noise() -> torch.Tensor:
+        return gaussian_noise(shape, generator, device)
 
     x = noise() if initial is None else initial.to(device)  # x_T ~ N(0, I)
     trajectory = [x.clone()] if trajectory_every else []
@@ -185,8 +193,7 @@ def dpm_solver(
     timesteps = log_snr_spaced(diffusion, steps).to(device).flip(0)  # τ_S, ..., τ_1 = 0: decreasing
 
     def noise() -> torch.Tensor:
-        where = generator.device if generator is not None else device
-        return torch.randn(shape, generator=generator, device=where).to(device)
+        return gaussian_noise(shape, generator, device)
 
     def coefficients(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         alpha_bar = diffusion.alpha_bar[t].double().clamp(min=MIN_ALPHA_BAR)
