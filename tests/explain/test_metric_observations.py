@@ -38,6 +38,16 @@ def test_samples_that_coincide_with_the_reference_images_are_flagged():
 def test_missing_classes_and_low_recall_read_as_mode_collapse():
     found = observe_metrics({**HEALTHY, "classes_covered": 7}, FLOOR)
     assert found == ["mode collapse suspected: samples cover 7 of 10 classes"]
-    found = observe_metrics({**HEALTHY, "recall": 0.05, "precision": 0.8}, FLOOR)
+    unknown_coverage = {key: value for key, value in HEALTHY.items() if key != "classes_covered"}
+    found = observe_metrics({**unknown_coverage, "recall": 0.05, "precision": 0.8}, FLOOR)
     assert len(found) == 1 and found[0].startswith("mode collapse suspected: recall 0.050")
     assert observe_metrics({**HEALTHY, "recall": 0.05, "precision": 0.3}, FLOOR) == []  # just a poor model
+
+
+def test_low_recall_with_every_class_covered_reads_as_too_little_variety_not_collapse():
+    # blurred VAE digits: every class drawn, each class's samples alike -> recall 0 at decent precision
+    found = observe_metrics({**HEALTHY, "recall": 0.0, "precision": 0.59, "classes_covered": 10}, FLOOR)
+    assert found == [
+        "little variety within classes: recall 0.000 with precision 0.590, though samples cover all 10 classes "
+        "(blurred or near-identical samples of each class; the sample grid shows which)"
+    ]

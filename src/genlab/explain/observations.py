@@ -312,8 +312,24 @@ def observe_metrics(metrics: dict[str, Any], floor: dict[str, Any] | None = None
         found.append(f"mode collapse suspected: samples cover {covered:g} of {classes:g} classes")
     recall, precision = metrics.get("recall"), metrics.get("precision")
     if _finite(recall) and _finite(precision) and recall < COLLAPSE_RECALL and precision > COLLAPSE_PRECISION:
-        found.append(
-            f"mode collapse suspected: recall {recall:.3f} with precision {precision:.3f} "
-            "(the samples look real but cover little of the data)"
-        )
+        found.append(_low_recall(recall, precision, covered, classes))
     return found
+
+
+def _low_recall(recall: float, precision: float, covered: Any, classes: Any) -> str:
+    """The sentence for samples that look real (precision) yet cover little of the data (recall).
+
+    Precision and recall alone cannot tell a collapsed generator from a blurred one: both put every
+    sample in a small region of the extractor's feature space. Class coverage can, where measured:
+    samples of every class are not a collapse onto a few modes, but too little variety within each.
+    """
+    numbers = f"recall {recall:.3f} with precision {precision:.3f}"
+    if _finite(covered) and _finite(classes) and covered >= classes:
+        return (
+            f"little variety within classes: {numbers}, though samples cover all {classes:g} classes "
+            "(blurred or near-identical samples of each class; the sample grid shows which)"
+        )
+    return (
+        f"mode collapse suspected: {numbers} (the samples look real but cover little of the data; "
+        "blurred samples give the same signature, the sample grid tells them apart)"
+    )
