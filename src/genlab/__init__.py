@@ -4,6 +4,7 @@
     train, test = genlab.load_dataset("mnist-5k"), genlab.load_dataset("mnist-5k", split="test")
     run = genlab.train("vae", "mnist-5k", out="runs/vae", epochs=20, seed=0)
     images = genlab.Run.load("runs/vae").sample(64, generator=torch.Generator().manual_seed(1))
+    run = genlab.load("zoo:ddpm-mnist5k")       # a pretrained model shipped with genlab (`genlab zoo` lists them)
     print(genlab.evaluate("runs/vae").table())   # FID, precision/recall ... beside the real-vs-real floor
 
 Names are imported on first use, so `import genlab` (and `genlab --help`) stays fast.
@@ -28,6 +29,7 @@ _EXPORTS = {
     "TrainConfig": "genlab.training.trainer",
     "Trainer": "genlab.training.trainer",
     "Run": "genlab.run",
+    "load": "genlab.run",
     "evaluate": "genlab.eval.evaluate",
     "likelihoods": "genlab.eval.likelihood",
     "explain_model": "genlab.explain.pipeline",
@@ -46,12 +48,14 @@ if TYPE_CHECKING:
     from genlab.explain.pipeline import explain_model, explain_run
     from genlab.explain.report import report
     from genlab.models import MODELS, DataSpec, build_model
-    from genlab.run import Run
+    from genlab.run import Run, load
     from genlab.training.api import train
     from genlab.training.trainer import TrainConfig, Trainer
 
 
-_SUBMODULES = ("data", "models", "training", "eval", "explain", "run", "io", "images", "rng", "errors", "cli")
+_SUBMODULES = (
+    "data", "models", "training", "eval", "explain", "run", "io", "images", "rng", "errors", "cli", "zoo", "export"
+)  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
@@ -77,6 +81,7 @@ __all__ = [  # the names of _EXPORTS (tests/test_api.py checks they agree)
     "explain_model",
     "explain_run",
     "likelihoods",
+    "load",
     "load_dataset",
     "report",
     "train",

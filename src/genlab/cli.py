@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "explain", help="a family's pipeline stage by stage and its layers, measured on one real batch"
     )
     explain.add_argument(
-        "target", metavar="MODEL_OR_RUN", help=f"model family ({', '.join(FAMILIES)}) or a run directory"
+        "target", metavar="MODEL_OR_RUN", help=f"model family ({', '.join(FAMILIES)}), a run directory, or zoo:NAME"
     )
     explain.add_argument(
         "--data",
@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", action="store_true", help="torch.compile the networks (pays off on a GPU)")
     train.add_argument("--size", type=_image_size, help="resize images to S or HxW (folder data of mixed sizes)")
     train.add_argument("--out", help="run directory (default runs/MODEL)")
+    train.add_argument(
+        "--from",
+        dest="init_from",
+        metavar="RUN",
+        help="start from this run's (or zoo:NAME's) weights, family and settings; a fresh optimizer, epochs from 0",
+    )
     given = train.add_mutually_exclusive_group()
     given.add_argument("--resume", action="store_true", help="continue the run at --out where it stopped")
     given.add_argument("--overwrite", action="store_true", help="replace the run at --out")
@@ -186,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_train)
 
     sample = commands.add_parser("sample", help="draw images from a trained run")
-    sample.add_argument("run", help="run directory written by `genlab train`")
+    sample.add_argument("run", help="run directory written by `genlab train`, or zoo:NAME")
     sample.add_argument(
         "--n",
         type=_positive_int,
@@ -225,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "eval", help="FID/KID, precision/recall, memorization ... of a run or any images, beside the real-vs-real floor"
     )
-    evaluate.add_argument("run", nargs="?", help="run directory written by `genlab train`")
+    evaluate.add_argument("run", nargs="?", help="run directory written by `genlab train`, or zoo:NAME")
     evaluate.add_argument("--samples", metavar="FILE.npz", help="evaluate these images instead of a run (needs --data)")
     evaluate.add_argument(
         "--real-vs-real", action="store_true", help="only the floor: held-out real images against the reference"
@@ -263,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
         "likelihood",
         help="one NLL table (nats per image, bits/dim) for runs of any likelihood family, same test images",
     )
-    likelihood.add_argument("runs", nargs="+", metavar="RUN", help="run directories trained on the same data")
+    likelihood.add_argument(
+        "runs", nargs="+", metavar="RUN", help="run directories (or zoo:NAME) trained on the same data"
+    )
     likelihood.add_argument(
         "--images",
         type=_positive_int,
@@ -276,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     likelihood.set_defaults(handler=_likelihood)
 
     report = commands.add_parser("report", help="write RUN/report.html: the whole run on one self-contained page")
-    report.add_argument("run", help="run directory written by `genlab train`")
+    report.add_argument("run", help="run directory written by `genlab train`, or zoo:NAME")
     report.add_argument("--out", metavar="FILE.html", help="where to write the page (default RUN/report.html)")
     report.add_argument(
         "--seed",
@@ -287,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=_report)
 
     compare = commands.add_parser("compare", help="two or more runs side by side: one table, and compare.html")
-    compare.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by `genlab train`")
+    compare.add_argument(
+        "runs", nargs="+", metavar="RUN", help="run directories written by `genlab train`, or zoo:NAME"
+    )
     compare.add_argument(
         "--out",
         metavar="FILE.html",
@@ -296,10 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.set_defaults(handler=_compare)
 
+    zoo = commands.add_parser(
+        "zoo", help="the pretrained models shipped with genlab: zoo:NAME works wherever a run does"
+    )
+    zoo.add_argument("name", nargs="?", help="a zoo model: print its model card (data, recipe, numbers, weaknesses)")
+    zoo.set_defaults(handler=_zoo)
+
     export = commands.add_parser(
         "export", help="write a run's generation network as ONNX, with a JSON file that says how to sample from it"
     )
-    export.add_argument("run", help="run directory written by `genlab train`")
+    export.add_argument("run", help="run directory written by `genlab train`, or zoo:NAME")
     export.add_argument(
         "--format", choices=("onnx",), default="onnx", help="onnx: model.onnx with a dynamic batch axis (default)"
     )
@@ -409,6 +425,11 @@ def _train(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             model_config[key] = getattr(args, key)
     out = Path(args.out) if args.out else default_out(args.model)
+    if args.init_from:
+        print(
+            f"starting from the weights of {args.init_from}; the optimizer starts afresh "
+            "(its state is not carried over) and this run counts its epochs from 0"
+        )
     try:
         with naming(out):  # a full disk while checkpointing names the run
             run = train(
@@ -428,6 +449,7 @@ def _train(args: argparse.Namespace) -> int:
                 sample_every=args.sample_every,
                 eval_every=args.eval_every,
                 model_config=model_config,
+                init_from=args.init_from,
             )
     except KeyboardInterrupt:
         if distributed.is_main_process():  # rank 0 says where the run stopped
@@ -494,9 +516,8 @@ def _sample(args: argparse.Namespace) -> int:
     if args.out:  # before loading anything
         check_output(args.out, kind, run=args.run, inputs=inputs)
     run = Run.load(args.run, device=pick_device(args.device))
-    out = check_output(
-        args.out or run.path / SAMPLES_DIR / f"seed_{args.seed}.{fmt}", kind, run=run.path, inputs=inputs
-    )
+    default = run.output_path(f"{SAMPLES_DIR}/seed_{args.seed}.{fmt}", f"_seed_{args.seed}.{fmt}")
+    out = check_output(args.out or default, kind, run=run.path, inputs=inputs)
     generator = torch.Generator().manual_seed(args.seed)
     options = _sampler_options(args)
     if args.interpolate:
@@ -544,6 +565,7 @@ def _completions(run, args: argparse.Namespace, generator):
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from genlab import zoo
     from genlab.errors import GenlabError
     from genlab.eval.evaluate import evaluate, parse_metrics, write_results
     from genlab.outputs import EVAL_FOLDER, check_output
@@ -567,7 +589,11 @@ def _eval(args: argparse.Namespace) -> int:
     if options and not args.run:
         raise GenlabError("--sampler, --steps, --eta and --guidance choose how a run draws its images: give a run")
     out = args.out or (
-        args.run if args.run else Path(args.samples).with_suffix("").as_posix() + "_eval" if args.samples else None
+        (zoo.local_output(args.run, "_eval") if zoo.is_zoo_spec(args.run) else args.run)
+        if args.run
+        else Path(args.samples).with_suffix("").as_posix() + "_eval"
+        if args.samples
+        else None
     )
     if out is not None:  # before measuring anything
         check_output(out, EVAL_FOLDER, run=args.run)
@@ -632,6 +658,24 @@ def _compare(args: argparse.Namespace) -> int:
     comparison = compare(args.runs, out=args.out)
     print(comparison.table())
     print(f"\nwrote {comparison.out}")
+    return 0
+
+
+def _zoo(args: argparse.Namespace) -> int:
+    from genlab import zoo
+
+    if args.name:
+        entry = zoo.entry(args.name)
+        print((zoo.resolve(entry.spec) / zoo.CARD_FILE).read_text().rstrip())
+        return 0
+    rows = zoo.zoo_rows()
+    if not rows:
+        print("this installation ships no zoo models")
+        return 0
+    print(zoo.zoo_table(rows))
+    print(
+        "\nuse one wherever a run goes, e.g.: genlab sample zoo:NAME --n 16 --out grid.png; its card: genlab zoo NAME"
+    )
     return 0
 
 

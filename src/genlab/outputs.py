@@ -124,7 +124,11 @@ def check_output(
     be replaced. `inputs`: files the command reads, which its output must not replace. Nothing
     is created or written here.
     """
+    from genlab.zoo import inside_zoo
+
     path = Path(path)
+    if inside_zoo(path):
+        raise GenlabError(f"{flag} {path} is inside genlab's model zoo, which is read-only; write somewhere else")
     if kind.is_folder:
         return _check_folder(path, kind, run, flag)
     if path.is_dir():

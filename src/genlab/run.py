@@ -55,6 +55,7 @@ SAMPLES_DIR = "samples"
 LOCK_FILE = ".lock"
 REPORT_FILE = "report.html"  # written by `genlab report`
 PAIRS_FILE = "memorization.png"  # written by `genlab eval` beside metrics.json
+HALF_PRECISION_FROM = 4096  # values in a tensor from which a zoo file stores it as float16
 
 # Everything genlab writes into a run, and nothing else: --overwrite deletes a folder holding only these.
 RUN_ENTRIES = (RUN_FILE, MODEL_FILE, STATE_FILE, HISTORY_FILE, METRICS_FILE, REPORT_FILE, PAIRS_FILE, LOCK_FILE)
@@ -214,6 +215,19 @@ def save_model(path: str | Path, model: GenerativeModel, epoch: int, step: int =
     """model.safetensors: the weights after `epoch` whole epochs and `step` steps of the next."""
     metadata = {"format": "genlab-model", "family": model.family, "epoch": epoch, "step": step}
     save_tensors(Path(path) / MODEL_FILE, model.state_dict(), metadata)
+
+
+def save_half_precision_model(path: str | Path, source: str | Path) -> None:
+    """Write the model.safetensors of `source` (a run directory) into the run directory `path` with its large
+    float32 tensors (HALF_PRECISION_FROM values or more: the weight matrices and kernels, nearly all the bytes)
+    stored as float16, for the zoo; biases, norms and small buffers (a VAE's prior) keep float32. `Run.load`
+    computes in float32 again."""
+    tensors, metadata = load_tensors(Path(source) / MODEL_FILE, "model checkpoint")
+    half = {
+        key: value.half() if value.dtype == torch.float32 and value.numel() >= HALF_PRECISION_FROM else value
+        for key, value in tensors.items()
+    }
+    save_tensors(Path(path) / MODEL_FILE, half, {**metadata, "storage": "float16"})
 
 
 def load_model_weights(model: GenerativeModel, tensors: dict[str, torch.Tensor], source: Path) -> None:
@@ -531,14 +545,22 @@ def check_sampler_options(model: GenerativeModel, options: dict[str, Any]) -> di
 class Run:
     """A finished (or interrupted) run, loaded for sampling and inspection."""
 
-    def __init__(self, path: str | Path, info: dict[str, Any], model: GenerativeModel):
+    def __init__(self, path: str | Path, info: dict[str, Any], model: GenerativeModel, zoo_name: str | None = None):
         self.path = Path(path)
         self.info = info
         self.model = model
+        self.zoo_name = zoo_name  # a model of genlab's zoo (read-only): its name, else None
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Run:
-        """Read run.json, rebuild the model and load model.safetensors (never unpickles)."""
+        """Read run.json, rebuild the model and load model.safetensors (never unpickles).
+
+        `path` is a run directory or a zoo model, "zoo:NAME" (its files' checksums verified first).
+        """
+        from genlab import zoo
+
+        zoo_name = zoo.entry(str(path)).name if zoo.is_zoo_spec(path) else None
+        path = zoo.run_path(path)
         info = read_run_info(path)
         model = model_from_info(info, path)
         source = Path(path) / MODEL_FILE
@@ -553,8 +575,20 @@ class Run:
         schema.validate(metadata, schema.MODEL, f"{source} metadata", REMEDY[MODEL_FILE])
         if metadata.get("family") not in (None, model.family):
             raise GenlabError(f"{source} holds a {metadata['family']} model but run.json describes a {model.family}")
+        if metadata.get("storage") == "float16":  # a zoo file: float weights kept at half size, computed in float32
+            tensors = {key: value.float() if value.dtype == torch.float16 else value for key, value in tensors.items()}
         load_model_weights(model, tensors, source)
-        return cls(path, info, model.to(device).eval())
+        return cls(path, info, model.to(device).eval(), zoo_name)
+
+    def output_path(self, inside_run: str, zoo_suffix: str) -> Path:
+        """Where a command writes its output by default: `inside_run` within the run directory, or, for a
+        zoo model (read-only), NAME`zoo_suffix` in the current folder."""
+        return Path(self.zoo_name + zoo_suffix) if self.zoo_name else self.path / inside_run
+
+    @property
+    def name(self) -> str:
+        """How a command names this run: zoo:NAME for a zoo model, else its path."""
+        return f"zoo:{self.zoo_name}" if self.zoo_name else str(self.path)
 
     @property
     def family(self) -> str:
@@ -694,4 +728,9 @@ class Run:
         )
 
     def __repr__(self) -> str:
-        return f"Run({str(self.path)!r}, family={self.family!r}, epochs={self.info.get('epochs_completed')})"
+        return f"Run({self.name!r}, family={self.family!r}, epochs={self.info.get('epochs_completed')})"
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> Run:
+    """A trained run, from its directory or the zoo ("zoo:NAME"): `Run.load`'s short name, `genlab.load`."""
+    return Run.load(path, device=device)

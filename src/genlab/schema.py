@@ -79,6 +79,7 @@ RUN = (
     Field("train.compile", "boolean", optional=True),
     Field("train.processes", "integer", optional=True, minimum=1),
     Field("train.default_steps", "integer", optional=True, minimum=1),  # when epochs came from the family's budget
+    Field("train.init_from", "string", optional=True),  # the run or zoo model whose weights it started from
     Field("status", "string", choices=STATUSES),
     Field("epochs_completed", "integer", minimum=0, maximum=MAX_EPOCHS),
     Field("message", "string", optional=True),
@@ -91,6 +92,7 @@ MODEL = (
     Field("family", "string", optional=True),
     Field("epoch", "integer", optional=True, minimum=0),
     Field("step", "integer", optional=True, minimum=0),
+    Field("storage", "string", optional=True, choices=("float16",)),  # zoo files: weights stored at half precision
 )
 
 # The metadata of state.safetensors: where training stopped, and each optimizer's state that is not a tensor.

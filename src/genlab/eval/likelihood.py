@@ -144,7 +144,7 @@ def likelihoods(runs: Sequence, images: int | None = None, seed: int = 0) -> Lik
             kind = model.likelihood_kind
         rows.append(
             LikelihoodRow(
-                path=str(run.path),
+                path=run.name,
                 family=run.family,
                 epochs=run.info.get("epochs_completed"),
                 kind=kind,

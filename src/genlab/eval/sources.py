@@ -14,6 +14,7 @@ from genlab.errors import GenlabError
 from genlab.eval.reference import FeatureExtractor, RealFeatures
 from genlab.run import Run, check_sampler_options, is_run_dir
 from genlab.training import distributed
+from genlab.zoo import is_zoo_spec
 
 
 @dataclass
@@ -33,6 +34,8 @@ def open_source(source: Any, device: torch.device | None = None) -> tuple[Run | 
         return None, source
     if isinstance(source, Run):
         return source, None
+    if is_zoo_spec(source):
+        return Run.load(source, device=device or "cpu"), None
     path = Path(source)
     if path.is_dir():
         if not is_run_dir(path):
@@ -63,7 +66,7 @@ def run_source(run: Run) -> dict[str, Any]:
     """How metrics.json names a run it evaluated."""
     return {
         "kind": "run",
-        "path": str(run.path),
+        "path": run.name,
         "family": run.family,
         "epochs": run.info.get("epochs_completed"),
         "conditional": run.model.conditional,

@@ -109,7 +109,7 @@ def compared_run(run) -> ComparedRun:
         "nll_data_model": (details.get("nll") or {}).get("data_model"),
     }
     return ComparedRun(
-        path=str(run.path),
+        path=run.name,
         family=run.family,
         data=info["data"]["spec"],
         data_fingerprint=info["data"].get("fingerprint", info["data"]["spec"]),

@@ -31,6 +31,7 @@ from genlab.explain.stages import PredictionPass, Stage, input_stages
 from genlab.models import MODELS, GenerativeModel, build_model
 from genlab.models.common import eval_mode
 from genlab.run import Run, is_run_dir
+from genlab.zoo import is_zoo_spec
 
 DEFAULT_DATA = "mnist-5k"
 DEFAULT_BATCH_SIZE = 8
@@ -223,7 +224,7 @@ def explain_model(
     run directory (then this is `explain_run`). The same seed gives the same Explanation.
     """
     if isinstance(model, (Run, Path)) or (isinstance(model, str) and model not in MODELS):
-        if not isinstance(model, Run) and not is_run_dir(model):
+        if not isinstance(model, Run) and not is_zoo_spec(model) and not is_run_dir(model):
             close = difflib.get_close_matches(str(model), MODELS, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise GenlabError(
@@ -265,7 +266,7 @@ def explain_run(
     epochs = run.info["epochs_completed"]
     weights = f"trained ({epochs} epoch{'s' if epochs != 1 else ''}, {run.path})"
     split = None if isinstance(data, ImageDataset) else "train"
-    return _explain(run.model, dataset, split, size, batch_size, seed, {"weights": weights, "run": str(run.path)})
+    return _explain(run.model, dataset, split, size, batch_size, seed, {"weights": weights, "run": run.name})
 
 
 def _load(data: str | ImageDataset, size) -> ImageDataset:

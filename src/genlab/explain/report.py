@@ -397,7 +397,9 @@ def report(source: str | Path | Run, out: str | Path | None = None, seed: int = 
     is written. A damaged sample grid is left out, and the page says which file it was.
     """
     run = load_run(source)
-    out = check_output(out if out is not None else run.path / REPORT_FILE, REPORT_PAGE, run=run.path)
+    out = check_output(
+        out if out is not None else run.output_path(REPORT_FILE, "_report.html"), REPORT_PAGE, run=run.path
+    )
     history = run.history
     metrics = read_metrics(run)
     sections = [

@@ -37,7 +37,7 @@ def load_run(source: str | Path | Run) -> Run:
             raise GenlabError(
                 f"{path} is not a genlab run: it has no {RUN_FILE}; give a run directory written by `genlab train`"
             )
-        run = Run.load(path)  # run.json (and its format version), model.safetensors
+        run = Run.load(source)  # run.json (and its format version), model.safetensors; zoo:NAME checked
     epochs = run.info["epochs_completed"]
     if epochs and not (run.path / HISTORY_FILE).is_file():
         raise GenlabError(

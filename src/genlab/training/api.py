@@ -20,6 +20,7 @@ from genlab.run import (
     check_replaceable,
     is_run_dir,
     load_checkpoint,
+    load_model_weights,
     model_from_info,
     new_run_info,
     read_checkpoint,
@@ -57,6 +58,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     model_config: dict[str, Any] | None = None,
     final_eval: bool = False,
+    init_from: str | Path | Run | None = None,
 ) -> Run:
     """Train family `model` on `data` into the run directory `out` and return the loaded Run.
 
@@ -79,6 +81,12 @@ def train(
     the CPU) and trains data parallel; only rank 0 writes `out`, and the `callbacks` given here
     run on every rank. Rank 0 returns the loaded run, the others the same weights in memory.
 
+    `init_from` (a run directory, "zoo:NAME" or a loaded Run) starts a new run from that run's weights (and
+    its EMA copy) instead of a fresh initialisation: the family and model settings are the source's, with
+    `model_config` changing single fields, and the data defaults to the source's. Only the weights carry
+    over: the optimizers start afresh (a zoo model ships no optimizer state), and the new run counts its
+    own epochs from 0; run.json records the source as train.init_from.
+
     `final_eval=True` measures FID, precision and recall of up to 1,000 samples against the test
     split once training ends normally, prints them beside the real-vs-real floor and saves them as
     the run's metrics.json (genlab.eval.final; up to about 30 s of sampling). Off by default here, so
@@ -86,6 +94,15 @@ def train(
     """
     if not isinstance(final_eval, bool):
         raise GenlabError(f"final_eval must be True or False, got {final_eval!r}")
+    from genlab import zoo
+
+    if zoo.is_zoo_spec(str(out)) or (out is not None and zoo.inside_zoo(out)):
+        raise GenlabError(
+            f"zoo models are read-only: --out {out} cannot be trained; to train on from one, start a new run "
+            "from its weights with --from zoo:NAME --out runs/NEW"
+        )
+    if init_from is not None and resume:
+        raise GenlabError("--from starts a new run from another run's weights; --resume continues this one: give one")
     out = Path(out if out is not None else default_out(model))
     if out.exists() and not out.is_dir():
         raise GenlabError(f"{out} is a file; give a folder for the run (--out)")
@@ -104,6 +121,10 @@ def train(
             data = info["data"]["spec"]
     else:
         _check_new_out(out, overwrite)
+        source = None
+        if init_from is not None:
+            source = init_from if isinstance(init_from, Run) else Run.load(init_from)
+            model, data, size, model_config = _from_source(source, model, data, size, model_config)
         if model is None:
             raise GenlabError("name a model family to train, e.g. `genlab train vae`")
         if data is None:
@@ -126,15 +147,18 @@ def train(
     else:
         assert model is not None  # refused above, before anything was read
         network = build_model(model, train_data, model_config)
+        if source is not None:
+            _start_from(network, source)
         run_batch_size = config.batch_size or network.default_batch_size
         config = dataclasses.replace(config, batch_size=run_batch_size)
         budget: dict[str, int] = {}
         if epochs is None:  # the family's budget of steps, in epochs of this data
             config = dataclasses.replace(config, epochs=network.default_epochs(len(train_data), run_batch_size))
             budget = {"default_steps": network.default_steps}
+        origin = {"init_from": source.name} if source is not None else {}
         info = new_run_info(
             network, data_info,
-            {"epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed, **budget},
+            {"epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed, **budget, **origin},
         )  # fmt: skip
     info["train"].update(speed)
     network.to(run_device)
@@ -181,6 +205,32 @@ def train(
                 + list(callbacks),
             )
         return _final_quality(run) if final_eval else run
+
+
+def _from_source(
+    source: Run, model: str | None, data: Any, size: Any, model_config: dict[str, Any] | None
+) -> tuple[str, Any, Any, dict[str, Any]]:
+    """(family, data, size, model settings) of a run started from `source`'s weights: the source's where not
+    given."""
+    if model is not None and model != source.family:
+        raise GenlabError(
+            f"{source.name} is a {source.family} model; a run started from its weights is one too (drop {model})"
+        )
+    if data is None:
+        data, source_size = source.data_spec()
+        size = size if size is not None else source_size
+    return source.family, data, size, {**source.info["model"]["config"], **(model_config or {})}
+
+
+def _start_from(network, source: Run) -> None:
+    """Copy `source`'s weights into the freshly built `network`, with one clear error where they do not fit."""
+    try:
+        load_model_weights(network, source.model.state_dict(), source.path / MODEL_FILE)
+    except GenlabError as error:
+        raise GenlabError(
+            f"the weights of {source.name} do not fit the model for this data and these settings ({error}); "
+            "--from keeps the source's architecture: train on data of the same shape and classes"
+        ) from None
 
 
 def _final_quality(run: Run) -> Run:
