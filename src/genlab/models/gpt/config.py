@@ -1,0 +1,77 @@
+"""GPT's settings: everything needed to rebuild the text model (saved in run.json, presets resolved)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from genlab.errors import GenlabError
+from genlab.models.common import check_bool, check_choice, check_int, check_number
+
+FAMILY = "GPT"  # the name config errors give
+MAX_CONTEXT = 8192
+
+
+@dataclass(frozen=True)
+class GPTPreset:
+    """The transformer's sizes a preset stands for (each overridable by the config field of the same name)."""
+
+    layers: int
+    heads: int
+    width: int  # the embedding size C, split across the heads
+    context: int  # tokens a window holds (GPT-2: 1,024)
+    dropout: float
+
+
+# "tiny" is for tests and a first look; "cpu" (about 1.2M parameters with bytes) is sized for minutes on a CPU;
+# "gpu" is nanoGPT's character-level Shakespeare model (6 layers of 384, context 256, about 10.7M parameters).
+PRESETS: Mapping[str, GPTPreset] = MappingProxyType(
+    {
+        "tiny": GPTPreset(layers=2, heads=2, width=64, context=64, dropout=0.0),
+        "cpu": GPTPreset(layers=4, heads=4, width=160, context=128, dropout=0.0),
+        "gpu": GPTPreset(layers=6, heads=6, width=384, context=256, dropout=0.2),
+    }
+)
+
+
+@dataclass
+class GPTConfig:
+    """Everything needed to rebuild a GPT (saved in run.json, presets resolved)."""
+
+    preset: str = "cpu"
+    layers: int | None = None  # None: the preset's
+    heads: int | None = None
+    width: int | None = None
+    context: int | None = None
+    dropout: float | None = None
+    vocabulary: int = 256  # token ids 0..vocabulary-1: set from the tokenizer when the model is built for data
+    bias: bool = True  # GPT-2 has biases in its Linear and LayerNorm layers
+    lr: float = 1e-3  # AdamW
+    weight_decay: float = 0.1  # on matrices only (not biases, norms or embeddings' positions)
+    conditional: bool = False  # text is not drawn per class; kept for the contract
+
+    def __post_init__(self) -> None:
+        check_choice(FAMILY, "preset", self.preset, tuple(PRESETS))
+        check_bool(FAMILY, "bias", self.bias)
+        preset = PRESETS[self.preset]
+        self.layers = preset.layers if self.layers is None else self.layers
+        self.heads = preset.heads if self.heads is None else self.heads
+        self.width = preset.width if self.width is None else self.width
+        self.context = preset.context if self.context is None else self.context
+        self.dropout = preset.dropout if self.dropout is None else self.dropout
+        check_int(FAMILY, "layers", self.layers, 1, 256)
+        check_int(FAMILY, "heads", self.heads, 1, 256)
+        check_int(FAMILY, "width", self.width, 1, 65_536)
+        check_int(FAMILY, "context", self.context, 2, MAX_CONTEXT)
+        check_int(FAMILY, "vocabulary", self.vocabulary, 2, 1_000_000)
+        check_number(FAMILY, "dropout", self.dropout, 0.0, below=1.0, what="in [0, 1)")
+        check_number(FAMILY, "lr", self.lr, above=0, what="a positive number")
+        check_number(FAMILY, "weight_decay", self.weight_decay, 0.0, what="0 or more")
+        if self.width % self.heads:
+            raise GenlabError(
+                f"{FAMILY} setting width ({self.width}) must be a multiple of heads ({self.heads}): "
+                "each head takes an equal share of the width"
+            )
+        if self.conditional:
+            raise GenlabError("the gpt family is not conditional: it continues a prompt instead (drop --conditional)")
