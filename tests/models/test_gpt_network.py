@@ -14,7 +14,7 @@ from genlab.models.gpt.networks import GPT
 @pytest.fixture(scope="module")
 def network():
     torch.manual_seed(0)
-    return GPT(GPTConfig(preset="tiny", vocabulary=97)).eval()
+    return GPT(GPTConfig(preset="tiny"), vocabulary=97).eval()
 
 
 def test_logits_depend_only_on_the_past(network):
@@ -59,6 +59,7 @@ def test_the_context_is_enforced_and_the_output_is_tied(network):
         ({"layers": True}, "layers must be an integer"),
         ({"conditional": True}, "not conditional"),
         ({"dropout": 1.0}, "dropout must be in"),
+        ({"tokenizer": "words"}, "tokenizer 'words' is not one genlab has"),
     ],
 )
 def test_bad_settings(settings, message):

@@ -72,6 +72,28 @@ class DataSpec:
         )
 
 
+@dataclass(frozen=True)
+class TokenSpec:
+    """The text a model is built for: its tokenizer's name and vocabulary; saved in run.json to rebuild it.
+
+    The text family's counterpart of DataSpec (docs/architecture.md, "Where a sequence family bends the
+    contract"): token ids 0 .. vocabulary - 1 in place of an image shape, and no classes.
+    """
+
+    vocabulary: int
+    tokenizer: str  # "bytes" or "bpe:N"
+    num_classes: int = 0  # text is not drawn per class
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON-ready values (for run.json)."""
+        return {"vocabulary": self.vocabulary, "tokenizer": self.tokenizer}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TokenSpec:
+        """The spec back from `to_dict`'s values."""
+        return cls(int(values["vocabulary"]), str(values["tokenizer"]))
+
+
 Batch = tuple[torch.Tensor, "torch.Tensor | None"]  # (images in [0, 1] (B, C, H, W), labels (B,) or None)
 
 

@@ -16,6 +16,7 @@ import torch
 
 from genlab import rng
 from genlab.data.dataset import ImageDataset
+from genlab.data.tokens import TokenDataset
 from genlab.data.transforms import to_unit
 from genlab.errors import GenlabError, TrainingDiverged
 from genlab.models.base import GenerativeModel
@@ -118,8 +119,8 @@ class Trainer:
     def __init__(
         self,
         model: GenerativeModel,
-        train_data: ImageDataset,
-        test_data: ImageDataset | None = None,
+        train_data: ImageDataset | TokenDataset,
+        test_data: ImageDataset | TokenDataset | None = None,
         config: TrainConfig | None = None,
         callbacks: Sequence[Callback] = (),
         optimizers: dict[str, torch.optim.Optimizer] | None = None,
@@ -299,7 +300,10 @@ class Trainer:
         return {"seconds": progress.seconds, "images_per_second": progress.images_seen / progress.seconds, **record}
 
     def _prepared(self, images: torch.Tensor) -> torch.Tensor:
-        """A uint8 batch as the step takes it: floats in [0, 1], NHWC when training channels_last."""
+        """A uint8 batch as the step takes it: floats in [0, 1], NHWC when training channels_last. A text batch
+        (token windows of a TokenDataset) goes to the step as it is."""
+        if isinstance(self.train_data, TokenDataset):
+            return images
         x = to_unit(images)
         return acceleration.batch_channels_last(x) if self.channels_last else x
 

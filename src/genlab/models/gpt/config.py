@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from genlab.data.tokenization import parse_tokenizer
 from genlab.errors import GenlabError
 from genlab.models.common import check_bool, check_choice, check_int, check_number
 
@@ -45,7 +46,7 @@ class GPTConfig:
     width: int | None = None
     context: int | None = None
     dropout: float | None = None
-    vocabulary: int = 256  # token ids 0..vocabulary-1: set from the tokenizer when the model is built for data
+    tokenizer: str = "bytes"  # "bytes" (256 ids) or "bpe:N" (byte-level BPE of N tokens, trained on the train split)
     bias: bool = True  # GPT-2 has biases in its Linear and LayerNorm layers
     lr: float = 1e-3  # AdamW
     weight_decay: float = 0.1  # on matrices only (not biases, norms or embeddings' positions)
@@ -64,7 +65,7 @@ class GPTConfig:
         check_int(FAMILY, "heads", self.heads, 1, 256)
         check_int(FAMILY, "width", self.width, 1, 65_536)
         check_int(FAMILY, "context", self.context, 2, MAX_CONTEXT)
-        check_int(FAMILY, "vocabulary", self.vocabulary, 2, 1_000_000)
+        parse_tokenizer(self.tokenizer)
         check_number(FAMILY, "dropout", self.dropout, 0.0, below=1.0, what="in [0, 1)")
         check_number(FAMILY, "lr", self.lr, above=0, what="a positive number")
         check_number(FAMILY, "weight_decay", self.weight_decay, 0.0, what="0 or more")

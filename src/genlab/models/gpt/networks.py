@@ -94,11 +94,11 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """Token ids (B, T) -> next-token logits (B, T, V), optionally continuing from a key/value cache."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, vocabulary: int):
         super().__init__()
         assert config.width is not None and config.context is not None and config.layers is not None
         self.config = config
-        self.wte = nn.Embedding(config.vocabulary, config.width)  # token embedding, also the output projection
+        self.wte = nn.Embedding(vocabulary, config.width)  # token embedding, also the output projection
         self.wpe = nn.Embedding(config.context, config.width)  # learned position embedding
         self.drop = nn.Dropout(config.dropout or 0.0)
         self.h = nn.ModuleList(Block(config) for _ in range(config.layers))
