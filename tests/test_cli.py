@@ -148,7 +148,7 @@ def make_folder(root: Path, sizes) -> Path:
 
 
 BAD_TRAIN_INPUTS = [
-    (["train", "gan9", "--data", "digits"], "unknown model 'gan9'; choose one of: dcgan, ddpm, gan, pixelcnn, realnvp, vae, wgan-gp"),
+    (["train", "gan9", "--data", "digits"], "unknown model 'gan9'; choose one of: dcgan, ddpm, gan, gpt, pixelcnn, realnvp, vae, wgan-gp"),
     (["train", "vae", "--data", "cifar"], "unknown dataset 'cifar'"),
     (["train", "vae", "--data", "mnist"], "genlab datasets --download mnist"),
     (["train", "vae", "--data", "digits", "--epochs", "0"], "--epochs: must be a positive integer, got 0"),

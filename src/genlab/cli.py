@@ -226,6 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="images per grid row (default 8; a conditional model drawing every class: one column per class)",
     )
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    text = sample.add_argument_group("text runs (genlab train gpt)")
+    text.add_argument("--prompt", help="the text to continue (default: the start of a new document)")
+    text.add_argument("--max-new-tokens", type=_positive_int, default=200, help="tokens to write (default 200)")
+    text.add_argument(
+        "--temperature", type=float, default=1.0, help="0: always the likeliest token; higher: bolder (default 1)"
+    )
+    text.add_argument("--top-k", type=_positive_int, help="draw only from the k likeliest tokens")
+    text.add_argument("--top-p", type=float, help="draw only from the likeliest tokens that make up this probability")
     sample.set_defaults(handler=_sample)
 
     evaluate = commands.add_parser(
@@ -366,6 +374,7 @@ def _version() -> str:
 
 def _datasets(args: argparse.Namespace) -> int:
     from genlab.data import dataset_catalog, download_dataset
+    from genlab.data.text import text_catalog
 
     if args.download:
         path = download_dataset(args.download, root=args.root, mirror=args.mirror)
@@ -387,6 +396,12 @@ def _datasets(args: argparse.Namespace) -> int:
     ]
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
     for row in [header, *rows]:
+        print("  ".join(cell.ljust(widths[c]) for c, cell in enumerate(row)).rstrip())
+    text_header = ["Text", "Train docs", "Test docs", "Here", "Description"]
+    text_rows = [list(row) for row in text_catalog()]
+    widths = [max(len(r[c]) for r in [text_header, *text_rows]) for c in range(len(text_header))]
+    print()
+    for row in [text_header, *text_rows]:
         print("  ".join(cell.ljust(widths[c]) for c, cell in enumerate(row)).rstrip())
     missing = [info for info in catalog if not info.available and info.how_to_get]
     if missing:
@@ -416,6 +431,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from genlab.explain.trace import training_trace
+    from genlab.models import is_text_family
     from genlab.outputs import naming
     from genlab.training import distributed
     from genlab.training.api import default_out, train
@@ -465,7 +481,12 @@ def _train(args: argparse.Namespace) -> int:
 
         show_final_quality(run, separator="\n")  # under torchrun every rank draws its share
     if distributed.is_main_process():
-        print(f"\nrun saved in {out}; draw from it with: genlab sample {out} --n 64 --seed 1 --out grid.png")
+        draw = (
+            f'genlab sample {out} --prompt "The secret of life is" --n 3 --temperature 0.8 --top-k 40 --seed 1'
+            if is_text_family(run.family)
+            else f"genlab sample {out} --n 64 --seed 1 --out grid.png"
+        )
+        print(f"\nrun saved in {out}; draw from it with: {draw}")
     return 0
 
 
@@ -492,6 +513,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     from genlab.errors import GenlabError
     from genlab.images import save_grid, save_npz
+    from genlab.models.base import GeneratesText
     from genlab.outputs import NPZ_ARRAYS, PNG_GRID, check_output, naming
     from genlab.run import SAMPLES_DIR, Run
     from genlab.training.trainer import pick_device
@@ -513,9 +535,12 @@ def _sample(args: argparse.Namespace) -> int:
     fmt = args.format or ("npz" if suffix == ".npz" else "png")
     kind = NPZ_ARRAYS if fmt == "npz" else PNG_GRID
     inputs = [args.complete] if args.complete else []
-    if args.out:  # before loading anything
+    textual = args.prompt is not None or suffix in (".txt", ".jsonl")  # a text run's output, checked once loaded
+    if args.out and not textual:  # before loading anything
         check_output(args.out, kind, run=args.run, inputs=inputs)
     run = Run.load(args.run, device=pick_device(args.device))
+    if isinstance(run.model, GeneratesText) or args.prompt is not None:
+        return _write_text(run, args, modes)
     default = run.output_path(f"{SAMPLES_DIR}/seed_{args.seed}.{fmt}", f"_seed_{args.seed}.{fmt}")
     out = check_output(args.out or default, kind, run=run.path, inputs=inputs)
     generator = torch.Generator().manual_seed(args.seed)
@@ -542,6 +567,55 @@ def _sample(args: argparse.Namespace) -> int:
         else:
             save_grid(images, out, nrow=nrow)
     print(f"wrote {len(images)} images to {out}")
+    return 0
+
+
+def _write_text(run, args: argparse.Namespace, modes: list[str]) -> int:
+    """`genlab sample` on a text run: --n continuations of --prompt, printed, or written as .txt or .jsonl."""
+    import json
+
+    import torch
+
+    from genlab.errors import GenlabError
+    from genlab.io import atomic_write_bytes
+    from genlab.outputs import check_output, naming, text_kind
+    from genlab.run import load_tokenizer
+
+    image_flags = modes + [flag for flag, given in (("--labels", args.labels), ("--format", args.format)) if given]
+    if image_flags and isinstance(args.prompt, str):
+        raise GenlabError(
+            f"{' and '.join(image_flags)} belong to image runs; a text run takes --prompt and its options"
+        )
+    if image_flags:
+        raise GenlabError(f"{run.name} writes text: {' and '.join(image_flags)} belong to image runs; give --prompt")
+    context = run.text_model().context
+    out = check_output(args.out, text_kind(args.out), run=run.path) if args.out else None
+    prompt = args.prompt or ""
+    prompt_tokens = len(load_tokenizer(run.path).encode(prompt))
+    if prompt_tokens > context - 1:
+        print(
+            f"note: the prompt is {prompt_tokens:,} tokens; the model reads its last {context - 1:,} (its context)",
+            file=sys.stderr,
+        )
+    texts = run.generate(
+        prompt, args.n or 1, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+        torch.Generator().manual_seed(args.seed),
+    )  # fmt: skip
+    if out is None:
+        for i, text in enumerate(texts):
+            print(f"--- {i + 1} (seed {args.seed})\n{prompt}{text}")
+        return 0
+    if out.suffix.lower() == ".jsonl":
+        lines = [
+            json.dumps({"prompt": prompt, "text": text, "seed": args.seed, "index": i}) for i, text in enumerate(texts)
+        ]
+        body = "\n".join(lines) + "\n"
+    else:
+        body = "".join(f"--- {i + 1} (seed {args.seed})\n{prompt}{text}\n" for i, text in enumerate(texts))
+    with naming(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out, body.encode("utf-8"))
+    print(f"wrote {len(texts)} texts to {out}")
     return 0
 
 

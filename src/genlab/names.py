@@ -7,7 +7,7 @@ config has an `ema` field.
 
 from __future__ import annotations
 
-FAMILIES = ("vae", "gan", "dcgan", "wgan-gp", "ddpm", "pixelcnn", "realnvp")
+FAMILIES = ("vae", "gan", "dcgan", "wgan-gp", "ddpm", "pixelcnn", "realnvp", "gpt")
 DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm++", "dpm++sde")
 EMA_FAMILIES = ("gan", "dcgan", "wgan-gp", "ddpm")
 # The flags of `genlab sample`/`genlab eval` that go to a family's sampler: every option any

@@ -34,6 +34,7 @@ from genlab.run import (
     RUN_FILE,
     SAMPLES_DIR,
     STATE_FILE,
+    TOKENIZER_FILE,
     is_run_dir,
 )
 
@@ -51,9 +52,10 @@ RUN_FILES: dict[str, tuple[str, str | None]] = {
     METRICS_FILE: ("its metrics", "genlab eval"),
     PAIRS_FILE: ("its memorization pairs", "genlab eval"),
     REPORT_FILE: ("its report", "genlab report"),
+    TOKENIZER_FILE: ("its tokenizer", None),
 }
 # Names no output takes anywhere: a folder holding one would look like a run (or a damaged one).
-RESERVED = (RUN_FILE, MODEL_FILE, STATE_FILE, HISTORY_FILE, LOCK_FILE)
+RESERVED = (RUN_FILE, MODEL_FILE, STATE_FILE, HISTORY_FILE, LOCK_FILE, TOKENIZER_FILE)
 
 
 def _text_head(head: bytes) -> bytes:
@@ -100,6 +102,20 @@ PNG_GRID = OutputKind("genlab sample", "a PNG grid", ".png", "grid.png", _png, i
 NPZ_ARRAYS = OutputKind(
     "genlab sample", "an .npz of images", ".npz", "samples.npz", _npz, in_own_run=(f"{SAMPLES_DIR}/*.npz",)
 )
+TEXT_PAGE = OutputKind(
+    "genlab sample", "text", ".txt", "texts.txt", lambda head: _text_head(head).startswith(b"--- "),
+    in_own_run=(f"{SAMPLES_DIR}/*.txt",),
+)  # fmt: skip
+TEXT_LINES = OutputKind(
+    "genlab sample", "JSON lines of text", ".jsonl", "texts.jsonl", lambda head: head.startswith(b'{"prompt"')
+)
+
+
+def text_kind(path: str | Path) -> OutputKind:
+    """What `genlab sample` writes for a text run at `path`: JSON lines (.jsonl), else text (.txt)."""
+    return TEXT_LINES if Path(path).suffix.lower() == ".jsonl" else TEXT_PAGE
+
+
 METRICS_JSON = OutputKind("genlab eval", "a metrics file", ".json", METRICS_FILE, _json, in_own_run=(METRICS_FILE,))
 PAIRS_PNG = OutputKind("genlab eval", "a PNG grid", ".png", PAIRS_FILE, _png, in_own_run=(PAIRS_FILE,))
 EVAL_FOLDER = OutputKind(

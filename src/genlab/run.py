@@ -42,8 +42,16 @@ from genlab.io import (
     save_tensors,
     writing,
 )
-from genlab.models import DataSpec, GenerativeModel, build_model, families_with, stored_config
-from genlab.models.base import CanComplete, HasLatentSpace, HasSamplerOptions, ShowsSamplingChain, flag_list
+from genlab.models import GenerativeModel, build_model, families_with, stored_config
+from genlab.models.base import (
+    CanComplete,
+    GeneratesText,
+    HasLatentSpace,
+    HasSamplerOptions,
+    ShowsSamplingChain,
+    flag_list,
+    spec_from_dict,
+)
 
 FORMAT_VERSION = 1
 RUN_FILE = "run.json"
@@ -55,11 +63,16 @@ SAMPLES_DIR = "samples"
 LOCK_FILE = ".lock"
 REPORT_FILE = "report.html"  # written by `genlab report`
 PAIRS_FILE = "memorization.png"  # written by `genlab eval` beside metrics.json
+TOKENIZER_FILE = "tokenizer.json"  # a text run's tokenizer (genlab.data.tokenization), written when it starts
 HALF_PRECISION_FROM = 4096  # values in a tensor from which a zoo file stores it as float16
 
 # Everything genlab writes into a run, and nothing else: --overwrite deletes a folder holding only these.
-RUN_ENTRIES = (RUN_FILE, MODEL_FILE, STATE_FILE, HISTORY_FILE, METRICS_FILE, REPORT_FILE, PAIRS_FILE, LOCK_FILE)
-SAMPLE_NAMES = re.compile(r"(epoch_\d+\.png|seed_\d+\.(png|npz))")  # grids of training, `genlab sample`'s default
+RUN_ENTRIES = (
+    RUN_FILE, MODEL_FILE, STATE_FILE, HISTORY_FILE, METRICS_FILE, REPORT_FILE, PAIRS_FILE, LOCK_FILE, TOKENIZER_FILE
+)  # fmt: skip
+SAMPLE_NAMES = re.compile(
+    r"(epoch_\d+\.(png|txt)|seed_\d+\.(png|npz|txt))"
+)  # grids of training, `genlab sample`'s default
 LEFT_BY_A_CRASH = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.tmp")  # an atomic write cut off (genlab.io)
 
 REMEDY = {
@@ -191,6 +204,19 @@ def new_run_info(model: GenerativeModel, data: dict[str, Any], train: dict[str, 
     }
 
 
+def save_tokenizer(path: str | Path, tokenizer) -> None:
+    """A text run's tokenizer.json: its name, and for BPE the whole trained tokenizer (atomically)."""
+    atomic_write_json(Path(path) / TOKENIZER_FILE, tokenizer.to_dict())
+
+
+def load_tokenizer(path: str | Path):
+    """The tokenizer a text run saved (genlab.data.tokenization), checked: a damaged file is one clear error."""
+    from genlab.data.tokenization import tokenizer_from_dict
+
+    source = Path(path) / TOKENIZER_FILE
+    return tokenizer_from_dict(read_json(source, "the run's tokenizer"), str(source))
+
+
 def write_run_info(path: str | Path, info: dict[str, Any]) -> None:
     """Write run.json atomically."""
     atomic_write_json(Path(path) / RUN_FILE, info)
@@ -201,7 +227,7 @@ def model_from_info(info: dict[str, Any], path: str | Path, *, training: bool = 
     refused if it would not fit in memory to sample from or, with `training=True`, to train."""
     try:
         config = stored_config(info["model"]["name"], info["model"]["config"])
-        return build_model(info["model"]["name"], DataSpec.from_dict(info["data"]["shape"]), config, training=training)
+        return build_model(info["model"]["name"], spec_from_dict(info["data"]["shape"]), config, training=training)
     except GenlabError as error:  # an unknown family, a setting out of range, a shape the family cannot take
         raise GenlabError(
             f"{Path(path) / RUN_FILE} fields model and data.shape describe no model genlab can build: {error}"
@@ -632,6 +658,49 @@ class Run:
                     images = torch.empty((n, *batch.shape[1:]), dtype=batch.dtype)
                 images[start : start + count] = batch
         return images
+
+    def generate(
+        self,
+        prompt: str,
+        n: int = 1,
+        max_new_tokens: int = 200,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[str]:
+        """n continuations of `prompt` by a text run, each `max_new_tokens` tokens long, as text (the prompt not
+        repeated). A prompt longer than the model's context keeps its last context - 1 tokens (the model reads no
+        more). An empty prompt starts a new document. The same generator seed gives the same text."""
+        from genlab.data.text import DOCUMENT_SEPARATOR
+        from genlab.memory import check_fits
+
+        model = self.text_model()
+        tokenizer = load_tokenizer(self.path)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise GenlabError(f"--n must be a positive integer, got {n!r}")
+        ids = tokenizer.encode(prompt or DOCUMENT_SEPARATOR)
+        check_fits(8 * n * (len(ids) + max_new_tokens), f"writing {n:,} texts", "ask for fewer (--n)")
+        drawn = model.generate(torch.tensor([ids] * n), max_new_tokens, temperature, top_k, top_p, generator=generator)
+        return [tokenizer.decode(row[len(ids) :].tolist()) for row in drawn.cpu()]
+
+    def require_images(self, command: str) -> Run:
+        """This run, when it draws images; a text run raises one clear error naming `command` and where its numbers
+        are (the text family's evaluation and explanation are not built yet)."""
+        if isinstance(self.model, GeneratesText):
+            raise GenlabError(
+                f"{command} measures image models; {self.name} is a text run: its test loss and bits per byte are "
+                "in its training trace and Quality section (history.jsonl); sample it with genlab sample --prompt"
+            )
+        return self
+
+    def text_model(self) -> GeneratesText:
+        """The model of a text run; an image run raises one clear error (--prompt needs a text run)."""
+        if not isinstance(self.model, GeneratesText):
+            raise GenlabError(
+                f"a {self.family} run draws images, not text: --prompt needs a text run (genlab train gpt)"
+            )
+        return self.model
 
     def sample_chain(
         self, n: int, every: int, generator: torch.Generator | None = None, labels=None, **options

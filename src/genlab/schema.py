@@ -65,9 +65,15 @@ RUN = (
     Field("data.test_images", "integer", optional=True, minimum=0),
     Field("data.fingerprint", "string"),
     Field("data.shape", "object"),
-    Field("data.shape.channels", "integer", minimum=1),
-    Field("data.shape.height", "integer", minimum=1),
-    Field("data.shape.width", "integer", minimum=1),
+    Field("data.shape.channels", "integer", optional=True, minimum=1),  # images (a text run has none)
+    Field("data.shape.height", "integer", optional=True, minimum=1),
+    Field("data.shape.width", "integer", optional=True, minimum=1),
+    Field("data.shape.vocabulary", "integer", optional=True, minimum=2),  # text: its tokens
+    Field("data.shape.tokenizer", "string", optional=True),
+    Field("data.train_tokens", "integer", optional=True, minimum=0),
+    Field("data.test_tokens", "integer", optional=True, minimum=0),
+    Field("data.train_bytes", "integer", optional=True, minimum=0),
+    Field("data.test_bytes", "integer", optional=True, minimum=0),
     Field("data.shape.num_classes", "integer", optional=True, minimum=0),
     Field("data.shape.class_names", "array|null", optional=True),
     Field("data.shape.class_names.*", "string"),

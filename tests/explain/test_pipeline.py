@@ -14,7 +14,7 @@ import genlab
 from genlab.cli import main
 from genlab.data import load_dataset
 from genlab.explain.pipeline import explain_model, explain_run, trace_layers
-from genlab.models import MODELS, build_model
+from genlab.models import build_model, image_families
 from genlab.explain.stages import PredictionPass
 from genlab.run import Run
 
@@ -40,7 +40,7 @@ def mnist():
 @pytest.fixture(scope="module")
 def explained(mnist):
     """Each family, untrained (seed 0), on the same real batch of mnist-5k."""
-    return {family: explain_model(family, mnist, seed=0, model_config=TINY[family]) for family in MODELS}
+    return {family: explain_model(family, mnist, seed=0, model_config=TINY[family]) for family in image_families()}
 
 
 def traced_network(model) -> nn.Module | list[nn.Module]:
@@ -58,7 +58,7 @@ def count(network) -> int:
     return sum(p.numel() for n in networks for p in n.parameters())
 
 
-@pytest.mark.parametrize("family", sorted(MODELS))
+@pytest.mark.parametrize("family", sorted(image_families()))
 def test_stages_start_from_the_real_batch_and_chain(family, explained, mnist):
     explanation = explained[family]
     stages = explanation.stages
@@ -77,7 +77,7 @@ def test_stages_start_from_the_real_batch_and_chain(family, explained, mnist):
     assert all(s.what and s.example for s in stages)
 
 
-@pytest.mark.parametrize("family", sorted(MODELS))
+@pytest.mark.parametrize("family", sorted(image_families()))
 def test_examples_are_the_real_pixels(family, explained, mnist):
     explanation = explained[family]
     first = explanation.data["indices"][0]
@@ -118,7 +118,7 @@ def test_the_vae_loss_is_the_models_own_number(mnist):
     assert shown.startswith(f"{loss.mean():,.1f} nats per image")
 
 
-@pytest.mark.parametrize("family", sorted(MODELS))
+@pytest.mark.parametrize("family", sorted(image_families()))
 def test_layers_come_from_hooks_and_sum_to_the_network(family, explained, mnist):
     explanation = explained[family]
     torch.manual_seed(0)
@@ -153,7 +153,7 @@ def test_trace_layers_hooks_each_module_once_and_removes_its_hooks():
     assert all(not module._forward_hooks for module in network.modules())
 
 
-@pytest.mark.parametrize("family", sorted(MODELS))
+@pytest.mark.parametrize("family", sorted(image_families()))
 def test_same_seed_same_json_and_the_caller_rng_is_untouched(family, explained, mnist):
     state = torch.get_rng_state()
     again = explain_model(family, mnist, seed=0, model_config=TINY[family]).to_dict()
@@ -170,7 +170,7 @@ def test_same_seed_same_json_and_the_caller_rng_is_untouched(family, explained, 
     assert first["idea"].count(". ") + 1 == 2 and first["idea"].endswith(".")  # two sentences
 
 
-@pytest.mark.parametrize("family", sorted(MODELS))
+@pytest.mark.parametrize("family", sorted(image_families()))
 def test_text_and_markdown_show_every_stage_and_layer(family, explained):
     explanation = explained[family]
     text, markdown = explanation.to_text(), explanation.to_markdown()

@@ -12,6 +12,7 @@ from genlab.models import MODELS
 from genlab.models.base import (
     CanComplete,
     CanReconstruct,
+    GeneratesText,
     HasEncoder,
     HasLatentSpace,
     HasLikelihood,
@@ -30,6 +31,7 @@ CAPABILITIES = (
     CanComplete,
     HasSamplerOptions,
     ShowsSamplingChain,
+    GeneratesText,
 )
 DECLARED = {
     "vae": {HasLikelihood, HasLatentSpace, HasEncoder, CanReconstruct},
@@ -39,6 +41,7 @@ DECLARED = {
     "ddpm": {HasLikelihood, HasLatentSpace, HasSamplerOptions, ShowsSamplingChain},
     "pixelcnn": {HasLikelihood, CanComplete},
     "realnvp": {HasLikelihood, HasLatentSpace, HasEncoder},
+    "gpt": {GeneratesText},
 }
 
 

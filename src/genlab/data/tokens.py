@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+
+from genlab.memory import check_fits
+
+from .text import load_text_splits
+from .tokenization import ByteTokenizer, Tokenizer, build_tokenizer, encode_corpus
 
 
 @dataclass
@@ -26,6 +31,7 @@ class TokenDataset:
     context: int  # tokens a model reads per window
     num_bytes: int  # UTF-8 bytes of the text the tokens encode: bits per byte = nats / (bytes ln 2)
     name: str = ""
+    tokenizer: Tokenizer = field(default_factory=ByteTokenizer)  # what the ids mean
 
     def __post_init__(self) -> None:
         if self.tokens.dtype != torch.int64 or self.tokens.ndim != 1:
@@ -48,7 +54,7 @@ class TokenDataset:
 
     def to(self, device: torch.device | str) -> TokenDataset:
         """The same dataset with its tokens on `device` (no copy when already there)."""
-        return TokenDataset(self.tokens.to(device), self.context, self.num_bytes, self.name)
+        return TokenDataset(self.tokens.to(device), self.context, self.num_bytes, self.name, self.tokenizer)
 
     def batches(
         self,
@@ -88,3 +94,22 @@ def token_fingerprint(*datasets: TokenDataset | None) -> str:
     for dataset in datasets:
         digest.update(b"none" if dataset is None else dataset.tokens.cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def load_token_splits(spec: str, tokenizer: str | Tokenizer, context: int) -> tuple[TokenDataset, TokenDataset]:
+    """(train, test) token datasets of the text dataset `spec`, read in windows of `context` tokens.
+
+    `tokenizer`: a spec ("bytes", "bpe:N": trained here on the train split) or a tokenizer already built
+    (a resumed run's). The ids are held as int64: the memory they take is checked before encoding.
+    """
+    train, test = load_text_splits(spec)
+    if isinstance(tokenizer, str):
+        tokenizer = build_tokenizer(tokenizer, train)
+
+    def fits(num_bytes: int) -> None:  # at most one token per byte, 8 bytes each
+        check_fits(8 * num_bytes, f"the token ids of {spec}", "train on a smaller part of the text")
+
+    return (
+        TokenDataset(encode_corpus(train, tokenizer, fits), context, train.num_bytes, spec, tokenizer),
+        TokenDataset(encode_corpus(test, tokenizer, fits), context, test.num_bytes, spec, tokenizer),
+    )

@@ -19,7 +19,9 @@ import torch
 from genlab.errors import GenlabError
 from genlab.eval.evaluate import Evaluation, evaluate, write_results
 from genlab.eval.features import extractor_for
+from genlab.eval.text import text_quality
 from genlab.io import read_json
+from genlab.models.base import GeneratesText
 from genlab.models.common import eval_mode
 from genlab.run import METRICS_FILE, Run
 from genlab.schema import METRICS_SOURCE, validate
@@ -135,9 +137,14 @@ def final_quality(run: Run) -> Quality:
     return quality
 
 
-def show_final_quality(run: Run, separator: str = "") -> Quality:
+def show_final_quality(run: Run, separator: str = "") -> Quality | None:
     """`final_quality`, then its text printed by rank 0 after `separator`: how `genlab train` and
-    `genlab.train(final_eval=True)` end. Under torchrun every rank must call it (each draws its share)."""
+    `genlab.train(final_eval=True)` end. Under torchrun every rank must call it (each draws its share).
+    A text run's section is its test bits per byte beside general compressors' (genlab.eval.text); None then."""
+    if isinstance(run.model, GeneratesText):
+        if distributed.is_main_process():
+            print(f"{separator}{text_quality(run.info, run.history)}")
+        return None
     quality = final_quality(run)
     if distributed.is_main_process():
         print(f"{separator}{quality.text()}")

@@ -117,7 +117,7 @@ def likelihoods(runs: Sequence, images: int | None = None, seed: int = 0) -> Lik
         raise GenlabError("give one or more run directories to compare, e.g. genlab likelihood runs/vae runs/pixelcnn")
     if images is not None and (isinstance(images, bool) or not isinstance(images, int) or images <= 0):
         raise GenlabError(f"--images must be a positive number of test images, got {images!r}")
-    loaded = [run if isinstance(run, Run) else Run.load(run) for run in runs]
+    loaded = [(run if isinstance(run, Run) else Run.load(run)).require_images("genlab likelihood") for run in runs]
     specs = {run.data_spec() for run in loaded}
     if len(specs) > 1:
         named = "; ".join(f"{run.path}: {run.data_spec()[0]}" for run in loaded)

@@ -33,14 +33,14 @@ def open_source(source: Any, device: torch.device | None = None) -> tuple[Run | 
     if source is None or isinstance(source, ImageDataset):
         return None, source
     if isinstance(source, Run):
-        return source, None
+        return source.require_images("genlab eval"), None
     if is_zoo_spec(source):
-        return Run.load(source, device=device or "cpu"), None
+        return Run.load(source, device=device or "cpu").require_images("genlab eval"), None
     path = Path(source)
     if path.is_dir():
         if not is_run_dir(path):
             raise GenlabError(f"{path} is not a genlab run (no run.json); give a run folder or --samples FILE.npz")
-        return Run.load(path, device=device or "cpu"), None
+        return Run.load(path, device=device or "cpu").require_images("genlab eval"), None
     if path.suffix.lower() != ".npz":
         what = "does not exist" if not path.exists() else "is not an .npz file"
         raise GenlabError(f"{path} {what}; give a run folder, or images as --samples FILE.npz")

@@ -255,7 +255,7 @@ def explain_run(
     data: str | ImageDataset | None = None,
 ) -> Explanation:
     """Explain a trained run: its model and weights on a batch of its training data (or of `data`)."""
-    run = run if isinstance(run, Run) else Run.load(run)
+    run = (run if isinstance(run, Run) else Run.load(run)).require_images("genlab explain")
     info = run.info["data"]
     size = info.get("size")
     if data is None:

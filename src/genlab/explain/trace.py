@@ -41,12 +41,17 @@ def training_trace_cells(
 ) -> tuple[list[str], list[list[str]]]:
     """The training trace's header and rows as text cells (the text table and the HTML report share them)."""
     observations = observe_with(history, observer, monitor)
-    header = ["Epoch", *(title for _, title in columns), "images/s", "Observation"]
+    speed, unit = (
+        ("tokens_per_second", "tokens/s")
+        if any("tokens_per_second" in r for r in history)
+        else ("images_per_second", "images/s")
+    )  # a text run counts its speed in tokens
+    header = ["Epoch", *(title for _, title in columns), unit, "Observation"]
     rows = [
         [
             str(history[i]["epoch"]),
             *(_cell(history[i].get(key)) for key, _ in columns),
-            f"{history[i].get('images_per_second', 0):,.0f}",
+            f"{history[i].get(speed, 0):,.0f}",
             observations[i],
         ]
         for i in trace_rows(history, max_rows)

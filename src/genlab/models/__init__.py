@@ -16,6 +16,7 @@ from genlab.models.base import (
     CanComplete,
     CanReconstruct,
     DataSpec,
+    GeneratesText,
     GenerativeModel,
     HasEncoder,
     HasLatentSpace,
@@ -23,10 +24,13 @@ from genlab.models.base import (
     HasSamplerOptions,
     SamplerOption,
     ShowsSamplingChain,
+    TokenSpec,
+    spec_of,
 )
 from genlab.models.ddpm import DDPM, DDPMConfig
 from genlab.models.footprint import check_model_fits
 from genlab.models.gan import DCGAN, GAN, WGANGP, DCGANConfig, GANConfig, WGANGPConfig
+from genlab.models.gpt import GPTConfig, GPTModel
 from genlab.models.pixelcnn import PixelCNN, PixelCNNConfig
 from genlab.models.realnvp import RealNVP, RealNVPConfig
 from genlab.models.vae import VAE, VAEConfig
@@ -39,6 +43,7 @@ MODELS: dict[str, type[GenerativeModel]] = {
     "ddpm": DDPM,
     "pixelcnn": PixelCNN,
     "realnvp": RealNVP,
+    "gpt": GPTModel,
 }
 
 
@@ -48,6 +53,16 @@ def model_class(name: str) -> type[GenerativeModel]:
         return MODELS[name]
     except KeyError:
         raise GenlabError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}") from None
+
+
+def is_text_family(name: str) -> bool:
+    """Whether family `name` writes text (GeneratesText) rather than drawing images."""
+    return issubclass(model_class(name), GeneratesText)
+
+
+def image_families() -> list[str]:
+    """The registry names of the families that draw images: every family but the text ones."""
+    return [name for name in MODELS if not is_text_family(name)]
 
 
 def families_with(capability: type) -> list[str]:
@@ -106,20 +121,24 @@ def _is_optional(hint: Any) -> bool:
 
 
 def build_model(name: str, data, config=None, *, training: bool = True, **overrides) -> GenerativeModel:
-    """Build family `name` for `data` (a DataSpec or an ImageDataset).
+    """Build family `name` for `data` (a DataSpec or an ImageDataset; a TokenSpec or a TokenDataset for text).
 
     `config` is the family's config dataclass (or a dict of its fields); keyword
     `overrides` change single fields, e.g. ``build_model("vae", ds, arch="conv")``. Before any
     weight is allocated the model's memory is estimated and refused when it does not fit: for
     training (`training=True`: weights, gradients, Adam's moments) or for sampling (weights only).
     """
-    spec = data if isinstance(data, DataSpec) else DataSpec.from_dataset(data)
+    spec = spec_of(data)
+    text_family, text_data = is_text_family(name), isinstance(spec, TokenSpec)
+    if text_family != text_data:
+        wants = "text (--data fortunes or text:PATH)" if text_family else "images"
+        raise GenlabError(f"the {name} family learns from {wants}, not {spec.describe()}")
     if config is None or isinstance(config, dict):
         config = make_config(name, {**(config or {}), **overrides})
     elif overrides:
         config = dataclasses.replace(config, **overrides)
     check_model_fits(name, model_class(name), spec, config, training=training)
-    return model_class(name)(config, spec)
+    return model_class(name)(config, spec)  # type: ignore[arg-type]  # a text family is built for a TokenSpec
 
 
 __all__ = [
@@ -135,7 +154,10 @@ __all__ = [
     "DDPMConfig",
     "DataSpec",
     "GANConfig",
+    "GPTConfig",
+    "GPTModel",
     "GenerativeModel",
+    "GeneratesText",
     "HasEncoder",
     "HasLatentSpace",
     "HasLikelihood",
@@ -146,12 +168,16 @@ __all__ = [
     "RealNVPConfig",
     "SamplerOption",
     "ShowsSamplingChain",
+    "TokenSpec",
     "VAEConfig",
     "WGANGPConfig",
     "build_model",
     "check_model_fits",
     "families_with",
+    "image_families",
+    "is_text_family",
     "make_config",
     "model_class",
+    "spec_of",
     "training_footprint",
 ]

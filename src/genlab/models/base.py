@@ -46,6 +46,9 @@ class DataSpec:
     def image_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)
 
+    def describe(self) -> str:
+        return f"{self.channels}x{self.height}x{self.width} images"
+
     @property
     def num_pixels(self) -> int:
         """Number of dimensions of one image (C*H*W): the denominator of bits/dim."""
@@ -92,6 +95,33 @@ class TokenSpec:
     def from_dict(cls, values: dict[str, Any]) -> TokenSpec:
         """The spec back from `to_dict`'s values."""
         return cls(int(values["vocabulary"]), str(values["tokenizer"]))
+
+    @classmethod
+    def from_dataset(cls, dataset) -> TokenSpec:
+        """The spec of a TokenDataset: its tokenizer's vocabulary and name."""
+        return cls(dataset.tokenizer.vocabulary_size, dataset.tokenizer.name)
+
+    def describe(self) -> str:
+        return f"text of a {self.vocabulary:,}-token vocabulary ({self.tokenizer})"
+
+
+def spec_from_dict(values: dict[str, Any]) -> DataSpec | TokenSpec:
+    """The data spec run.json's data.shape holds: a TokenSpec for text (it names a vocabulary), else a DataSpec."""
+    if "vocabulary" in values:
+        return TokenSpec.from_dict(values)
+    missing = [key for key in ("channels", "height", "width") if key not in values]
+    if missing:
+        raise GenlabError(f"data.shape has no {missing[0]}: it describes neither images nor text")
+    return DataSpec.from_dict(values)
+
+
+def spec_of(data) -> DataSpec | TokenSpec:
+    """The spec of a dataset or a spec: a TokenDataset's TokenSpec, an ImageDataset's DataSpec, a spec itself."""
+    from genlab.data.tokens import TokenDataset
+
+    if isinstance(data, (DataSpec, TokenSpec)):
+        return data
+    return TokenSpec.from_dataset(data) if isinstance(data, TokenDataset) else DataSpec.from_dataset(data)
 
 
 Batch = tuple[torch.Tensor, "torch.Tensor | None"]  # (images in [0, 1] (B, C, H, W), labels (B,) or None)
@@ -430,6 +460,28 @@ class HasSamplerOptions(abc.ABC):
                 f"{flag_list(unknown)} is not an option of this sampler; it takes {flag_list(list(declared))}"
             )
         return {name: declared[name].check(value) for name, value in options.items()}
+
+
+class GeneratesText(abc.ABC):
+    """A family that writes text (token ids) instead of drawing images: it continues a prompt."""
+
+    @property
+    @abc.abstractmethod
+    def context(self) -> int:
+        """Tokens the model reads at once."""
+
+    @abc.abstractmethod
+    def generate(
+        self,
+        prompt: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """The prompt ids (B, P) followed by `max_new_tokens` drawn ones: (B, P + max_new_tokens)."""
 
 
 class ShowsSamplingChain(abc.ABC):

@@ -13,7 +13,7 @@ from torch.overrides import TorchFunctionMode
 
 from genlab.errors import GenlabError
 from genlab.memory import check_fits
-from genlab.models.base import DataSpec, GenerativeModel
+from genlab.models.base import DataSpec, GenerativeModel, TokenSpec
 
 # torch.nn.init's in-place initializers (kaiming_uniform_, normal_, zeros_ ...), which SkipFills skips.
 INITIALIZERS = {value for key, value in vars(init).items() if key.endswith("_") and not key.startswith("_")}
@@ -37,7 +37,9 @@ class SkipFills(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def footprint(name: str, family: type[GenerativeModel], spec: DataSpec, config: Any) -> tuple[int, int, int]:
+def footprint(
+    name: str, family: type[GenerativeModel], spec: DataSpec | TokenSpec, config: Any
+) -> tuple[int, int, int]:
     """(parameters, bytes to train, bytes to hold) of `family` built with `config` for `spec`, counted on a
     model built on the meta device: no memory is allocated, and torch's global RNG is left as it was, so
     the real build draws the same initial weights.
@@ -47,7 +49,7 @@ def footprint(name: str, family: type[GenerativeModel], spec: DataSpec, config: 
     """
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"), SkipFills():
-            model = family(config, spec)
+            model = family(config, spec)  # type: ignore[arg-type]  # a text family is built for a TokenSpec
     except (RuntimeError, TypeError, OverflowError) as error:
         if "overflow" not in str(error).lower():
             raise
@@ -63,13 +65,13 @@ def footprint(name: str, family: type[GenerativeModel], spec: DataSpec, config: 
 
 
 def check_model_fits(
-    name: str, family: type[GenerativeModel], spec: DataSpec, config: Any, *, training: bool = True
+    name: str, family: type[GenerativeModel], spec: DataSpec | TokenSpec, config: Any, *, training: bool = True
 ) -> None:
     """Refuse, before any weight is allocated, a model that would not fit in this machine's memory, for training
     (weights, gradients, Adam's moments) or, with `training=False`, to hold for sampling."""
     parameters, trained, held = footprint(name, family, spec, config)
     changed = _settings(family, config)
-    images = f"{spec.channels}x{spec.height}x{spec.width} images"
+    images = spec.describe()
     check_fits(
         trained if training else held,
         f"training the {name} model ({parameters:,} parameters for {images}: "

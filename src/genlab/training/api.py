@@ -11,8 +11,10 @@ from typing import Any
 import torch
 
 from genlab.data import ImageDataset, fingerprint, load_splits
+from genlab.data.text import is_text_spec
+from genlab.data.tokens import TokenDataset, load_token_splits, token_fingerprint
 from genlab.errors import GenlabError
-from genlab.models import build_model, stored_config
+from genlab.models import build_model, is_text_family, make_config, stored_config
 from genlab.run import (
     MODEL_FILE,
     STATE_FILE,
@@ -21,6 +23,7 @@ from genlab.run import (
     is_run_dir,
     load_checkpoint,
     load_model_weights,
+    load_tokenizer,
     model_from_info,
     new_run_info,
     read_checkpoint,
@@ -28,11 +31,12 @@ from genlab.run import (
     read_run_info,
     run_lock,
     save_model,
+    save_tokenizer,
     truncate_history,
     write_run_info,
 )
 from genlab.training import acceleration, distributed
-from genlab.training.callbacks import EvalEvery, ProgressBar, RunWriter, SampleGrids
+from genlab.training.callbacks import EvalEvery, ProgressBar, RunWriter, SampleGrids, TextNumbers, TextSamples
 from genlab.training.trainer import Callback, EpochProgress, TrainConfig, Trainer, pick_device
 
 
@@ -104,6 +108,7 @@ def train(
     if init_from is not None and resume:
         raise GenlabError("--from starts a new run from another run's weights; --resume continues this one: give one")
     out = Path(out if out is not None else default_out(model))
+    source: Run | None = None  # the run whose weights a new run starts from (init_from)
     if out.exists() and not out.is_dir():
         raise GenlabError(f"{out} is a file; give a folder for the run (--out)")
     if resume:
@@ -121,7 +126,6 @@ def train(
             data = info["data"]["spec"]
     else:
         _check_new_out(out, overwrite)
-        source = None
         if init_from is not None:
             source = init_from if isinstance(init_from, Run) else Run.load(init_from)
             model, data, size, model_config = _from_source(source, model, data, size, model_config)
@@ -132,7 +136,14 @@ def train(
         config = TrainConfig(epochs or 1, batch_size, 0 if seed is None else seed, device, precision, compile)
     config.validate()
 
-    train_data, test_data, data_info = _load_data(data, size, test_data)
+    family = info["model"]["name"] if resume else model
+    if family is not None and is_text_family(family):
+        tokenizer_from = out if resume else source.path if source is not None else None  # a run's saved tokenizer
+        train_data, test_data, data_info = _load_text(data, size, family, tokenizer_from, model_config)
+    elif isinstance(data, str) and is_text_spec(data):
+        raise GenlabError(f"{data} is text; the {family} family learns from images: train the gpt family on it")
+    else:
+        train_data, test_data, data_info = _load_data(data, size, test_data)
     monitoring = _monitor(eval_every, eval_n, train_data, test_data, config.seed)
     run_device = distributed.rank_device(pick_device(device))  # under torchrun: cuda -> cuda:LOCAL_RANK
     speed = {"precision": acceleration.resolve_precision(precision, run_device), "compile": bool(compile)}
@@ -188,6 +199,8 @@ def train(
                     check_replaceable(out)  # still a run, and still nothing else in it
                 shutil.rmtree(out)
             out.mkdir(parents=True, exist_ok=True)
+            if isinstance(train_data, TokenDataset):  # what the ids mean, beside the weights
+                save_tokenizer(out, train_data.tokenizer)
         with run_lock(out):
             run = _fit(
                 out,
@@ -200,7 +213,8 @@ def train(
                 run_device,
                 resume,
                 monitoring
-                + [RunWriter(out, info), SampleGrids(out, every=sample_every, seed=config.seed)]
+                + _text_numbers(train_data, test_data)
+                + [RunWriter(out, info), _sample_writer(train_data, out, sample_every, config.seed)]
                 + ([ProgressBar(info["train"].get("default_steps"))] if progress else [])
                 + list(callbacks),
             )
@@ -282,10 +296,27 @@ def _fit(out, info, network, optimizers, train_data, test_data, config, device, 
     return Run.load(out, device=device)
 
 
+def _sample_writer(train_data, out: Path, every: int, seed: int) -> Callback:
+    """What shows the model's progress in samples/ every epoch: a grid of images, or continuations of text."""
+    if isinstance(train_data, TokenDataset):
+        return TextSamples(out, train_data.tokenizer, every=every, seed=seed)
+    return SampleGrids(out, every=every, seed=seed)
+
+
+def _text_numbers(train_data, test_data) -> list[Callback]:
+    """[TextNumbers] for a text run (bits per byte and tokens per second in each epoch's record), else []."""
+    return [TextNumbers(train_data, test_data)] if isinstance(train_data, TokenDataset) else []
+
+
 def _monitor(every: int, n: int, train_data, test_data, seed: int) -> list[Callback]:
     """[EvalEvery] when asked for (checked, reference features ready), else []."""
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         raise GenlabError(f"--eval-every must be a number of epochs (0: never), got {every!r}")
+    if every and isinstance(train_data, TokenDataset):
+        raise GenlabError(
+            "--eval-every measures images (FID, precision, recall); a text run's trace already gives the test "
+            "loss and bits per byte every epoch: drop --eval-every"
+        )
     if not every or not distributed.is_main_process():  # under torchrun rank 0 alone measures and records
         return []
     from genlab.eval.monitor import TrainingMonitor
@@ -359,6 +390,39 @@ def _resumable_info(out: Path, model, data, batch_size, seed, size, model_config
     if conflicts:
         raise GenlabError(f"a resumed run keeps its settings; drop these or start a new run: {'; '.join(conflicts)}")
     return info
+
+
+def _load_text(data, size, family: str, tokenizer_from: Path | None, model_config) -> tuple:
+    """(train, test, run.json's data section) of a text run: a new one tokenizes as its settings say, a resumed
+    one (or one started from another run's weights) with the tokenizer saved in that run (`tokenizer_from`)."""
+    if not isinstance(data, str) or not is_text_spec(data):
+        shown = data if isinstance(data, str) else type(data).__name__
+        raise GenlabError(f"the {family} family learns from text: --data fortunes or text:PATH, not {shown}")
+    if size is not None:
+        raise GenlabError("--size resizes images; a text run has none: drop --size")
+    if tokenizer_from is not None:
+        config = stored_config(family, read_run_info(tokenizer_from)["model"]["config"])
+        tokenizer: Any = load_tokenizer(tokenizer_from)
+    else:
+        config = make_config(family, model_config)
+        tokenizer = config.tokenizer
+    train_data, test_data = load_token_splits(data, tokenizer, config.context)
+    if len(train_data) < 1 or len(test_data) < 1:
+        raise GenlabError(
+            f"{data} is too short for windows of {config.context} tokens (train {len(train_data.tokens):,} tokens, "
+            f"test {len(test_data.tokens):,}): give more text or a shorter context (--set context=N)"
+        )
+    data_info = {
+        "spec": data,
+        "in_memory": False,
+        "size": None,
+        "train_tokens": len(train_data.tokens),
+        "test_tokens": len(test_data.tokens),
+        "train_bytes": train_data.num_bytes,
+        "test_bytes": test_data.num_bytes,
+        "fingerprint": token_fingerprint(train_data, test_data),
+    }
+    return train_data, test_data, data_info
 
 
 def _load_data(data, size, test_data) -> tuple[ImageDataset, ImageDataset | None, dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from genlab.images import save_grid
+from genlab.models.base import GeneratesText
 from genlab.models.common import eval_mode
 from genlab.run import SAMPLES_DIR, append_history, save_checkpoint, write_run_info
 from genlab.training.trainer import Callback, Trainer
@@ -72,6 +74,50 @@ class SampleGrids(Callback):
         save_grid(images, self.folder / f"epoch_{trainer.epoch:04d}.png", nrow=nrow)
 
 
+class TextNumbers(Callback):
+    """Adds what a text run's trace shows beside the loss: bits per byte of the training and test text (nats per
+    token x tokens per byte / ln 2, comparable across tokenizers) and tokens per second. Runs before RunWriter."""
+
+    def __init__(self, train_data, test_data):
+        self.train_data, self.test_data = train_data, test_data
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        record["tokens_per_second"] = record["images_per_second"] * self.train_data.context  # windows -> tokens
+        record["bits_per_byte"] = record["loss"] * self.train_data.tokens_per_byte / math.log(2)
+        if "test_loss" in record and self.test_data is not None:
+            record["test_bits_per_byte"] = record["test_loss"] * self.test_data.tokens_per_byte / math.log(2)
+
+
+class TextSamples(Callback):
+    """A text run's counterpart of SampleGrids: TEXT_SAMPLES continuations of the start of a new document after
+    every `every` epochs, from the same seed (samples/epoch_0001.txt), so their progress can be read."""
+
+    def __init__(self, path: str | Path, tokenizer, every: int = 1, seed: int = 0):
+        self.folder = Path(path) / SAMPLES_DIR
+        self.tokenizer, self.every, self.seed = tokenizer, every, seed
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        from genlab.data.text import DOCUMENT_SEPARATOR
+        from genlab.io import atomic_write_bytes
+
+        if self.every <= 0 or (trainer.epoch % self.every and trainer.epoch != trainer.config.epochs):
+            return
+        self.folder.mkdir(exist_ok=True)
+        model = trainer.model
+        assert isinstance(model, GeneratesText), "TextSamples follows a text family"
+        prompt = torch.tensor([self.tokenizer.encode(DOCUMENT_SEPARATOR)] * TEXT_SAMPLES)
+        with eval_mode(model), torch.no_grad():
+            ids = model.generate(prompt, TEXT_SAMPLE_TOKENS, generator=torch.Generator().manual_seed(self.seed))
+        texts = [self.tokenizer.decode(row[prompt.shape[1] :].tolist()) for row in ids.cpu()]
+        page = "".join(
+            f"--- sample {i + 1} (seed {self.seed}, epoch {trainer.epoch})\n{text}\n" for i, text in enumerate(texts)
+        )
+        atomic_write_bytes(self.folder / f"epoch_{trainer.epoch:04d}.txt", page.encode("utf-8"))
+
+
+TEXT_SAMPLES, TEXT_SAMPLE_TOKENS = 4, 200
+
+
 class EvalEvery(Callback):
     """Adds FID, precision and recall to the epoch's record every `every` epochs (and after the last).
 
@@ -92,10 +138,13 @@ def format_record(record: dict[str, Any], total_epochs: int) -> str:
     width = len(str(total_epochs))
     parts = [f"epoch {record['epoch']:>{width}}/{total_epochs}"]
     for key, value in record.items():
-        if key in ("epoch", "seconds", "images_per_second"):
+        if key in ("epoch", "seconds", "images_per_second", "tokens_per_second"):
             continue
         parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
-    parts.append(f"{record['images_per_second']:,.0f} img/s")
+    if "tokens_per_second" in record:  # a text run
+        parts.append(f"{record['tokens_per_second']:,.0f} tokens/s")
+    else:
+        parts.append(f"{record['images_per_second']:,.0f} img/s")
     parts.append(f"{record['seconds']:.1f}s")
     return "  ".join(parts)
 

@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from genlab.errors import GenlabError
-from genlab.models.base import Batch, GenerativeModel, TokenSpec
+from genlab.models.base import Batch, GeneratesText, GenerativeModel, TokenSpec
 from genlab.models.gpt.config import GPTConfig
 from genlab.models.gpt.networks import GPT, Cache
 
 GRADIENT_CLIP = 1.0  # global norm, as nanoGPT and GPT-2's training
 
 
-class GPTModel(GenerativeModel):
+class GPTModel(GeneratesText, GenerativeModel):
     """A decoder-only transformer over token ids (the GPT-2 layout), trained on next-token prediction."""
 
     family = "gpt"
@@ -34,9 +34,10 @@ class GPTModel(GenerativeModel):
     default_steps = 3_000
     trace_columns: ClassVar[tuple[tuple[str, str], ...]] = (
         ("loss", "Loss (nats/token)"),
-        ("accuracy", "Next-token acc."),
+        ("bits_per_byte", "Bits/byte"),
         ("test_loss", "Test loss"),
-        ("test_accuracy", "Test acc."),
+        ("test_bits_per_byte", "Test bits/byte"),
+        ("test_accuracy", "Next-token acc."),
     )
     monitor = "test_loss"
     idea = (

@@ -1,0 +1,135 @@
+"""The text family end to end: `genlab train gpt`, its trace and Quality section, exact resume, BPE, and
+`genlab sample --prompt`, on a small real corpus cut from fortunes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import genlab
+from genlab.cli import main
+from genlab.data.text import load_text_splits
+
+TINY = ["--set", "preset=tiny", "--set", "context=32", "--batch-size", "16", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> str:
+    """About 40 kB of real quotations, one paragraph each: a corpus that trains in seconds."""
+    train, _ = load_text_splits("fortunes")
+    path = tmp_path_factory.mktemp("text") / "quotes.txt"
+    quotes = [d.replace("\n\n", "\n") for d in train.documents if len(d) < 300][:300]
+    path.write_text("\n\n".join(quotes) + "\n")
+    return f"text:{path}"
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "gpt"
+    assert main(["train", "gpt", "--data", corpus, "--epochs", "3", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_train_writes_a_text_run_with_its_trace_and_quality(corpus, tmp_path, capsys):
+    out = tmp_path / "gpt"
+    assert main(["train", "gpt", "--data", corpus, "--epochs", "2", "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "Bits/byte" in printed and "Test bits/byte" in printed and "tokens/s" in printed
+    assert "Quality" in printed and "xz -9e" in printed and "--prompt" in printed
+    history = genlab.Run.load(out).history
+    assert [r["epoch"] for r in history] == [1, 2] and history[1]["test_loss"] < history[0]["test_loss"]
+    record = history[-1]
+    assert record["bits_per_byte"] == pytest.approx(record["loss"] / 0.6931471805599453)  # bytes: 1 token per byte
+    assert record["tokens_per_second"] == pytest.approx(record["images_per_second"] * 32)
+    assert json.loads((out / "tokenizer.json").read_text()) == {"name": "bytes"}
+    text = (out / "samples" / "epoch_0002.txt").read_text()
+    assert text.startswith("--- sample 1 (seed 0, epoch 2)") and text.count("--- sample") == 4
+
+
+def test_resume_gives_the_weights_of_an_unbroken_run(corpus, trained, tmp_path):
+    out = tmp_path / "gpt"
+    assert main(["train", "gpt", "--data", corpus, "--epochs", "2", "--out", str(out), *TINY]) == 0
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "3", "--quiet", "--no-final-eval"]) == 0
+    resumed, whole = load_file(out / "model.safetensors"), load_file(trained / "model.safetensors")
+    assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
+
+
+def test_sample_continues_a_prompt_the_same_way_for_the_same_seed(trained, tmp_path, capsys):
+    argv = ["sample", str(trained), "--prompt", "To be", "--n", "2", "--max-new-tokens", "40", "--seed", "3"]
+    assert main([*argv, "--temperature", "0.8", "--top-k", "20"]) == 0
+    first = capsys.readouterr().out
+    assert main([*argv, "--temperature", "0.8", "--top-k", "20"]) == 0
+    assert capsys.readouterr().out == first and first.count("--- ") == 2 and "\nTo be" in first
+    assert main([*argv, "--out", str(tmp_path / "t.jsonl")]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert [line["index"] for line in lines] == [0, 1] and all(line["prompt"] == "To be" for line in lines)
+    assert main([*argv, "--temperature", "0", "--out", str(tmp_path / "t.txt")]) == 0
+    greedy = (tmp_path / "t.txt").read_text().split("--- ")[1:]
+    assert greedy[0].split("\n", 1)[1] == greedy[1].split("\n", 1)[1]  # temperature 0: the likeliest, every time
+
+
+def test_a_bpe_tokenizer_is_trained_saved_and_used_again(corpus, tmp_path, capsys):
+    out = tmp_path / "bpe"
+    argv = ["train", "gpt", "--data", corpus, "--epochs", "1", "--out", str(out), *TINY, "--set", "tokenizer=bpe:300"]
+    assert main(argv) == 0
+    saved = json.loads((out / "tokenizer.json").read_text())
+    assert saved["name"] == "bpe:300" and len(saved["tokenizer"]["model"]["vocab"]) == 300
+    record = genlab.Run.load(out).history[-1]
+    assert record["bits_per_byte"] < record["loss"] / 0.6931471805599453  # fewer tokens than bytes
+    capsys.readouterr()
+    assert main(["sample", str(out), "--prompt", "Life", "--max-new-tokens", "5"]) == 0
+    assert "Life" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "gpt", "--data", "mnist-5k", "--epochs", "1"], "the gpt family learns from text"),
+        (["train", "vae", "--data", "fortunes", "--epochs", "1"], "fortunes is text; the vae family learns from images"),
+        (["train", "gpt", "--data", "fortunes", "--set", "tokenizer=words"], "tokenizer 'words' is not one"),
+        (["train", "gpt", "--data", "fortunes", "--eval-every", "1"], "drop --eval-every"),
+        (["train", "gpt", "--data", "fortunes", "--size", "28"], "drop --size"),
+    ],
+)
+def test_bad_text_training_input(argv, message, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--temperature", "-1"], "--temperature must be 0"),
+        (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+        (["--labels", "3"], "--labels belong to image runs"),
+        (["--out", "x.png"], "must end in .txt"),
+    ],
+)
+def test_bad_text_sampling_input(trained, extra, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sample", str(trained), "--prompt", "a", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_prompt_is_refused_by_an_image_run(capsys):
+    fixture = Path(__file__).parent / "fixtures" / "runs" / "vae"
+    assert main(["sample", str(fixture), "--prompt", "hello"]) == 2
+    assert "draws images, not text" in capsys.readouterr().err
+
+
+def test_from_a_text_run_keeps_its_tokenizer_and_weights(corpus, tmp_path):
+    source = tmp_path / "bpe"
+    argv = ["train", "gpt", "--data", corpus, "--epochs", "1", "--out", str(source), *TINY, "--set", "tokenizer=bpe:300"]
+    assert main(argv) == 0
+    out = tmp_path / "more"
+    assert main(["train", "--from", str(source), "--out", str(out), "--epochs", "1", "--quiet", "--no-final-eval"]) == 0
+    assert (out / "tokenizer.json").read_text() == (source / "tokenizer.json").read_text()
+    first, second = genlab.Run.load(source).history[-1], genlab.Run.load(out).history[-1]
+    assert second["test_loss"] < first["test_loss"]  # it went on from the source's weights
