@@ -133,3 +133,37 @@ def test_from_a_text_run_keeps_its_tokenizer_and_weights(corpus, tmp_path):
     assert (out / "tokenizer.json").read_text() == (source / "tokenizer.json").read_text()
     first, second = genlab.Run.load(source).history[-1], genlab.Run.load(out).history[-1]
     assert second["test_loss"] < first["test_loss"]  # it went on from the source's weights
+
+
+def test_export_to_transformers_runs_in_its_pipeline_as_genlab_does(trained, tmp_path, capsys, monkeypatch):
+    transformers = pytest.importorskip("transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "hf"
+    assert main(["export", str(trained), "--format", "transformers", "--out", str(out)]) == 0
+    assert {"config.json", "model.safetensors", "tokenizer.json", "genlab_export.json"} <= {p.name for p in out.iterdir()}
+    assert json.loads((out / "genlab_export.json").read_text())["kind"] == "transformers-gpt2"
+    pipe = transformers.pipeline("text-generation", model=str(out))
+    theirs = pipe("To be", max_new_tokens=20, do_sample=False)[0]["generated_text"]
+    capsys.readouterr()
+    assert main(["sample", str(trained), "--prompt", "To be", "--max-new-tokens", "20", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.split("\n", 1)[1].rstrip("\n") == theirs  # the same greedy text
+    assert main(["export", str(trained), "--format", "transformers", "--out", str(out)]) == 2  # no --overwrite
+    assert main(["export", str(trained), "--format", "transformers", "--out", str(out), "--overwrite"]) == 0
+
+
+def test_a_bpe_run_exports_with_its_own_tokenizer(corpus, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    run = tmp_path / "bpe"
+    argv = ["train", "gpt", "--data", corpus, "--epochs", "1", "--out", str(run), *TINY, "--set", "tokenizer=bpe:300"]
+    assert main(argv) == 0
+    assert main(["export", str(run), "--format", "transformers", "--out", str(tmp_path / "hf")]) == 0
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    ours = genlab.run.load_tokenizer(run)
+    assert tokenizer("Life is short.")["input_ids"] == ours.encode("Life is short.")
+
+
+def test_transformers_export_refuses_an_image_run(tmp_path, capsys):
+    fixture = Path(__file__).parent / "fixtures" / "runs" / "vae"
+    assert main(["export", str(fixture), "--format", "transformers", "--out", str(tmp_path / "hf")]) == 2
+    assert "exports text runs (gpt)" in capsys.readouterr().err
+    assert not (tmp_path / "hf").exists()

@@ -325,10 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("run", help="run directory written by `genlab train`, or zoo:NAME")
     export.add_argument(
-        "--format", choices=("onnx",), default="onnx", help="onnx: model.onnx with a dynamic batch axis (default)"
+        "--format",
+        choices=("onnx", "transformers"),
+        default="onnx",
+        help="onnx: model.onnx with a dynamic batch axis (default); transformers: a text run as a GPT-2 "
+        "directory for transformers.pipeline('text-generation', model=DIR)",
     )
     export.add_argument(
-        "--out", required=True, metavar="DIR", help="new folder for model.onnx and genlab_export.json (outside the run)"
+        "--out", required=True, metavar="DIR", help="new folder for the export and genlab_export.json (outside the run)"
     )
     export.add_argument(
         "--overwrite", action="store_true", help="replace a previous genlab export at --out (never anything else)"
@@ -754,10 +758,13 @@ def _zoo(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from genlab.export import EXPORT_FILE, ONNX_FILE, export_onnx
+    from genlab.export import EXPORT_FILE, FORMATS, ONNX_FILE
 
-    out = export_onnx(args.run, args.out, overwrite=args.overwrite)
-    print(f"wrote {out / ONNX_FILE} and {out / EXPORT_FILE} (what to feed the graph and how to read its output)")
+    out = FORMATS[args.format](args.run, args.out, overwrite=args.overwrite)
+    if args.format == "onnx":
+        print(f"wrote {out / ONNX_FILE} and {out / EXPORT_FILE} (what to feed the graph and how to read its output)")
+    else:
+        print(f"wrote {out}: transformers.pipeline('text-generation', model='{out}') runs it, offline")
     return 0
 
 

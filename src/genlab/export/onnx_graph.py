@@ -22,7 +22,6 @@ import contextlib
 import importlib
 import json
 import logging
-import os
 import secrets
 import shutil
 import warnings
@@ -37,15 +36,20 @@ from torch import nn
 
 import genlab
 from genlab.errors import GenlabError
+from genlab.export.folder import (
+    EXPORT_FILE,
+    EXPORT_FORMAT,
+    EXPORT_FORMAT_VERSION,
+    check_export_out,
+    fsync,
+    move_into_place,
+)
 from genlab.io import writing
 from genlab.models import GenerativeModel
 from genlab.models.realnvp.losses import inverse_logit_transform
-from genlab.run import RUN_FILE, Run
+from genlab.run import Run
 
-EXPORT_FILE = "genlab_export.json"  # the sampler's description, beside the graph
 ONNX_FILE = "model.onnx"
-EXPORT_FORMAT = "genlab-export"
-EXPORT_FORMAT_VERSION = 1
 # Everything export_onnx writes into its folder, and nothing else: --overwrite replaces a folder holding only these.
 EXPORT_ENTRIES = (EXPORT_FILE, ONNX_FILE)
 OPSET = 18  # the opset torch's dynamo exporter targets natively (no version conversion pass)
@@ -325,51 +329,6 @@ def require_export_extra() -> None:
         raise GenlabError(f"ONNX export needs {', '.join(missing)}: install them with {INSTALL_HINT}")
 
 
-def check_export_out(out_dir: str | Path, run_path: str | Path, overwrite: bool) -> Path:
-    """`out_dir` as a Path when an export may be written there, else GenlabError saying why and what to do.
-
-    A new or empty folder is fine; any other only with `overwrite`, and only when it holds a previous
-    genlab export and nothing else (never a run, never the user's files). Nothing is written here.
-    """
-    out = Path(out_dir)
-    run = Path(run_path).resolve()
-    resolved = out.resolve()
-    if resolved == run or run in resolved.parents:
-        raise GenlabError(f"--out {out} is inside the run {run_path}; give a folder outside it, e.g. {run.name}-onnx")
-    if out.is_file() or out.is_symlink():
-        raise GenlabError(f"--out {out} is a file or a link; give a folder for {ONNX_FILE} and {EXPORT_FILE}")
-    if out.is_dir() and not any(out.iterdir()):
-        return out  # an empty folder: nothing to lose
-    if out.exists() and not overwrite:
-        raise GenlabError(f"--out {out} already exists; pass --overwrite to replace a previous export there")
-    if out.exists():
-        _check_replaceable_export(out)
-    return out
-
-
-def _check_replaceable_export(path: Path) -> None:
-    """Raise GenlabError unless the folder `path` holds a genlab export and nothing else (as run.check_replaceable)."""
-    refusal = f"--out {path} is not a genlab export, so --overwrite will not delete it"
-    if (path / RUN_FILE).exists():
-        raise GenlabError(f"{refusal}: it holds a run ({RUN_FILE}); choose another --out")
-    try:
-        info = json.loads((path / EXPORT_FILE).read_bytes())
-    except FileNotFoundError:
-        raise GenlabError(f"{refusal} (it has no {EXPORT_FILE}); choose another --out") from None
-    except (ValueError, RecursionError, OSError):
-        info = None
-    if not isinstance(info, dict) or info.get("format") != EXPORT_FORMAT:
-        raise GenlabError(
-            f"{refusal}: its {EXPORT_FILE} does not name the {EXPORT_FORMAT} format; choose another --out"
-        )
-    for entry in sorted(path.iterdir()):
-        if entry.is_symlink() or not entry.is_file() or entry.name not in EXPORT_ENTRIES:
-            raise GenlabError(
-                f"{refusal}: genlab never writes {entry.name} into an export; choose another --out "
-                "(or move that away yourself)"
-            )
-
-
 def export_onnx(run_path: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Export the run at `run_path` to the folder `out_dir`: model.onnx (its generation network, dynamic batch
     axis) and genlab_export.json (what to feed it and what its output means). Returns the folder.
@@ -378,7 +337,7 @@ def export_onnx(run_path: str | Path, out_dir: str | Path, overwrite: bool = Fal
     torch, then renamed into place). `overwrite` replaces a previous export there, never anything else.
     """
     require_export_extra()
-    out = check_export_out(out_dir, run_path, overwrite)  # before loading anything
+    out = check_export_out(out_dir, run_path, overwrite, EXPORT_ENTRIES)  # before loading anything
     run = Run.load(run_path)
     model = run.model.eval()
     if model.family not in EXPORTERS:
@@ -395,8 +354,8 @@ def export_onnx(run_path: str | Path, out_dir: str | Path, overwrite: bool = Fal
             description = _description(run, exportable)
             (staging / EXPORT_FILE).write_text(json.dumps(description, indent=2) + "\n")
             for name in EXPORT_ENTRIES:
-                _fsync(staging / name)
-            _move_into_place(staging, out)
+                fsync(staging / name)
+            move_into_place(staging, out)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -497,23 +456,3 @@ def _quiet_exporter() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Rename the finished folder `staging` to `out`, replacing a previous export there (checked replaceable)."""
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    retired = out.parent / f".{out.name}.{secrets.token_hex(6)}.old"
-    os.replace(out, retired)
-    try:
-        os.replace(staging, out)
-    except BaseException:
-        os.replace(retired, out)  # put the previous export back
-        raise
-    shutil.rmtree(retired, ignore_errors=True)

@@ -54,6 +54,11 @@ class GPTModel(GeneratesText, GenerativeModel):
         """Tokens the model reads at once."""
         return self.network.context
 
+    @property
+    def vocabulary(self) -> int:
+        """Token ids the model knows: 0 .. vocabulary - 1."""
+        return self.network.wte.num_embeddings
+
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """AdamW (betas 0.9, 0.95), weight decay on the matrices only: not on biases, norms or the position table."""
         decayed = [p for name, p in self.network.named_parameters() if p.dim() >= 2 and name != "wpe.weight"]
