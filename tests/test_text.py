@@ -167,3 +167,20 @@ def test_transformers_export_refuses_an_image_run(tmp_path, capsys):
     assert main(["export", str(fixture), "--format", "transformers", "--out", str(tmp_path / "hf")]) == 2
     assert "exports text runs (gpt)" in capsys.readouterr().err
     assert not (tmp_path / "hf").exists()
+
+
+def test_eval_of_a_text_run_puts_copies_and_diversity_beside_held_out_text(trained, capsys):
+    assert main(["eval", str(trained), "--n", "8", "--seed", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "Bits per byte (test)" in printed and "Held-out text" in printed and "Self-BLEU" in printed
+    saved = json.loads((trained / "metrics.json").read_text())
+    keys = {"bits_per_byte", "copy_share", "longest_copy", "distinct_1", "distinct_2", "distinct_3", "self_bleu"}
+    assert set(saved["metrics"]) == keys == set(saved["floor"]) and saved["counts"]["samples"] == 8
+    history = genlab.Run.load(trained).history
+    assert saved["metrics"]["bits_per_byte"] == pytest.approx(history[-1]["test_bits_per_byte"], rel=1e-4)
+    assert 0 <= saved["metrics"]["copy_share"] <= 1 and 0 < saved["floor"]["distinct_1"] <= 1
+    assert main(["eval", str(trained), "--n", "8", "--seed", "4", "--out", str(trained.parent / "again")]) == 0
+    again = json.loads((trained.parent / "again" / "metrics.json").read_text())
+    assert again["metrics"] == saved["metrics"]  # the same seed, the same numbers
+    assert main(["eval", str(trained), "--metrics", "fid"]) == 2
+    assert "drop --metrics" in capsys.readouterr().err

@@ -770,6 +770,14 @@ def _export(args: argparse.Namespace) -> int:
 
 def _eval_header(info: dict) -> str:
     source, data, counts = info["source"], info["data"], info["counts"]
+    if info["source"].get("kind") == "run" and "prompt_bytes" in info["counts"]:  # a text run
+        counts, source = info["counts"], info["source"]
+        return (
+            f"{source['family']} run {source['path']} ({source['epochs']} epochs): {counts['samples']} continuations "
+            f"of {counts['prompt_bytes']} bytes of held-out text, {counts['continuation_bytes']} bytes each, against "
+            f"the real continuations; bits per byte over the {counts['test_bytes']:,}-byte test text; seed "
+            f"{info['seed']}, {info['seconds']:.1f} s\n"
+        )
     if info["extractor"] is None:  # --metrics nll alone
         return (
             f"{source['family']} run {source['path']} ({source['epochs']} epochs): likelihood of "

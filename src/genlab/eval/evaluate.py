@@ -129,12 +129,37 @@ def evaluate(
     `sample_options`: keyword arguments of the run's `sample` (a diffusion run's sampler, steps,
     eta, guidance), recorded with the source.
     """
+    if is_text_run(source):  # bits per byte, copies and diversity beside held-out text (genlab.eval.text)
+        from genlab.eval.text import evaluate_text
+
+        options = (("--metrics", metrics), ("--data", data), ("--inception", inception))
+        given = [flag for flag, value in options if value]
+        if given or sample_options or reference != "test":
+            flags = given + list(sample_options or {}) + (["--reference"] if reference != "test" else [])
+            raise GenlabError(
+                f"a text run is measured on its own test text by bits per byte, copies and diversity together: "
+                f"drop {', '.join(flags)}"
+            )
+        return evaluate_text(source, n=n, seed=seed)
     # Under torchrun, each rank draws its piece of the samples (on its own GPU where there are
     # GPUs) and extracts their features; all ranks then hold every sample's features.
     device = distributed.rank_device(pick_device("auto")) if distributed.launched_by_torchrun() else None
     with distributed.process_group_from_env(device or torch.device("cpu")):
         return _evaluate(source, data, reference, n, seed, metrics, inception, use_cache, cas_steps,
                          sample_options, device)  # fmt: skip
+
+
+def is_text_run(source: Any) -> bool:
+    """Whether `source` is a text run (a Run, a run folder or zoo:NAME), read from run.json without loading it."""
+    from genlab import zoo
+    from genlab.models import is_text_family
+    from genlab.run import is_run_dir, read_run_info
+
+    if isinstance(source, Run):
+        return is_text_family(source.family)
+    if isinstance(source, (str, Path)) and (zoo.is_zoo_spec(source) or is_run_dir(source)):
+        return is_text_family(read_run_info(zoo.run_path(source))["model"]["name"])
+    return False
 
 
 def _evaluate(
