@@ -184,3 +184,15 @@ def test_eval_of_a_text_run_puts_copies_and_diversity_beside_held_out_text(train
     assert again["metrics"] == saved["metrics"]  # the same seed, the same numbers
     assert main(["eval", str(trained), "--metrics", "fid"]) == 2
     assert "drop --metrics" in capsys.readouterr().err
+
+
+def test_one_text_streams_to_the_terminal_as_the_file_holds_it(trained, tmp_path, capsys):
+    pieces = []
+    run = genlab.Run.load(trained)
+    texts = run.generate("Life", 1, 50, 0.9, None, None, torch.Generator().manual_seed(5), stream=pieces.append)
+    assert len(pieces) > 10 and "".join(pieces) == texts[0]  # piece by piece, adding up to the text
+    argv = ["sample", str(trained), "--prompt", "Life", "--max-new-tokens", "50", "--temperature", "0.9", "--seed", "5"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out == f"--- 1 (seed 5)\nLife{texts[0]}\n"
+    assert main([*argv, "--out", str(tmp_path / "t.txt")]) == 0
+    assert (tmp_path / "t.txt").read_text() == f"--- 1 (seed 5)\nLife{texts[0]}\n"

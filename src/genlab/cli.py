@@ -601,10 +601,20 @@ def _write_text(run, args: argparse.Namespace, modes: list[str]) -> int:
             f"note: the prompt is {prompt_tokens:,} tokens; the model reads its last {context - 1:,} (its context)",
             file=sys.stderr,
         )
+    streaming = out is None and (args.n or 1) == 1  # one text to the terminal: show it as it is written
+    if streaming:
+        print(f"--- 1 (seed {args.seed})\n{prompt}", end="", flush=True)
+
+    def show(piece: str) -> None:
+        print(piece, end="", flush=True)
+
     texts = run.generate(
         prompt, args.n or 1, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-        torch.Generator().manual_seed(args.seed),
+        torch.Generator().manual_seed(args.seed), stream=show if streaming else None,
     )  # fmt: skip
+    if streaming:
+        print()
+        return 0
     if out is None:
         for i, text in enumerate(texts):
             print(f"--- {i + 1} (seed {args.seed})\n{prompt}{text}")

@@ -23,7 +23,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -668,10 +668,12 @@ class Run:
         top_k: int | None = None,
         top_p: float | None = None,
         generator: torch.Generator | None = None,
+        stream: Callable[[str], None] | None = None,
     ) -> list[str]:
         """n continuations of `prompt` by a text run, each `max_new_tokens` tokens long, as text (the prompt not
         repeated). A prompt longer than the model's context keeps its last context - 1 tokens (the model reads no
-        more). An empty prompt starts a new document. The same generator seed gives the same text."""
+        more). An empty prompt starts a new document. The same generator seed gives the same text. `stream` (one
+        continuation, n = 1) hears the text as it is written, piece by piece (never half a character)."""
         from genlab.data.text import DOCUMENT_SEPARATOR
         from genlab.memory import check_fits
 
@@ -681,8 +683,24 @@ class Run:
             raise GenlabError(f"--n must be a positive integer, got {n!r}")
         ids = tokenizer.encode(prompt or DOCUMENT_SEPARATOR)
         check_fits(8 * n * (len(ids) + max_new_tokens), f"writing {n:,} texts", "ask for fewer (--n)")
-        drawn = model.generate(torch.tensor([ids] * n), max_new_tokens, temperature, top_k, top_p, generator=generator)
-        return [tokenizer.decode(row[len(ids) :].tolist()) for row in drawn.cpu()]
+        written: list[int] = []
+        shown = [""]  # the text streamed so far
+
+        def show(token: torch.Tensor) -> None:  # decode what is written so far; pass on its new, whole characters
+            written.append(int(token[0, 0]))
+            text = tokenizer.decode(written)
+            if stream is not None and not text.endswith("\ufffd") and text.startswith(shown[0]):
+                stream(text[len(shown[0]) :])
+                shown[0] = text
+
+        drawn = model.generate(
+            torch.tensor([ids] * n), max_new_tokens, temperature, top_k, top_p, generator=generator,
+            on_token=show if stream is not None and n == 1 else None,
+        )  # fmt: skip
+        texts = [tokenizer.decode(row[len(ids) :].tolist()) for row in drawn.cpu()]
+        if stream is not None and n == 1 and texts[0] != shown[0] and texts[0].startswith(shown[0]):
+            stream(texts[0][len(shown[0]) :])  # what was held back (a last, broken character)
+        return texts
 
     def require_images(self, command: str) -> Run:
         """This run, when it draws images; a text run raises one clear error naming `command` and where its numbers

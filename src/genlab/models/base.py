@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -480,8 +480,10 @@ class GeneratesText(abc.ABC):
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        on_token: Callable[[torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
-        """The prompt ids (B, P) followed by `max_new_tokens` drawn ones: (B, P + max_new_tokens)."""
+        """The prompt ids (B, P) followed by `max_new_tokens` drawn ones: (B, P + max_new_tokens); `on_token` hears
+        each step's new tokens (B, 1)."""
 
 
 class ShowsSamplingChain(abc.ABC):

@@ -12,6 +12,7 @@ key/value cache, so each new token costs one position, not the whole window.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -105,8 +106,10 @@ class GPTModel(GeneratesText, GenerativeModel):
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        on_token: Callable[[torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
         """The prompt ids (B, P) followed by `max_new_tokens` drawn ones: (B, P + max_new_tokens).
+        `on_token`, if given, hears each step's new tokens (B, 1) as they are drawn (streaming).
 
         Each token is drawn from softmax(logits / temperature) restricted to the `top_k` likeliest tokens
         and to the smallest set whose probability reaches `top_p` (Holtzman et al. 2020); temperature 0
@@ -121,6 +124,8 @@ class GPTModel(GeneratesText, GenerativeModel):
         logits, cache = self.next_token_logits(window)
         for _ in range(max_new_tokens):
             token = draw_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
+            if on_token is not None:
+                on_token(token)
             ids = torch.cat([ids, token], dim=1)
             window = torch.cat([window, token], dim=1)
             if not use_cache:
