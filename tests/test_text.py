@@ -196,3 +196,50 @@ def test_one_text_streams_to_the_terminal_as_the_file_holds_it(trained, tmp_path
     assert capsys.readouterr().out == f"--- 1 (seed 5)\nLife{texts[0]}\n"
     assert main([*argv, "--out", str(tmp_path / "t.txt")]) == 0
     assert (tmp_path / "t.txt").read_text() == f"--- 1 (seed 5)\nLife{texts[0]}\n"
+
+
+def test_init_reads_a_transformers_gpt2_directory_back_into_genlab(trained, corpus, tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from genlab.models import build_model
+    from genlab.models.base import TokenSpec
+    from genlab.models.gpt.hf_import import gpt2_state_dict, read_gpt2_directory
+
+    hf = tmp_path / "hf"
+    assert main(["export", str(trained), "--format", "transformers", "--out", str(hf)]) == 0
+    settings, tokenizer = read_gpt2_directory(hf)
+    assert tokenizer.encode("To be") == list(b"To be") and settings["context"] == 32
+    model = build_model("gpt", TokenSpec(tokenizer.vocabulary_size, tokenizer.name), settings)
+    model.network.load_state_dict(gpt2_state_dict(hf, model.network.state_dict()))
+    source = genlab.Run.load(trained).model
+    ids = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model.network(ids)[0], source.network(ids)[0], rtol=0, atol=1e-5)
+    out = tmp_path / "tuned"
+    argv = ["train", "--init", str(hf), "--data", corpus, "--epochs", "1", "--batch-size", "16", "--out", str(out)]
+    assert main([*argv, "--quiet", "--no-final-eval"]) == 0
+    assert read_json(out)["train"]["init_from"] == f"transformers:{hf}"
+    assert genlab.Run.load(out).history[0]["test_loss"] < genlab.Run.load(trained).history[0]["test_loss"]
+
+
+def read_json(run: Path) -> dict:
+    return json.loads((run / "run.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "files, extra, message",
+    [
+        ({"config.json": '{"model_type": "bert"}'}, [], "field model_type must be one of"),
+        ({}, [], "has no readable config.json"),
+        ({"config.json": "{}"}, ["--resume"], "--init starts a new run"),
+    ],
+)
+def test_init_refuses_what_is_not_a_gpt2_directory(files, extra, message, corpus, tmp_path, capsys):
+    folder = tmp_path / "not-gpt2"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    argv = ["train", "--init", str(folder), "--data", corpus, "--out", str(tmp_path / "r"), "--quiet", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()

@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN",
         help="start from this run's (or zoo:NAME's) weights, family and settings; a fresh optimizer, epochs from 0",
     )
+    train.add_argument(
+        "--init",
+        dest="init_transformers",
+        metavar="DIR",
+        help="gpt: start from a transformers GPT-2 directory (its sizes, tokenizer and weights) and fine-tune it",
+    )
     given = train.add_mutually_exclusive_group()
     given.add_argument("--resume", action="store_true", help="continue the run at --out where it stopped")
     given.add_argument("--overwrite", action="store_true", help="replace the run at --out")
@@ -470,6 +476,7 @@ def _train(args: argparse.Namespace) -> int:
                 eval_every=args.eval_every,
                 model_config=model_config,
                 init_from=args.init_from,
+                init_transformers=args.init_transformers,
             )
     except KeyboardInterrupt:
         if distributed.is_main_process():  # rank 0 says where the run stopped

@@ -90,7 +90,7 @@ def test_bpe_is_trained_on_train_only_deterministic_and_saved_whole(fortunes):
     assert restored.encode(test.documents[0]) == tokenizer.encode(test.documents[0])
 
 
-@pytest.mark.parametrize("spec", ["bpe", "bpe:10", "bpe:x", "bytes:3", "words", "bpe:100000"])
+@pytest.mark.parametrize("spec", ["bpe", "bpe:10", "bpe:255", "bpe:x", "bytes:3", "words", "bpe:100000"])
 def test_bad_tokenizer_specs(spec):
     with pytest.raises(GenlabError, match="is not one genlab has: bytes"):
         parse_tokenizer(spec)

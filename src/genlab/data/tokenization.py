@@ -23,7 +23,7 @@ from genlab.errors import GenlabError
 from .text import TextCorpus
 
 BYTE_VOCABULARY = 256
-MIN_BPE_VOCABULARY = 260  # the 256 bytes and room to merge
+MIN_BPE_VOCABULARY = 256  # the 256 bytes (no merge: the bytes themselves) and up
 MAX_BPE_VOCABULARY = 65_536
 TEXT_EXTRA = "the tokenizers library is missing: pip install 'genlab[text]'"
 

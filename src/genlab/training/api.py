@@ -15,6 +15,8 @@ from genlab.data.text import is_text_spec
 from genlab.data.tokens import TokenDataset, load_token_splits, token_fingerprint
 from genlab.errors import GenlabError
 from genlab.models import build_model, is_text_family, make_config, stored_config
+from genlab.models.gpt import GPTModel
+from genlab.models.gpt.hf_import import gpt2_state_dict, read_gpt2_directory
 from genlab.run import (
     MODEL_FILE,
     STATE_FILE,
@@ -63,6 +65,7 @@ def train(
     model_config: dict[str, Any] | None = None,
     final_eval: bool = False,
     init_from: str | Path | Run | None = None,
+    init_transformers: str | Path | None = None,
 ) -> Run:
     """Train family `model` on `data` into the run directory `out` and return the loaded Run.
 
@@ -89,7 +92,9 @@ def train(
     its EMA copy) instead of a fresh initialisation: the family and model settings are the source's, with
     `model_config` changing single fields, and the data defaults to the source's. Only the weights carry
     over: the optimizers start afresh (a zoo model ships no optimizer state), and the new run counts its
-    own epochs from 0; run.json records the source as train.init_from.
+    own epochs from 0; run.json records the source as train.init_from. `init_transformers` does the same from a
+    Hugging Face GPT-2 directory (config.json, tokenizer.json, model.safetensors: the real gpt2 where a user has it,
+    or a genlab export), for the gpt family: its sizes, tokenizer and weights (genlab.models.gpt.hf_import).
 
     `final_eval=True` measures FID, precision and recall of up to 1,000 samples against the test
     split once training ends normally, prints them beside the real-vs-real floor and saves them as
@@ -105,6 +110,10 @@ def train(
             f"zoo models are read-only: --out {out} cannot be trained; to train on from one, start a new run "
             "from its weights with --from zoo:NAME --out runs/NEW"
         )
+    if init_from is not None and init_transformers is not None:
+        raise GenlabError("--from and --init both name the weights to start from: give one")
+    if init_transformers is not None and resume:
+        raise GenlabError("--init starts a new run from a GPT-2 directory; --resume continues this one: give one")
     if init_from is not None and resume:
         raise GenlabError("--from starts a new run from another run's weights; --resume continues this one: give one")
     out = Path(out if out is not None else default_out(model))
@@ -126,6 +135,11 @@ def train(
             data = info["data"]["spec"]
     else:
         _check_new_out(out, overwrite)
+        if init_transformers is not None:
+            if model not in (None, "gpt"):
+                raise GenlabError(f"--init reads a GPT-2 model, which the gpt family trains, not {model}")
+            settings, hf_tokenizer = read_gpt2_directory(init_transformers)
+            model, model_config = "gpt", {**settings, **(model_config or {})}
         if init_from is not None:
             source = init_from if isinstance(init_from, Run) else Run.load(init_from)
             model, data, size, model_config = _from_source(source, model, data, size, model_config)
@@ -139,7 +153,8 @@ def train(
     family = info["model"]["name"] if resume else model
     if family is not None and is_text_family(family):
         tokenizer_from = out if resume else source.path if source is not None else None  # a run's saved tokenizer
-        train_data, test_data, data_info = _load_text(data, size, family, tokenizer_from, model_config)
+        given = hf_tokenizer if init_transformers is not None else None
+        train_data, test_data, data_info = _load_text(data, size, family, tokenizer_from, model_config, given)
     elif isinstance(data, str) and is_text_spec(data):
         raise GenlabError(f"{data} is text; the {family} family learns from images: train the gpt family on it")
     else:
@@ -160,6 +175,9 @@ def train(
         network = build_model(model, train_data, model_config)
         if source is not None:
             _start_from(network, source)
+        if init_transformers is not None:  # the GPT-2 directory's weights, under genlab's names
+            assert isinstance(network, GPTModel)
+            network.network.load_state_dict(gpt2_state_dict(init_transformers, network.network.state_dict()))
         run_batch_size = config.batch_size or network.default_batch_size
         config = dataclasses.replace(config, batch_size=run_batch_size)
         budget: dict[str, int] = {}
@@ -167,6 +185,8 @@ def train(
             config = dataclasses.replace(config, epochs=network.default_epochs(len(train_data), run_batch_size))
             budget = {"default_steps": network.default_steps}
         origin = {"init_from": source.name} if source is not None else {}
+        if init_transformers is not None:
+            origin = {"init_from": f"transformers:{init_transformers}"}
         info = new_run_info(
             network, data_info,
             {"epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed, **budget, **origin},
@@ -392,9 +412,10 @@ def _resumable_info(out: Path, model, data, batch_size, seed, size, model_config
     return info
 
 
-def _load_text(data, size, family: str, tokenizer_from: Path | None, model_config) -> tuple:
+def _load_text(data, size, family: str, tokenizer_from: Path | None, model_config, given=None) -> tuple:
     """(train, test, run.json's data section) of a text run: a new one tokenizes as its settings say, a resumed
-    one (or one started from another run's weights) with the tokenizer saved in that run (`tokenizer_from`)."""
+    one (or one started from another run's weights) with the tokenizer saved in that run (`tokenizer_from`), one
+    started from a GPT-2 directory with its tokenizer (`given`)."""
     if not isinstance(data, str) or not is_text_spec(data):
         shown = data if isinstance(data, str) else type(data).__name__
         raise GenlabError(f"the {family} family learns from text: --data fortunes or text:PATH, not {shown}")
@@ -405,7 +426,7 @@ def _load_text(data, size, family: str, tokenizer_from: Path | None, model_confi
         tokenizer: Any = load_tokenizer(tokenizer_from)
     else:
         config = make_config(family, model_config)
-        tokenizer = config.tokenizer
+        tokenizer = given if given is not None else config.tokenizer
     train_data, test_data = load_token_splits(data, tokenizer, config.context)
     if len(train_data) < 1 or len(test_data) < 1:
         raise GenlabError(
