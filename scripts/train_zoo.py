@@ -191,7 +191,8 @@ def model_card(name, recipe, info, measured, train_seconds, eval_seconds, thread
 - **Family**: {recipe.family} ({parameters:,} parameters); **data**: {recipe.data} ({info["data"]["train_images"]:,} \
 training images)
 - **Recipe**: {settings}; {info["train"]["epochs"]} epochs of batch {info["train"]["batch_size"]}, seed {recipe.seed}, \
-on the CPU with {threads} thread(s), torch {torch.__version__}: {train_seconds / 60:.1f} minutes of training
+on the CPU with {threads} thread(s), torch {torch.__version__}: {train_seconds / 60:.1f} minutes of optimizer steps \
+(the sum of history.jsonl's `seconds`; per-epoch sample grids and validation come on top)
 - **Reproduce**: `python scripts/train_zoo.py {name}` (byte-identical weights on the same kind of machine)
 - **Storage**: weight tensors as float16 (half the bytes); the numbers below were measured after that round trip
 

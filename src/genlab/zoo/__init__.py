@@ -169,7 +169,7 @@ def zoo_table(rows: list[dict[str, Any]]) -> str:
     def number(value: Any, text: str) -> str:
         return "-" if value is None else text.format(value)
 
-    header = ["Name", "Family", "Data", "Params", "Trained", "Samples", "FID (floor)", "Recall", "Label acc", "MB"]
+    header = ["Name", "Family", "Data", "Params", "Steps' time", "Samples", "FID (floor)", "Recall", "Label acc", "MB"]
     cells = [
         [
             row["name"],
