@@ -56,7 +56,7 @@ demo: setup
 
 # Lint, format and types first (seconds), then the suite.
 test: setup lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=20
 
 lint: setup
 	$(VENV)/bin/ruff check src

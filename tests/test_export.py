@@ -22,7 +22,9 @@ from genlab.run import MODEL_FILE, Run
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from genlab.export import EXPORT_FILE, ONNX_FILE, export_onnx  # noqa: E402  (after the skip: it needs the extra)
+from genlab.export import EXPORT_FILE, ONNX_FILE, export_onnx  # noqa: E402
+from genlab.export.folder import check_export_out  # noqa: E402
+from genlab.export.onnx_graph import EXPORT_ENTRIES  # noqa: E402  (after the skip: it needs the extra)
 
 ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "examples" / "onnx_sample.py"
@@ -224,8 +226,7 @@ def test_the_cli_exports_and_replaces_only_a_previous_export(exported, tmp_path,
     assert leftovers(tmp_path) == []
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["export", str(run.path), "--out", str(empty)]) == 0  # an empty folder holds nothing to lose
-    assert (empty / ONNX_FILE).read_bytes() == first
+    assert check_export_out(empty, run.path, False, EXPORT_ENTRIES) == empty  # an empty folder holds nothing to lose
 
 
 def test_bad_runs_are_refused(exported, tmp_path, capsys):
@@ -270,14 +271,14 @@ def test_overwrite_never_deletes_a_run_or_the_users_folder(exported, tmp_path, c
 def test_a_failed_export_leaves_nothing_and_keeps_the_previous_one(exported, tmp_path, monkeypatch):
     import genlab.export.onnx_graph
 
-    run, _ = exported("wgan-gp")
-    previous = export_onnx(run.path, tmp_path / "export")
+    run, done = exported("wgan-gp")
+    previous = Path(shutil.copytree(done, tmp_path / "export"))  # a previous export, as export_onnx wrote it
     before = {p.name: p.read_bytes() for p in previous.iterdir()}
 
     def broken(*args, **kwargs):
         raise RuntimeError("the graph disagrees")
 
-    monkeypatch.setattr(genlab.export.onnx_graph, "_verify", broken)
+    monkeypatch.setattr(genlab.export.onnx_graph, "_write_graph", broken)  # fails inside the staging folder
     with pytest.raises(RuntimeError):
         export_onnx(run.path, tmp_path / "new")
     with pytest.raises(RuntimeError):

@@ -19,10 +19,10 @@ TINY = ["--set", "preset=tiny", "--set", "context=32", "--batch-size", "16", "--
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
-    """About 40 kB of real quotations, one paragraph each: a corpus that trains in seconds."""
+    """About 20 kB of real quotations, one paragraph each: a corpus that trains in seconds."""
     train, _ = load_text_splits("fortunes")
     path = tmp_path_factory.mktemp("text") / "quotes.txt"
-    quotes = [d.replace("\n\n", "\n") for d in train.documents if len(d) < 300][:300]
+    quotes = [d.replace("\n\n", "\n") for d in train.documents if len(d) < 300][:160]
     path.write_text("\n\n".join(quotes) + "\n")
     return f"text:{path}"
 
