@@ -119,6 +119,11 @@ def train(name: str, recipe: Recipe, work: Path) -> Path:
     """The trained run at work/NAME (trained now, or continued exactly where it stopped)."""
     out = work / name
     resume = is_run_dir(out)
+    if resume:
+        info = read_run_info(out)
+        if info["status"] == "completed" and info["epochs_completed"] == info["train"]["epochs"]:
+            print(f"== {name}: {out} is trained ({info['epochs_completed']} epochs); packaging it", flush=True)
+            return out
     print(f"== {name}: {'resuming' if resume else 'training'} {recipe.family} on {recipe.data} into {out}", flush=True)
     genlab.train(
         None if resume else recipe.family,
@@ -169,7 +174,7 @@ def package(name: str, recipe: Recipe, run_dir: Path, threads: int, samples: int
     files = sorted(str(path.relative_to(target)) for path in target.rglob("*") if path.is_file())
     return {
         "summary": recipe.summary,
-        "recipe": f"python scripts/train_zoo.py {name}",
+        "recipe": f"python scripts/train_zoo.py {name} --threads {threads}",
         "train_seconds": round(train_seconds, 1),
         "parameters": parameters,
         "files": {relative: sha256_of(target / relative) for relative in files},
@@ -193,7 +198,8 @@ training images)
 - **Recipe**: {settings}; {info["train"]["epochs"]} epochs of batch {info["train"]["batch_size"]}, seed {recipe.seed}, \
 on the CPU with {threads} thread(s), torch {torch.__version__}: {train_seconds / 60:.1f} minutes of optimizer steps \
 (the sum of history.jsonl's `seconds`; per-epoch sample grids and validation come on top)
-- **Reproduce**: `python scripts/train_zoo.py {name}` (byte-identical weights on the same kind of machine)
+- **Reproduce**: `python scripts/train_zoo.py {name} --threads {threads}` (seeded: the same weights on the same \
+kind of machine and thread count)
 - **Storage**: weight tensors as float16 (half the bytes); the numbers below were measured after that round trip
 
 | metric | value | real vs real |

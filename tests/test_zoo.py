@@ -20,6 +20,7 @@ from genlab.run import MODEL_FILE, Run, read_run_info
 SCRIPT = Path(__file__).parents[1] / "scripts" / "train_zoo.py"
 SMALL = {"hidden_dim": 32, "latent_dim": 4}
 SHIPPED = zoo.catalog()  # the real entries, read before any test swaps the zoo for a temporary one
+REAL_ZOO = (zoo.ZOO_DIR, zoo.CATALOG_FILE)
 
 
 def load_script():
@@ -162,8 +163,15 @@ def test_a_damaged_catalog_is_refused_by_its_schema(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ the shipped entries
 
 
+@pytest.fixture
+def real_zoo(monkeypatch):
+    """The installed zoo, even while the module's temporary one is in place."""
+    monkeypatch.setattr(zoo, "ZOO_DIR", REAL_ZOO[0])
+    monkeypatch.setattr(zoo, "CATALOG_FILE", REAL_ZOO[1])
+
+
 @pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_every_shipped_model_loads_samples_and_carries_its_numbers(name):
+def test_every_shipped_model_loads_samples_and_carries_its_numbers(name, real_zoo):
     run = genlab.load(f"zoo:{name}")  # every file's checksum verified
     images = run.sample(8, generator=torch.Generator().manual_seed(0))
     assert images.shape == (8, *run.model.data.image_shape) and 0 <= images.min() and images.max() <= 1
@@ -174,3 +182,17 @@ def test_every_shipped_model_loads_samples_and_carries_its_numbers(name):
         assert row["label_accuracy"] is not None
     assert row["parameters"] == sum(p.numel() for p in run.model.parameters())
     assert (zoo.ZOO_DIR / name / zoo.CARD_FILE).read_text().startswith(f"# zoo:{name}")
+
+
+FAST_SAMPLERS = ("vae", "gan", "dcgan", "wgan-gp", "realnvp")  # one network pass per image: measured in seconds
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_a_shipped_models_fid_is_what_its_metrics_say(name, real_zoo):
+    shipped = json.loads((zoo.ZOO_DIR / name / "metrics.json").read_text())
+    family = read_run_info(zoo.ZOO_DIR / name)["model"]["name"]
+    if family not in FAST_SAMPLERS:
+        pytest.skip(f"{family} samples slowly; its FID is measured by scripts/train_zoo.py")
+    result = genlab.evaluate(f"zoo:{name}", n=shipped["counts"]["samples"], metrics="fid", seed=0)
+    # the same samples and reference as the shipped number: equal up to the float rounding of another thread count
+    assert result.metrics["fid"] == pytest.approx(shipped["metrics"]["fid"], rel=0.01)
