@@ -585,8 +585,9 @@ class Run:
         """
         from genlab import zoo
 
-        zoo_name = zoo.entry(str(path)).name if zoo.is_zoo_spec(path) else None
-        path = zoo.run_path(path)
+        shipped = zoo.entry(str(path)) if zoo.is_zoo_spec(path) else None  # the catalog read once
+        zoo_name = None if shipped is None else shipped.name
+        path = Path(path) if shipped is None else zoo.resolve(shipped)
         info = read_run_info(path)
         model = model_from_info(info, path)
         source = Path(path) / MODEL_FILE

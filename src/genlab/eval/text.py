@@ -208,7 +208,6 @@ def evaluate_text(
     prompts (PROMPT_BYTES of test text at seeded places, continued for CONTINUATION_BYTES) the share of copied
     32-byte windows, the longest copied span, distinct-1/2/3 and self-BLEU, each beside the same measure of the
     real continuations of those prompts (the floor). The same seed gives the same numbers."""
-    from genlab.data.text import load_text_splits
     from genlab.data.tokenization import encode_corpus
     from genlab.data.tokens import TokenDataset
     from genlab.run import Run, load_tokenizer

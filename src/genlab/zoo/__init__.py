@@ -96,9 +96,10 @@ def entry(spec: str) -> ZooEntry:
     return entries[name]
 
 
-def resolve(spec: str) -> Path:
-    """The checked run directory of zoo model `spec`: every file present, each with its recorded sha256."""
-    model = entry(spec)
+def resolve(spec: str | ZooEntry) -> Path:
+    """The checked run directory of zoo model `spec` (a name or its entry): every file present, each with its
+    recorded sha256."""
+    model = spec if isinstance(spec, ZooEntry) else entry(spec)
     for relative, expected in model.files.items():
         path = model.path / relative
         if not path.is_file():
