@@ -89,7 +89,10 @@ def test_a_bpe_tokenizer_is_trained_saved_and_used_again(corpus, tmp_path, capsy
     "argv, message",
     [
         (["train", "gpt", "--data", "mnist-5k", "--epochs", "1"], "the gpt family learns from text"),
-        (["train", "vae", "--data", "fortunes", "--epochs", "1"], "fortunes is text; the vae family learns from images"),
+        (
+            ["train", "vae", "--data", "fortunes", "--epochs", "1"],
+            "fortunes is text; the vae family learns from images",
+        ),
         (["train", "gpt", "--data", "fortunes", "--set", "tokenizer=words"], "tokenizer 'words' is not one"),
         (["train", "gpt", "--data", "fortunes", "--eval-every", "1"], "drop --eval-every"),
         (["train", "gpt", "--data", "fortunes", "--size", "28"], "drop --size"),
@@ -126,7 +129,19 @@ def test_a_prompt_is_refused_by_an_image_run(capsys):
 
 def test_from_a_text_run_keeps_its_tokenizer_and_weights(corpus, tmp_path):
     source = tmp_path / "bpe"
-    argv = ["train", "gpt", "--data", corpus, "--epochs", "1", "--out", str(source), *TINY, "--set", "tokenizer=bpe:300"]
+    argv = [
+        "train",
+        "gpt",
+        "--data",
+        corpus,
+        "--epochs",
+        "1",
+        "--out",
+        str(source),
+        *TINY,
+        "--set",
+        "tokenizer=bpe:300",
+    ]
     assert main(argv) == 0
     out = tmp_path / "more"
     assert main(["train", "--from", str(source), "--out", str(out), "--epochs", "1", "--quiet", "--no-final-eval"]) == 0
@@ -140,7 +155,9 @@ def test_export_to_transformers_runs_in_its_pipeline_as_genlab_does(trained, tmp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "hf"
     assert main(["export", str(trained), "--format", "transformers", "--out", str(out)]) == 0
-    assert {"config.json", "model.safetensors", "tokenizer.json", "genlab_export.json"} <= {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "genlab_export.json"} <= {
+        p.name for p in out.iterdir()
+    }
     assert json.loads((out / "genlab_export.json").read_text())["kind"] == "transformers-gpt2"
     pipe = transformers.pipeline("text-generation", model=str(out))
     theirs = pipe("To be", max_new_tokens=20, do_sample=False)[0]["generated_text"]
@@ -243,3 +260,77 @@ def test_init_refuses_what_is_not_a_gpt2_directory(files, extra, message, corpus
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_explain_measures_a_text_run_on_real_windows_and_a_prompt(trained, corpus, capsys):
+    import torch.nn.functional as F
+
+    from genlab.data.tokens import load_token_splits
+
+    argv = ["explain", str(trained), "--prompt", "To be", "--format", "json", "--seed", "3"]
+    assert main(argv) == 0
+    document = json.loads(capsys.readouterr().out)
+    stages = {stage["name"]: stage for stage in document["stages"]}
+    assert [s["path"] for s in document["stages"]].count("generation") == 6
+    assert stages["windows"]["output_shape"] == [8, 33] and stages["logits"]["output_shape"] == [8, 32, 256]
+    assert stages["read the prompt"]["output_shape"] == [2, 2, 1, 2, 5, 32]  # blocks, (k, v), (1, heads, P, width)
+    run = genlab.Run.load(trained)
+    train, _ = load_token_splits(corpus, genlab.run.load_tokenizer(trained), 32)
+    assert stages["tokenize"]["output_shape"] == [len(train.tokens)]
+    starts = torch.tensor(document["data"]["starts"])
+    windows = train.tokens[starts[:, None] + torch.arange(33)]
+    with torch.no_grad():  # the loss the stage quotes, computed here from the windows it names
+        logits, _ = run.model.network(windows[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten())
+        prompt = run.model.network(torch.tensor([list(b"To be")]))[0][0].softmax(-1)  # (5, 256)
+    assert stages["loss"]["example"].startswith(f"{loss:.2f} nats per token")
+    rows = document["next_tokens"]
+    assert [r["token"] for r in rows] == ["T", "o", " ", "b", "e"] and rows[-1]["following"] is None
+    assert rows[0]["following"] == "o" and rows[0]["following_probability"] == pytest.approx(float(prompt[0, 111]))
+    for row, probabilities in zip(rows, prompt):
+        assert [p for _, p in row["top"]] == pytest.approx(probabilities.topk(5).values.tolist())
+    assert document["lens"][-1]["token"] == rows[-1]["top"][0][0] and document["lens"][-1]["rank_of_final"] == 1
+    assert [layer["name"] for layer in document["layers"]][:3] == ["input", "wte", "wpe"]
+    assert document["parameters"] == sum(p.numel() for p in run.model.network.parameters())
+    assert main(argv) == 0 and json.loads(capsys.readouterr().out) == document  # the same seed, the same page
+
+
+def test_explain_an_untrained_text_family_and_its_bad_input(corpus, capsys):
+    argv = ["explain", "gpt", "--data", corpus, "--set", "preset=tiny", "--set", "context=16"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Training path: text -> loss" in printed and "Generation path: prompt -> text" in printed
+    assert "Next-token table - 'The secret of life is'" in printed and "untrained (initialised with seed 0)" in printed
+    loss = float(printed.split("e.g. ")[8].split(" nats per token")[0])
+    assert abs(loss - 5.545) < 0.1  # untrained: about a uniform guess over 256 bytes, ln 256
+    fixture = Path(__file__).parent / "fixtures" / "runs" / "vae"
+    for bad, message in [
+        ([*argv, "--size", "28"], "--size resizes images"),
+        ([*argv, "--prompt", ""], "the prompt is empty"),
+        (["explain", "vae", "--prompt", "hi"], "--prompt belongs to text models"),
+        (["explain", str(fixture), "--prompt", "hi"], "--prompt belongs to text models"),
+    ]:
+        assert main(bad) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_and_compare_of_text_runs_show_text(trained, corpus, tmp_path, capsys):
+    assert main(["eval", str(trained), "--n", "4", "--seed", "2", "--out", str(tmp_path / "eval")]) == 0
+    (trained / "metrics.json").write_bytes((tmp_path / "eval" / "metrics.json").read_bytes())
+    page = tmp_path / "report.html"
+    assert main(["report", str(trained), "--out", str(page)]) == 0
+    text = page.read_text()
+    assert "Next-token table of the prompt" in text and "Prediction over the blocks" in text
+    assert "Continuations and copies" in text and "Held-out text" in text and "Reconstructions" not in text
+    details = json.loads((trained / "metrics.json").read_text())["details"]
+    import html
+
+    assert len(details["prompts"]) == 4 and html.escape(details["prompts"][0], quote=True) in text
+    assert "test tokens, bytes" in text and "Epoch 3</h3>" in text  # the samples training wrote, as text
+    assert main(["compare", str(trained), str(trained), "--out", str(tmp_path / "c.html")]) == 0
+    printed = capsys.readouterr().out
+    assert "Bits/byte" in printed and "FID" not in printed
+    fixture = Path(__file__).parent / "fixtures" / "runs" / "vae"
+    assert main(["compare", str(trained), str(fixture), "--out", str(tmp_path / "mixed.html")]) == 2
+    assert "compare runs of one kind" in capsys.readouterr().err and not (tmp_path / "mixed.html").exists()

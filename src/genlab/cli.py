@@ -94,7 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument(
         "--data",
-        help="dataset for a family (default mnist-5k): mnist-5k, mnist, fashion-mnist, digits, folder:PATH, npz:PATH",
+        help="dataset for a family (default mnist-5k; fortunes for gpt): mnist-5k, mnist, fashion-mnist, digits, "
+        "folder:PATH, npz:PATH, fortunes, text:PATH",
+    )
+    explain.add_argument(
+        "--prompt",
+        help='a text model: the prompt of the generation path and the next-token table (default "The '
+        'secret of life is")',
     )
     explain.add_argument("--size", type=_image_size, help="resize images to S or HxW (a family)")
     explain.add_argument("--batch-size", type=_positive_int, default=8, help="images in the batch (default 8)")
@@ -430,7 +436,13 @@ def _explain(args: argparse.Namespace) -> int:
     if args.conditional:
         model_config["conditional"] = True
     explanation = explain_model(
-        args.target, args.data, batch_size=args.batch_size, seed=args.seed, size=args.size, model_config=model_config
+        args.target,
+        args.data,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        size=args.size,
+        model_config=model_config,
+        prompt=args.prompt,
     )
     if args.format == "json":
         print(json.dumps(explanation.to_dict(), indent=2))

@@ -67,4 +67,19 @@ def test_text_observations_fire_only_well_past_held_out_text():
     floor = {"copy_share": 0.05, "distinct_2": 0.9}
     assert observe_text({"copy_share": 0.055, "distinct_2": 0.8}, floor) == []
     found = observe_text({"copy_share": 0.30, "distinct_2": 0.2}, floor)
-    assert found[0].startswith("samples copying training text: 30.0%") and found[1].startswith("collapse into repetition")
+    assert found[0].startswith("samples copying training text: 30.0%") and found[1].startswith(
+        "collapse into repetition"
+    )
+
+
+def test_copied_pieces_mark_exactly_the_characters_inside_copied_windows():
+    from genlab.eval.text import copied_pieces
+
+    train = ("The quick brown fox jumps over the lazy dog near the riverbank. " * 2).encode()
+    keys = np.sort(window_keys(train))
+    copied = "the quick brown fox jumps over the lazy dog near"  # 48 bytes of the training text (case aside)
+    text = "Zebras é|" + copied[4:] + "|ünïcode"  # "|" is not in the training text
+    pieces = copied_pieces(text, keys)
+    assert "".join(piece for piece, _ in pieces) == text
+    assert [piece for piece, mark in pieces if mark] == [copied[4:]]
+    assert copied_pieces("short", keys) == [("short", False)]

@@ -297,11 +297,13 @@ def test_default_vae_reaches_the_quality_bar_on_mnist_5k(tmp_path):
     assert history[-1]["loss"] < history[0]["loss"] - 50
 
 
-def test_conv_vae_beats_the_mlp_bar_on_mnist_5k(tmp_path):
-    """The conv variant with its defaults (Adam 1e-3, batch 64), 20 epochs, seed 0: about 110.5 nats."""
-    run = genlab.train("vae", "mnist-5k", tmp_path / "conv", epochs=20, seed=0, progress=False,
+def test_conv_vae_learns_digits_on_mnist_5k(tmp_path):
+    """The conv variant with its defaults (Adam 1e-3, batch 64), seed 0: 208.0 nats after one epoch, 121.7 after 10
+    (about 110.5 after 20, below the MLP's bar of 120: benchmarks/README.md)."""
+    run = genlab.train("vae", "mnist-5k", tmp_path / "conv", epochs=10, seed=0, progress=False,
                        model_config={"arch": "conv", **UNFITTED_PRIOR})
-    assert run.history[-1]["test_loss"] <= 115.0
+    losses = [record["test_loss"] for record in run.history]
+    assert losses[-1] <= 125.0 and losses[0] - losses[-1] >= 70
 
 
 def test_conditional_vae_draws_the_asked_digit(tmp_path):

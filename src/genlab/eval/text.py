@@ -91,6 +91,32 @@ def copied_share(texts: Sequence[bytes], train_keys: np.ndarray, width: int = CO
     return float((train_keys[where] == keys).mean())
 
 
+def copied_pieces(text: str, train_keys: np.ndarray, width: int = COPY_WIDTH) -> list[tuple[str, bool]]:
+    """`text` cut into pieces that alternate between not copied and copied (True): a character is copied when one of
+    its bytes lies in a `width`-byte window found verbatim in the training text (`train_keys`: its window_keys,
+    sorted). The pieces join back into `text`."""
+    data = text.encode("utf-8")
+    keys = window_keys(data, width)
+    copied = np.zeros(len(data) + 1, dtype=np.int64)  # +1 where a copied window starts, -1 where it ends
+    if len(keys) and len(train_keys):
+        found = train_keys[np.minimum(np.searchsorted(train_keys, keys), len(train_keys) - 1)] == keys
+        starts = np.flatnonzero(found)
+        np.add.at(copied, starts, 1)
+        np.add.at(copied, starts + width, -1)
+    inside = np.cumsum(copied)[: len(data)] > 0  # (bytes,): in at least one copied window
+    pieces: list[tuple[str, bool]] = []
+    offset = 0
+    for character in text:
+        size = len(character.encode("utf-8"))
+        mark = bool(inside[offset : offset + size].any())
+        offset += size
+        if pieces and pieces[-1][1] == mark:
+            pieces[-1] = (pieces[-1][0] + character, mark)
+        else:
+            pieces.append((character, mark))
+    return pieces
+
+
 def longest_copied_span(text: bytes, train: bytes) -> int:
     """Bytes of the longest stretch of `text` found verbatim in `train` (greedy: each start is extended only past
     the best length so far, so the search costs about two substring tests per byte)."""
@@ -149,6 +175,7 @@ TEXT_ROWS = (
     ("distinct_3", "Distinct-3", "near held-out"),
     ("self_bleu", "Self-BLEU", "near held-out"),
 )
+SHOWN_SAMPLES = 5  # continuations kept in metrics.json, with their prompts, for the report
 COPY_EXCESS = 0.01  # the issue's bound: samples copy at most 1 point more 32-byte windows than held-out text does
 REPETITION_FACTOR = 0.5  # distinct-2 under half of held-out text's: the samples repeat themselves
 
@@ -260,5 +287,8 @@ def evaluate_text(
         "sampling": {"temperature": temperature, "top_k": top_k},
         "seconds": round(time.perf_counter() - started, 2),
     }  # fmt: skip
-    details = {"samples": [s.decode("utf-8", errors="replace") for s in samples[:5]]}
+    details = {
+        "samples": [s.decode("utf-8", errors="replace") for s in samples[:SHOWN_SAMPLES]],
+        "prompts": [test_bytes[s : s + PROMPT_BYTES].decode("utf-8", errors="ignore") for s in starts[:SHOWN_SAMPLES]],
+    }
     return TextEvaluation(metrics=metrics, floor=floor, details=details, info=info)

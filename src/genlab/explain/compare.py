@@ -24,6 +24,7 @@ from genlab.explain.run_files import (
     damaged_grid,
     data_text,
     duration_text,
+    epoch_files,
     epoch_grids,
     load_run,
     png_file,
@@ -31,7 +32,7 @@ from genlab.explain.run_files import (
     trainable_parameters,
     training_seconds,
 )
-from genlab.models.base import HasLikelihood
+from genlab.models.base import GeneratesText, HasLikelihood
 from genlab.outputs import COMPARE_PAGE, check_output, naming
 
 COMPARE_FILE = "compare.html"
@@ -43,6 +44,14 @@ MEASURED = (
     ("recall", "Recall"),
     ("bits_per_dim", "Bits/dim"),
     ("copy_share", "Copies"),
+)
+# ... and a text run's (genlab.eval.text): bits per byte compares runs whatever their tokenizers
+MEASURED_TEXT = (
+    ("bits_per_byte", "Bits/byte"),
+    ("copy_share", "Copied windows"),
+    ("longest_copy", "Longest copy"),
+    ("distinct_2", "Distinct-2"),
+    ("self_bleu", "Self-BLEU"),
 )
 
 
@@ -61,6 +70,7 @@ class ComparedRun:
     metrics: dict[str, float] = field(default_factory=dict)
     measured: dict[str, Any] = field(default_factory=dict)  # metrics.json's counts, extractor, epochs, nll data model
     conditional: bool = False
+    text: bool = False  # a text run (its columns are MEASURED_TEXT)
 
 
 @dataclass
@@ -71,11 +81,17 @@ class Comparison:
     notes: list[str]
     out: Path | None = None  # compare.html, where one was written
 
+    @property
+    def measured_columns(self) -> tuple[tuple[str, str], ...]:
+        """(metrics.json key, title) of the measured columns: the text ones when the runs write text."""
+        return MEASURED_TEXT if self.rows and self.rows[0].text else MEASURED
+
     def cells(self) -> tuple[list[str], list[list[str]]]:
         """The table's header and rows as text."""
         from genlab.eval.evaluate import metric_text
 
-        header = ["Run", "Family", "Data", "Parameters", "Epochs", "Training time", *(t for _, t in MEASURED)]
+        columns = self.measured_columns
+        header = ["Run", "Family", "Data", "Parameters", "Epochs", "Training time", *(t for _, t in columns)]
         rows = [
             [
                 row.path,
@@ -84,7 +100,7 @@ class Comparison:
                 f"{row.parameters:,}",
                 str(row.epochs),
                 duration_text(row.seconds),
-                *(metric_text(key, row.metrics) if key in row.metrics else NOT_MEASURED for key, _ in MEASURED),
+                *(metric_text(key, row.metrics) if key in row.metrics else NOT_MEASURED for key, _ in columns),
             ]
             for row in self.rows
         ]
@@ -120,6 +136,7 @@ def compared_run(run) -> ComparedRun:
         metrics={k: v for k, v in (metrics.get("metrics") or {}).items() if isinstance(v, (int, float))},
         measured=measured,
         conditional=run.model.conditional,
+        text=isinstance(run.model, GeneratesText),
     )
 
 
@@ -128,9 +145,12 @@ def comparability_notes(rows: Sequence[ComparedRun]) -> list[str]:
     notes = []
     if len({row.data_fingerprint for row in rows}) > 1:
         named = "; ".join(f"{row.path}: {row.data}" for row in rows)
+        measures = (
+            "bits per byte, copies and diversity" if rows[0].text else "FID, precision, recall, bits/dim and copies"
+        )
         notes.append(
-            f"the runs were trained on different data ({named}): their FID, precision, recall, bits/dim "
-            "and copies are measured against different real images; do not rank them against each other"
+            f"the runs were trained on different data ({named}): their {measures} are measured against different "
+            "real data; do not rank them against each other"
         )
     evaluated = [row for row in rows if row.metrics]
     for key, what in (("samples", "sample counts"), ("extractor", "feature extractors")):
@@ -158,7 +178,7 @@ def comparability_notes(rows: Sequence[ComparedRun]) -> list[str]:
     if unmeasured:
         notes.append(f"{NOT_MEASURED} not measured yet: run `genlab eval RUN` for {', '.join(unmeasured)}")
     for row in evaluated:
-        if "bits_per_dim" not in row.metrics:
+        if not row.text and "bits_per_dim" not in row.metrics:
             notes.append(
                 f"{row.path}: no bits/dim, "
                 + (
@@ -190,6 +210,21 @@ def curve_panels(runs: Sequence, rows: Sequence[ComparedRun]) -> list[Panel]:
     return [panel for panel in panels if any(epochs for _, epochs, _ in panel.series)]
 
 
+def latest_text(run, row: ComparedRun) -> str:
+    """A text run's last page of samples written in training, or why there is none."""
+    from genlab.explain.text_report import SHOWN_TEXT_BYTES
+
+    found = epoch_files(run, "txt")
+    if not found:
+        return missing(f"{escape(row.path)}: no samples written (trained with --sample-every 0)")
+    epoch, path = found[-1]
+    if path.stat().st_size > SHOWN_TEXT_BYTES:
+        return missing(f"{escape(path)} is too large to show: left out")
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    caption = f"<figcaption>{escape(row.path)}, epoch {epoch}</figcaption>"
+    return f'<figure><pre class="text">{escape(text)}</pre>{caption}</figure>'
+
+
 def compare_page(runs: Sequence, comparison: Comparison) -> bytes:
     header, rows = comparison.cells()
     names = ", ".join(row.path for row in comparison.rows)
@@ -206,6 +241,9 @@ def compare_page(runs: Sequence, comparison: Comparison) -> bytes:
     curves = chart_png(panels, columns=min(3, len(panels))) if panels else None
     grids = []
     for run, row in zip(runs, comparison.rows):
+        if row.text:
+            grids.append(latest_text(run, row))
+            continue
         found = epoch_grids(run)
         if found:
             epoch, path = found[-1]
@@ -238,6 +276,13 @@ def compare(runs: Sequence, out: str | Path | None = COMPARE_FILE) -> Comparison
     if isinstance(runs, (str, Path)) or len(runs) < 2:
         raise GenlabError("give two or more run directories to compare, e.g. genlab compare runs/vae runs/gan")
     loaded = [load_run(run) for run in runs]
+    kinds = {isinstance(run.model, GeneratesText) for run in loaded}
+    if len(kinds) > 1:
+        writers = [run.name for run in loaded if isinstance(run.model, GeneratesText)]
+        raise GenlabError(
+            f"compare runs of one kind: {', '.join(writers)} {'writes' if len(writers) == 1 else 'write'} text and "
+            "the other runs draw images; no measure is shared by both"
+        )
     page_path = None if out is None else check_output(out, COMPARE_PAGE)
     rows = [compared_run(run) for run in loaded]
     comparison = Comparison(rows, comparability_notes(rows))

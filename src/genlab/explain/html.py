@@ -29,6 +29,8 @@ th { background: #f0f1f5; } td.number { text-align: right; font-variant-numeric:
 figure { margin: 0; } figcaption { font-size: 0.85em; color: #555; margin-top: 4px; }
 img.pixels { image-rendering: pixelated; border: 1px solid #ddd; }
 code { background: #f3f3f6; padding: 0 3px; border-radius: 3px; }
+pre.text { white-space: pre-wrap; background: #f7f7fa; border: 1px solid #e2e2ea; padding: 8px 10px; }
+pre.text .prompt { color: #888; } mark { background: #ffe066; }
 """
 
 

@@ -19,7 +19,7 @@ import textwrap
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -28,7 +28,7 @@ from genlab import rng
 from genlab.data import ImageDataset, load_dataset
 from genlab.errors import GenlabError
 from genlab.explain.stages import PredictionPass, Stage, input_stages
-from genlab.models import MODELS, GenerativeModel, build_model
+from genlab.models import MODELS, GeneratesText, GenerativeModel, build_model, is_text_family
 from genlab.models.common import eval_mode
 from genlab.run import Run, is_run_dir
 from genlab.zoo import is_zoo_spec
@@ -63,6 +63,7 @@ class Explanation:
     parameters: int  # sum of the layers' parameters: the hooked network's
     network: str  # which network the layers belong to, e.g. "decoder"
     trace_note: str
+    paths: ClassVar[dict[str, str]] = PATHS  # the titles of the stages' paths
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as JSON-ready values (shapes as lists; a stage starting from fresh noise has input_shape None)."""
@@ -112,7 +113,7 @@ class Explanation:
         """The aligned text form `genlab explain` prints."""
         lines = [self._heading(), f"Weights: {self.model['weights']}; model in eval mode", "", "Idea"]
         lines += wrap(self.idea, "  ", "  ")
-        counts = ", ".join(f"{sum(s.path == p for s in self.stages)} {p}" for p in PATHS)
+        counts = ", ".join(f"{sum(s.path == p for s in self.stages)} {p}" for p in self.paths)
         lines += ["", f"Data flow - {len(self.stages)} stages ({counts}), measured on the batch"]
         header = ["#", "Stage", "Input shape", "Output shape"]
         rows = [
@@ -126,7 +127,7 @@ class Explanation:
         for stage, row in zip(self.stages, table[1:]):
             if stage.path != path:
                 path = stage.path
-                lines.append(f"  {PATHS.get(path, path)}")
+                lines.append(f"  {self.paths.get(path, path)}")
             lines.append("  " + row)
             lines += wrap(stage.what, indent, indent)
             lines += wrap(f"e.g. {stage.example}", indent, indent + " " * 5)
@@ -215,13 +216,15 @@ def explain_model(
     seed: int = 0,
     size: int | tuple[int, int] | None = None,
     model_config: dict[str, Any] | None = None,
+    prompt: str | None = None,
 ) -> Explanation:
     """Explain family `model` (a registry name, untrained, its weights drawn with `seed`) on `data`.
 
-    `data` is a dataset name (default mnist-5k; its train split is used, resized to `size` when
-    given) or an ImageDataset; `model_config` sets fields of the family's config, as for
-    `genlab.train`. `model` may also be a built GenerativeModel (explained as it is), or a Run or a
-    run directory (then this is `explain_run`). The same seed gives the same Explanation.
+    `data` is a dataset name (default mnist-5k, fortunes for a text family; its train split is used,
+    resized to `size` when given) or an ImageDataset; `model_config` sets fields of the family's
+    config, as for `genlab.train`. `model` may also be a built GenerativeModel (explained as it is),
+    or a Run or a run directory (then this is `explain_run`). A text family's explanation
+    (genlab.explain.text) also reads `prompt`. The same seed gives the same Explanation.
     """
     if isinstance(model, (Run, Path)) or (isinstance(model, str) and model not in MODELS):
         if not isinstance(model, Run) and not is_zoo_spec(model) and not is_run_dir(model):
@@ -234,7 +237,21 @@ def explain_model(
         given = [flag for flag, value in (("a size", size), ("model settings", model_config)) if value]
         if given:
             raise GenlabError(f"a run is explained with its own model and settings; drop {' and '.join(given)}")
-        return explain_run(model, seed, batch_size=batch_size, data=data)
+        return explain_run(model, seed, batch_size=batch_size, data=data, prompt=prompt)
+    if isinstance(model, str) and is_text_family(model):
+        from genlab.explain.text import explain_text_model
+
+        if size is not None:
+            raise GenlabError("--size resizes images; a text family reads tokens: drop --size")
+        return explain_text_model(
+            model,
+            data,
+            batch_size=batch_size,
+            seed=seed,
+            model_config=model_config,
+            prompt=prompt,
+        )
+    _no_prompt(prompt, model.family if isinstance(model, GenerativeModel) else model)
     dataset = _load(data if data is not None else DEFAULT_DATA, size)
     if isinstance(model, GenerativeModel):
         network, weights = model, "the model's as given"
@@ -253,9 +270,16 @@ def explain_run(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     data: str | ImageDataset | None = None,
+    prompt: str | None = None,
 ) -> Explanation:
-    """Explain a trained run: its model and weights on a batch of its training data (or of `data`)."""
-    run = (run if isinstance(run, Run) else Run.load(run)).require_images("genlab explain")
+    """Explain a trained run: its model and weights on a batch of its training data (or of `data`); a text run
+    also on `prompt` (genlab.explain.text)."""
+    run = run if isinstance(run, Run) else Run.load(run)
+    if isinstance(run.model, GeneratesText):
+        from genlab.explain.text import explain_text_run
+
+        return explain_text_run(run, seed, batch_size=batch_size, data=data, prompt=prompt)
+    _no_prompt(prompt, run.family)
     info = run.info["data"]
     size = info.get("size")
     if data is None:
@@ -267,6 +291,11 @@ def explain_run(
     weights = f"trained ({epochs} epoch{'s' if epochs != 1 else ''}, {run.path})"
     split = None if isinstance(data, ImageDataset) else "train"
     return _explain(run.model, dataset, split, size, batch_size, seed, {"weights": weights, "run": run.name})
+
+
+def _no_prompt(prompt: str | None, family: str) -> None:
+    if prompt is not None:
+        raise GenlabError(f"--prompt belongs to text models; a {family} model draws images: drop --prompt")
 
 
 def _load(data: str | ImageDataset, size) -> ImageDataset:

@@ -36,7 +36,7 @@ from genlab.explain.run_files import (
 )
 from genlab.explain.trace import trace_rows, training_trace_cells
 from genlab.io import atomic_write_bytes
-from genlab.models.base import CanReconstruct, ShowsSamplingChain
+from genlab.models.base import CanReconstruct, GeneratesText, ShowsSamplingChain
 from genlab.outputs import REPORT_PAGE, check_output, naming
 from genlab.run import PAIRS_FILE, REPORT_FILE, Run
 
@@ -163,7 +163,52 @@ def render_pipeline(explanation: dict[str, Any]) -> str:
         parts.append(f"<p><b>Parameters of the {escape(network)}:</b> {escape(_count(explanation['parameters']))}</p>")
     if explanation.get("trace_note"):
         parts.append(f'<p class="note">{escape(explanation["trace_note"])}</p>')
+    parts += text_pipeline_parts(explanation)
     return "\n".join(parts) or missing("the pipeline trace is empty")
+
+
+def text_pipeline_parts(explanation: dict[str, Any]) -> list[str]:
+    """A text model's prediction over the blocks and next-token table (genlab.explain.text), when it has them."""
+    lens, rows = explanation.get("lens") or [], explanation.get("next_tokens") or []
+    parts = []
+    if lens and rows:
+        parts.append(
+            f"<h3>Prediction over the blocks at the prompt's last position ('{escape(rows[-1].get('token', ''))}')</h3>"
+        )
+        parts.append(
+            table(
+                ("After", "Likeliest next token", "p", "Rank of the final choice"),
+                [
+                    (
+                        r.get("after", ""),
+                        f"'{r.get('token', '')}'",
+                        f"{r.get('probability', 0):.3f}",
+                        r.get("rank_of_final"),
+                    )
+                    for r in lens
+                ],
+                numeric=(2, 3),
+            )
+        )
+    if rows:
+        parts.append(f"<h3>Next-token table of the prompt {escape(repr(explanation.get('prompt', '')))}</h3>")
+        parts.append(
+            table(
+                ("#", "Token", "Next in prompt", "p(next)", "Likeliest next tokens"),
+                [
+                    (
+                        r.get("position"),
+                        f"'{r.get('token', '')}'",
+                        "" if r.get("following") is None else f"'{r['following']}'",
+                        "" if r.get("following_probability") is None else f"{r['following_probability']:.3f}",
+                        ", ".join(f"'{text}' {p:.2f}" for text, p in r.get("top") or []),
+                    )
+                    for r in rows
+                ],
+                numeric=(0, 3),
+            )
+        )
+    return parts
 
 
 def curves_html(run: Run, history: Sequence[dict[str, Any]]) -> str:
@@ -172,7 +217,7 @@ def curves_html(run: Run, history: Sequence[dict[str, Any]]) -> str:
         return missing(f"no epoch has been completed yet: train with {resume}")
     panels = history_panels(history, type(run.model))
     parts = [chart_tag(chart_png(panels), f"training curves of {run.path.name}")] if panels else []
-    if not any(p.title.startswith("FID") for p in panels):
+    if not isinstance(run.model, GeneratesText) and not any(p.title.startswith("FID") for p in panels):
         parts.append(
             missing(
                 "FID during training was not recorded: train with "
@@ -402,15 +447,23 @@ def report(source: str | Path | Run, out: str | Path | None = None, seed: int = 
     )
     history = run.history
     metrics = read_metrics(run)
+    if isinstance(run.model, GeneratesText):
+        from genlab.explain.text_report import text_sections
+
+        shown = text_sections(run, metrics)
+    else:
+        shown = [
+            ("samples", "Samples across epochs", sample_grids_html(run)),
+            ("reconstructions", "Reconstructions", reconstructions_html(run, seed)),
+            ("interpolation", "Interpolation", interpolation_html(run, seed)),
+            ("trajectory", "Denoising trajectory", trajectory_html(run, seed)),
+            ("metrics", "Metrics", metrics_html(run, metrics)),
+        ]
     sections = [
         ("pipeline", "The pipeline", pipeline_html(run)),
         ("curves", "Training curves", curves_html(run, history)),
         ("epochs", "Epoch by epoch", epoch_table_html(run, history)),
-        ("samples", "Samples across epochs", sample_grids_html(run)),
-        ("reconstructions", "Reconstructions", reconstructions_html(run, seed)),
-        ("interpolation", "Interpolation", interpolation_html(run, seed)),
-        ("trajectory", "Denoising trajectory", trajectory_html(run, seed)),
-        ("metrics", "Metrics", metrics_html(run, metrics)),
+        *shown,
         ("config", "Configuration (run.json)", config_html(run)),
     ]
     document = page(f"genlab report: {run.path.name} ({run.family})", sections, header_html(run, history))

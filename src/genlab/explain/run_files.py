@@ -81,9 +81,14 @@ def duration_text(seconds: float) -> str:
 
 
 def data_text(info: dict[str, Any]) -> str:
-    """The run's data as run.json names it: 'mnist-5k (4,000 train / 1,000 test)'."""
+    """The run's data as run.json names it: 'mnist-5k (4,000 train / 1,000 test)', 'fortunes (2,186,191 train /
+    235,929 test tokens, bytes)'."""
     data = info["data"]
     spec = data["spec"] + (f" at size {data['size']}" if data.get("size") else "")
+    if "train_tokens" in data:  # a text run
+        tokenizer = (data.get("shape") or {}).get("tokenizer", "")
+        counts = f"{data['train_tokens']:,} train / {data.get('test_tokens', 0):,} test tokens, {tokenizer}"
+        return f"{spec} ({counts.rstrip(', ')})"
     counts = f"{data.get('train_images', 0):,} train / {data.get('test_images', 0):,} test"
     return f"{spec} ({counts}{', in memory' if data.get('in_memory') else ''})"
 
@@ -125,11 +130,17 @@ def damaged_grid(error: GenlabError) -> str:
     )
 
 
-def epoch_grids(run: Run) -> list[tuple[int, Path]]:
-    """(epoch, file) of every samples/epoch_NNNN.png of the run, oldest first."""
+def epoch_files(run: Run, suffix: str = "png") -> list[tuple[int, Path]]:
+    """(epoch, file) of every samples/epoch_NNNN.<suffix> of the run (png: its grids; txt: a text run's samples),
+    oldest first."""
     found = []
-    for path in sorted((run.path / SAMPLES_DIR).glob("epoch_*.png")):
+    for path in sorted((run.path / SAMPLES_DIR).glob(f"epoch_*.{suffix}")):
         number = path.stem.partition("_")[2]
         if number.isdigit():
             found.append((int(number), path))
     return found
+
+
+def epoch_grids(run: Run) -> list[tuple[int, Path]]:
+    """(epoch, file) of every samples/epoch_NNNN.png of the run, oldest first."""
+    return epoch_files(run, "png")
