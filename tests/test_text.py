@@ -334,3 +334,22 @@ def test_report_and_compare_of_text_runs_show_text(trained, corpus, tmp_path, ca
     fixture = Path(__file__).parent / "fixtures" / "runs" / "vae"
     assert main(["compare", str(trained), str(fixture), "--out", str(tmp_path / "mixed.html")]) == 2
     assert "compare runs of one kind" in capsys.readouterr().err and not (tmp_path / "mixed.html").exists()
+
+
+def test_bf16_autocast_trains_the_text_family_like_fp32_and_compile_targets_the_network(corpus):
+    from genlab.data.tokens import load_token_splits
+    from genlab.models import build_model
+    from genlab.training import TrainConfig, Trainer
+
+    train, test = load_token_splits(corpus, "bytes", 32)
+    losses, seen = {}, []
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = build_model("gpt", train, {"preset": "tiny", "context": 32})
+        model.network.h[0].mlp.c_fc.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+        config = TrainConfig(epochs=1, batch_size=16, device="cpu", precision=precision)
+        losses[precision] = [r["loss"] for r in Trainer(model, train, test, config).fit()]
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert set(seen) == {torch.float32, torch.bfloat16}  # autocast ran the MLP in bf16, the weights stayed fp32
+    assert losses["bf16"] != losses["fp32"] and losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)
+    assert model.compile_targets() == [model.network]  # what --compile hands to torch.compile

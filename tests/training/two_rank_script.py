@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import genlab
+from genlab.data.text import load_text_splits
 from genlab.io import save_tensors
 from genlab.training import Callback, distributed
 
@@ -25,6 +26,7 @@ TINY = {
     "wgan-gp": {"latent_dim": 8, "channels": 8, "lr": 1e-3, "n_critic": 2},  # gradient penalty, critic steps
 }
 EPOCHS = {"pixelcnn": 2, "dcgan": 1, "wgan-gp": 1}
+TINY_GPT = {"preset": "tiny", "context": 16}  # the text family: token windows split between the ranks
 STOP_AT = (2, 5)  # (epoch, step) where rank 1 alone asks the VAE run to stop
 SAMPLES, EVAL_N = "samples.npz", 63  # 63: the ranks hold pieces of 31 and 32
 
@@ -48,6 +50,10 @@ def main(folder: Path) -> None:
     for family, settings in TINY.items():
         run = genlab.train(family, "digits", folder / family, epochs=EPOCHS[family], model_config=settings, **common)
         keep_state(run, folder / f"{family}.rank{rank}.safetensors")
+    quotes = folder / f"quotes.rank{rank}.txt"  # the same text on both ranks, each writing its own copy
+    quotes.write_text("\n%\n".join(d for d in load_text_splits("fortunes")[0].documents[:120]) + "\n")
+    run = genlab.train("gpt", f"text:{quotes}", folder / "gpt", epochs=2, model_config=TINY_GPT, **common)
+    keep_state(run, folder / f"gpt.rank{rank}.safetensors")
     try:
         genlab.train("vae", "digits", folder / "vae", epochs=3, model_config=TINY_VAE, callbacks=[StopOnRankOne()],
                      **common)
