@@ -51,11 +51,28 @@ def test_train_writes_a_text_run_with_its_trace_and_quality(corpus, tmp_path, ca
 
 
 def test_resume_gives_the_weights_of_an_unbroken_run(corpus, trained, tmp_path):
+    from genlab.training import Callback
+
+    class StopInsideEpochTwo(Callback):
+        def on_step_end(self, trainer, metrics):
+            if (trainer.epoch, trainer.step) == (2, 3):
+                trainer.request_stop()
+
     out = tmp_path / "gpt"
-    assert main(["train", "gpt", "--data", corpus, "--epochs", "2", "--out", str(out), *TINY]) == 0
-    assert main(["train", "--resume", "--out", str(out), "--epochs", "3", "--quiet", "--no-final-eval"]) == 0
+    with pytest.raises(KeyboardInterrupt):
+        genlab.train("gpt", corpus, out, epochs=3, batch_size=16, seed=0, progress=False,
+                     model_config={"preset": "tiny", "context": 32}, callbacks=[StopInsideEpochTwo()])  # fmt: skip
+    assert main(["train", "--resume", "--out", str(out), "--quiet", "--no-final-eval"]) == 0
     resumed, whole = load_file(out / "model.safetensors"), load_file(trained / "model.safetensors")
     assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
+    # the learning rate followed the same schedule: warm-up, then the cosine towards lr / 10 at the planned end
+    straight = genlab.Run.load(trained)
+    assert [r["lr"] for r in genlab.Run.load(out).history] == [r["lr"] for r in straight.history]
+    planned = straight.info["model"]["config"]["decay_steps"]
+    assert planned == 3 * -(-len(genlab.data.tokens.load_token_splits(corpus, "bytes", 32)[0]) // 16)
+    model = straight.model
+    assert model.learning_rate(0) < model.learning_rate(planned // 10) == pytest.approx(1e-3)
+    assert model.learning_rate(planned) == pytest.approx(1e-4) == model.learning_rate(10 * planned)
 
 
 def test_sample_continues_a_prompt_the_same_way_for_the_same_seed(trained, tmp_path, capsys):

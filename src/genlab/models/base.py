@@ -159,6 +159,8 @@ class GenerativeModel(nn.Module):
     # Settings added after runs were written whose default is not what those runs did: the value each had
     # before it existed, which a run.json without it is read back with (`genlab.models.stored_config`).
     absent_in_older_runs: ClassVar[dict[str, Any]] = {}
+    # Config fields `plan_steps` fills in for a new run; a run started from another one's weights plans its own.
+    planned_settings: ClassVar[tuple[str, ...]] = ()
     # (history key, column title) shown in the training trace, after Epoch.
     trace_columns: ClassVar[tuple[tuple[str, str], ...]] = (("loss", "Loss"),)
     # The history key whose trend the observations follow (lower is better).
@@ -256,6 +258,11 @@ class GenerativeModel(nn.Module):
         the trained networks (the VAE's density over its encodings) does it here; the numbers it returns join
         the epoch's record. Nothing by default (the batches are then never read)."""
         return {}
+
+    def plan_steps(self, steps: int) -> None:
+        """Told by `genlab.train`, before a new run starts, how many optimizer steps it plans (its epochs x steps per
+        epoch): a family whose settings depend on it (a learning-rate schedule) records them in its config. Most
+        families ignore it."""
 
     def compile_targets(self) -> list[nn.Module]:
         """The networks `compile=True` (--compile) hands to torch.compile, each in place.

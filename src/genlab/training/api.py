@@ -184,6 +184,7 @@ def train(
         if epochs is None:  # the family's budget of steps, in epochs of this data
             config = dataclasses.replace(config, epochs=network.default_epochs(len(train_data), run_batch_size))
             budget = {"default_steps": network.default_steps}
+        network.plan_steps(config.epochs * -(-len(train_data) // run_batch_size))
         origin = {"init_from": source.name} if source is not None else {}
         if init_transformers is not None:
             origin = {"init_from": f"transformers:{init_transformers}"}
@@ -253,7 +254,9 @@ def _from_source(
     if data is None:
         data, source_size = source.data_spec()
         size = size if size is not None else source_size
-    return source.family, data, size, {**source.info["model"]["config"], **(model_config or {})}
+    planned = type(source.model).planned_settings  # planned again for this run's own steps
+    settings = {key: value for key, value in source.info["model"]["config"].items() if key not in planned}
+    return source.family, data, size, {**settings, **(model_config or {})}
 
 
 def _start_from(network, source: Run) -> None:

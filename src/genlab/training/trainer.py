@@ -156,6 +156,8 @@ class Trainer:
         self.stopped_cleanly = False  # True when training stopped at a step boundary on request
         self.history: list[dict[str, Any]] = []
         self.message = ""
+        # A model used without genlab.train (which plans before writing run.json) hears the steps planned here.
+        model.plan_steps(self.config.epochs * self.steps_per_epoch)
 
     @property
     def steps_per_epoch(self) -> int:

@@ -12,6 +12,8 @@ from genlab.models.common import check_bool, check_choice, check_int, check_numb
 
 FAMILY = "GPT"  # the name config errors give
 MAX_CONTEXT = 8192
+SCHEDULES = ("cosine", "constant")
+MIN_LR_RATIO = 0.1  # the cosine schedule ends at lr x this (nanoGPT's min_lr = lr / 10)
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,14 @@ class GPTConfig:
     dropout: float | None = None
     tokenizer: str = "bytes"  # "bytes" (256 ids) or "bpe:N" (byte-level BPE of N tokens, trained on the train split)
     bias: bool = True  # GPT-2 has biases in its Linear and LayerNorm layers
-    lr: float = 1e-3  # AdamW
+    lr: float = 1e-3  # AdamW's peak learning rate
     weight_decay: float = 0.1  # on matrices only (not biases, norms or embeddings' positions)
+    # The learning rate over the optimizer steps: "cosine" warms up linearly for `warmup_steps` (at most a tenth of
+    # the decay) and then falls along a cosine to lr / 10 at `decay_steps`, staying there after (as nanoGPT and GPT-2
+    # train); "constant" keeps lr. decay_steps None: the run's planned steps, filled in when training starts.
+    schedule: str = "cosine"
+    warmup_steps: int = 100
+    decay_steps: int | None = None
     conditional: bool = False  # text is not drawn per class; kept for the contract
 
     def __post_init__(self) -> None:
@@ -69,6 +77,10 @@ class GPTConfig:
         check_number(FAMILY, "dropout", self.dropout, 0.0, below=1.0, what="in [0, 1)")
         check_number(FAMILY, "lr", self.lr, above=0, what="a positive number")
         check_number(FAMILY, "weight_decay", self.weight_decay, 0.0, what="0 or more")
+        check_choice(FAMILY, "schedule", self.schedule, SCHEDULES)
+        check_int(FAMILY, "warmup_steps", self.warmup_steps, 0, 10**9)
+        if self.decay_steps is not None:
+            check_int(FAMILY, "decay_steps", self.decay_steps, 1, 10**12)
         if self.width % self.heads:
             raise GenlabError(
                 f"{FAMILY} setting width ({self.width}) must be a multiple of heads ({self.heads}): "

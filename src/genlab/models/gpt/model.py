@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from genlab.errors import GenlabError
 from genlab.models.base import Batch, GeneratesText, GenerativeModel, TokenSpec
-from genlab.models.gpt.config import GPTConfig
+from genlab.models.gpt.config import MIN_LR_RATIO, GPTConfig
 from genlab.models.gpt.networks import GPT, Cache
 
 GRADIENT_CLIP = 1.0  # global norm, as nanoGPT and GPT-2's training
@@ -43,6 +43,8 @@ class GPTModel(GeneratesText, GenerativeModel):
         ("test_accuracy", "Next-token acc."),
     )
     monitor = "test_loss"
+    absent_in_older_runs = {"schedule": "constant"}  # runs written before the learning rate was scheduled
+    planned_settings = ("decay_steps",)
     idea = (
         "A transformer reads a window of tokens and, at every position, predicts the next one from the ones "
         "before it (causal attention). Text is drawn one token at a time from those predictions."
@@ -78,14 +80,36 @@ class GPTModel(GeneratesText, GenerativeModel):
         accuracy = (logits.argmax(dim=-1) == targets).float().mean()
         return loss, accuracy
 
+    def plan_steps(self, steps: int) -> None:
+        """Spread the cosine schedule over the `steps` optimizer steps a new run plans (unless decay_steps is set)."""
+        if self.config.decay_steps is None:
+            self.config.decay_steps = max(1, steps)
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of optimizer step `step` (0 for the first): the config's schedule."""
+        config = self.config
+        if config.schedule == "constant":
+            return config.lr
+        decay = config.decay_steps or 1
+        warmup = min(config.warmup_steps, decay // 10)
+        if step < warmup:
+            return config.lr * (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, decay - warmup))
+        return config.lr * (MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress)))
+
     def training_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, float]:
         optimizer = optimizers["gpt"]
+        # The step count lives in AdamW's state, so a resumed run continues the schedule exactly where it stopped.
+        state = optimizer.state.get(optimizer.param_groups[0]["params"][0], {})
+        lr = self.learning_rate(int(state["step"]) if "step" in state else 0)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         loss, accuracy = self._loss(batch[0])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.network.parameters(), GRADIENT_CLIP)
         optimizer.step()
-        return {"loss": loss.item(), "accuracy": accuracy.item()}
+        return {"loss": loss.item(), "accuracy": accuracy.item(), "lr": lr}
 
     @torch.no_grad()
     def validation_step(self, batch: Batch) -> dict[str, float]:
