@@ -370,3 +370,36 @@ def test_bf16_autocast_trains_the_text_family_like_fp32_and_compile_targets_the_
     assert set(seen) == {torch.float32, torch.bfloat16}  # autocast ran the MLP in bf16, the weights stayed fp32
     assert losses["bf16"] != losses["fp32"] and losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)
     assert model.compile_targets() == [model.network]  # what --compile hands to torch.compile
+
+
+def test_hostile_text_files_each_get_one_line_and_change_nothing(trained, corpus, tmp_path, capsys):
+    import shutil
+
+    from genlab.data.text import load_text_splits as splits
+    from genlab.data.tokenization import build_tokenizer
+
+    huge = tmp_path / "huge.txt"
+    with open(huge, "wb") as file:
+        file.truncate(600 * 2**20)  # sparse: its size is checked before a byte is read
+    assert main(["train", "gpt", "--data", f"text:{huge}", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "over the 512 MiB" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    other = build_tokenizer("bpe:300", splits(corpus)[0]).to_dict()  # a good tokenizer, but not this run's
+    for damage, message in [
+        (b"\xff\xfe{", "is not valid JSON"),
+        (b'{"name": "bpe:300", "tokenizer": {"oops": 1}}', "the saved BPE tokenizer cannot be read"),
+        (json.dumps(other).encode(), "is not this run's"),
+        (None, "the run's tokenizer is missing"),
+    ]:
+        run = tmp_path / "damaged"
+        shutil.rmtree(run, ignore_errors=True)
+        shutil.copytree(trained, run)
+        if damage is None:
+            (run / "tokenizer.json").unlink()
+        else:
+            (run / "tokenizer.json").write_bytes(damage)
+        before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+        for argv in (["sample", str(run), "--prompt", "hi"], ["explain", str(run)], ["eval", str(run), "--n", "2"]):
+            assert main(argv) == 2, (damage, argv)
+            err = capsys.readouterr().err
+            assert message in err and len(err.strip().splitlines()) == 1, err
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing written or lost

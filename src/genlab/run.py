@@ -210,11 +210,22 @@ def save_tokenizer(path: str | Path, tokenizer) -> None:
 
 
 def load_tokenizer(path: str | Path):
-    """The tokenizer a text run saved (genlab.data.tokenization), checked: a damaged file is one clear error."""
+    """The tokenizer a text run saved (genlab.data.tokenization), checked: a damaged file, or one that is not the
+    tokenizer run.json says the model reads (its name and vocabulary), is one clear error."""
     from genlab.data.tokenization import tokenizer_from_dict
 
     source = Path(path) / TOKENIZER_FILE
-    return tokenizer_from_dict(read_json(source, "the run's tokenizer"), str(source))
+    tokenizer = tokenizer_from_dict(read_json(source, "the run's tokenizer"), str(source))
+    if (Path(path) / RUN_FILE).is_file():
+        shape = read_run_info(path)["data"].get("shape") or {}
+        expected = (shape.get("tokenizer"), shape.get("vocabulary"))
+        if None not in expected and expected != (tokenizer.name, tokenizer.vocabulary_size):
+            raise GenlabError(
+                f"{source} holds a {tokenizer.name} tokenizer of {tokenizer.vocabulary_size:,} tokens, but the run's "
+                f"model reads {expected[0]} ({expected[1]:,} tokens): the file is not this run's; put back its "
+                "own tokenizer.json or train the run again"
+            )
+    return tokenizer
 
 
 def write_run_info(path: str | Path, info: dict[str, Any]) -> None:
