@@ -403,3 +403,22 @@ def test_hostile_text_files_each_get_one_line_and_change_nothing(trained, corpus
             err = capsys.readouterr().err
             assert message in err and len(err.strip().splitlines()) == 1, err
         assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # nothing written or lost
+
+
+def test_likelihood_of_text_runs_is_exact_bits_per_byte_of_the_test_text(trained, corpus, tmp_path, capsys):
+    out = tmp_path / "likelihood.json"
+    assert main(["likelihood", str(trained), str(trained), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "test text: all" in printed and "Bits/byte" in printed and "UTF-8 bytes" in printed
+    rows = json.loads(out.read_text())["rows"]
+    expected = genlab.Run.load(trained).history[-1]["test_bits_per_byte"]  # the trainer's figure for the same text
+    assert rows[0]["bits_per_dim"] == pytest.approx(expected, rel=1e-5) and rows[0]["kind"] == "exact"
+    assert rows[0]["nll_nats"] == pytest.approx(expected * 0.6931471805599453)
+    fixture = Path(__file__).parent / "fixtures" / "runs" / "vae"
+    for argv, message in [
+        (["likelihood", str(trained), str(fixture)], "give runs of one kind"),
+        (["likelihood", str(trained), "--images", "10"], "drop it"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1

@@ -737,11 +737,7 @@ def _likelihood(args: argparse.Namespace) -> int:
 
     out = check_output(args.out, LIKELIHOOD_TABLE) if args.out else None  # before measuring anything
     table = likelihoods(args.runs, images=args.images, seed=args.seed)
-    info = table.info
-    print(
-        f"{info['data']['spec']} test split: {info['images']:,} of {info['test_images']:,} images "
-        f"(seed {info['seed']}), the same for every run\n"
-    )
+    print(table.heading() + "\n")
     print(table.table())
     if out is not None:
         with naming(out):

@@ -716,11 +716,11 @@ class Run:
 
     def require_images(self, command: str) -> Run:
         """This run, when it draws images; a text run raises one clear error naming `command` and where its numbers
-        are (the text family's evaluation and explanation are not built yet)."""
+        are (an image measure asked of a text run, e.g. `genlab.evaluate` with image data or metrics)."""
         if isinstance(self.model, GeneratesText):
             raise GenlabError(
-                f"{command} measures image models; {self.name} is a text run: its test loss and bits per byte are "
-                "in its training trace and Quality section (history.jsonl); sample it with genlab sample --prompt"
+                f"{command} measures image models here; {self.name} is a text run: `genlab eval {self.name}` with no "
+                "image data or metrics measures its bits per byte, copies and diversity"
             )
         return self
 

@@ -24,7 +24,7 @@ from genlab.data import ImageDataset, fingerprint, load_splits
 from genlab.data.transforms import binarize, to_unit
 from genlab.errors import GenlabError
 from genlab.eval.sources import check_shape, seeded_subset
-from genlab.models.base import GenerativeModel, HasLikelihood, bits_per_dim
+from genlab.models.base import GeneratesText, GenerativeModel, HasLikelihood, bits_per_dim
 from genlab.models.common import eval_mode
 
 NLL_BATCH = 500  # test images per `log_likelihood` call
@@ -71,9 +71,30 @@ class LikelihoodTable:
                 groups.setdefault(row.data_model, []).append(row)
         return groups
 
+    def heading(self) -> str:
+        """What every row was scored on, in one line."""
+        info = self.info
+        if info.get("unit") == "byte":
+            return (
+                f"{info['data']['spec']} test text: all {info['bytes']:,} bytes, every window, the same for every run"
+            )
+        return (
+            f"{info['data']['spec']} test split: {info['images']:,} of {info['test_images']:,} images "
+            f"(seed {info['seed']}), the same for every run"
+        )
+
     def table(self) -> str:
         """Aligned text: one line per run, then which runs are comparable."""
-        header = ("Run", "Family", "Epochs", "Likelihood", "Data model", "NLL (nats)", "Bits/dim")
+        per_byte = self.info.get("unit") == "byte"  # text runs: per byte of the test text
+        header = (
+            "Run",
+            "Family",
+            "Epochs",
+            "Likelihood",
+            "Data model",
+            "NLL (nats)",
+            "Bits/byte" if per_byte else "Bits/dim",
+        )
         lines = [header]
         for row in self.rows:
             nll = "-" if row.nll_nats is None else f"{row.nll_nats:.2f}"
@@ -117,7 +138,17 @@ def likelihoods(runs: Sequence, images: int | None = None, seed: int = 0) -> Lik
         raise GenlabError("give one or more run directories to compare, e.g. genlab likelihood runs/vae runs/pixelcnn")
     if images is not None and (isinstance(images, bool) or not isinstance(images, int) or images <= 0):
         raise GenlabError(f"--images must be a positive number of test images, got {images!r}")
-    loaded = [(run if isinstance(run, Run) else Run.load(run)).require_images("genlab likelihood") for run in runs]
+    loaded = [run if isinstance(run, Run) else Run.load(run) for run in runs]
+    writers = [run.name for run in loaded if isinstance(run.model, GeneratesText)]
+    if writers and len(writers) < len(loaded):
+        raise GenlabError(
+            f"{', '.join(writers)} {'writes' if len(writers) == 1 else 'write'} text and the other runs draw images: "
+            "their likelihoods are per byte and per image; give runs of one kind"
+        )
+    if writers:
+        if images is not None:
+            raise GenlabError("--images counts test images; text runs are scored on their whole test text: drop it")
+        return text_likelihoods(loaded)
     specs = {run.data_spec() for run in loaded}
     if len(specs) > 1:
         named = "; ".join(f"{run.path}: {run.data_spec()[0]}" for run in loaded)
@@ -160,6 +191,40 @@ def likelihoods(runs: Sequence, images: int | None = None, seed: int = 0) -> Lik
         "test_images": len(test),
         "seed": seed,
     }
+    return LikelihoodTable(rows, info)
+
+
+def text_likelihoods(runs: Sequence) -> LikelihoodTable:
+    """Exact bits per byte of text runs over every window of their common test text: comparable whatever their
+    tokenizers (nats per token x tokens per byte)."""
+    from genlab.data.tokens import load_token_splits
+    from genlab.eval.text import windows_bits_per_byte  # here: genlab.eval.text imports the registry, which imports us
+    from genlab.run import load_tokenizer
+
+    specs = {run.info["data"]["spec"] for run in runs}
+    if len(specs) > 1:
+        named = "; ".join(f"{run.path}: {run.info['data']['spec']}" for run in runs)
+        raise GenlabError(f"the runs were trained on different text ({named}); give runs of one corpus")
+    (spec,) = specs
+    rows = []
+    for run in runs:
+        started = time.perf_counter()
+        _, test = load_token_splits(spec, load_tokenizer(run.path), run.model.context)
+        with eval_mode(run.model):
+            bits = windows_bits_per_byte(run.model, test)
+        rows.append(
+            LikelihoodRow(
+                path=run.name,
+                family=f"{run.family} ({test.tokenizer.name})",
+                epochs=run.info.get("epochs_completed"),
+                kind="exact",
+                data_model="UTF-8 bytes",
+                nll_nats=bits * math.log(2),
+                bits_per_dim=bits,
+                seconds=round(time.perf_counter() - started, 2),
+            )
+        )
+    info = {"data": {"spec": spec, "split": "test"}, "bytes": test.num_bytes, "unit": "byte"}
     return LikelihoodTable(rows, info)
 
 

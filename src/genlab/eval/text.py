@@ -228,6 +228,17 @@ def text_measures(texts: Sequence[bytes], train: bytes, train_keys: np.ndarray) 
     }
 
 
+def windows_bits_per_byte(model: Any, windows: Any, batch_size: int = 64) -> float:
+    """Exact bits per byte of a text model on every window of a TokenDataset (in order, each token predicted once
+    per window): its mean next-token loss in nats x tokens per byte / ln 2."""
+    nats, predicted = 0.0, 0
+    with torch.no_grad():
+        for batch, _ in windows.batches(batch_size, shuffle=False):
+            nats += model.validation_step((batch.to(model.device), None))["test_loss"] * batch[:, 1:].numel()
+            predicted += batch[:, 1:].numel()
+    return nats / max(1, predicted) * windows.tokens_per_byte / math.log(2)
+
+
 def evaluate_text(
     source: Any, n: int | None = None, seed: int = 0, temperature: float = 1.0, top_k: int | None = None
 ) -> TextEvaluation:
@@ -252,12 +263,7 @@ def evaluate_text(
     test_bytes, train_bytes = test.text.encode("utf-8"), train.text.encode("utf-8")
 
     windows = TokenDataset(encode_corpus(test, tokenizer), run.text_model().context, len(test_bytes), spec, tokenizer)
-    nats, predicted = 0.0, 0
-    with torch.no_grad():
-        for batch, _ in windows.batches(64, shuffle=False):
-            nats += model.validation_step((batch.to(model.device), None))["test_loss"] * batch[:, 1:].numel()
-            predicted += batch[:, 1:].numel()
-    bits_per_byte = nats / max(1, predicted) * windows.tokens_per_byte / math.log(2)
+    bits_per_byte = windows_bits_per_byte(model, windows)
 
     span = PROMPT_BYTES + CONTINUATION_BYTES
     if len(test_bytes) < span + count:
