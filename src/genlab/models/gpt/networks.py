@@ -41,7 +41,9 @@ class CausalSelfAttention(nn.Module):
         self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         batch, length, width = x.shape  # (B, T, C)
-        q, k, v = self.c_attn(x).split(width, dim=2)
+        # The Linear layers take (B * T, C): the same numbers, and about half the overhead of a 3-D input at T = 1,
+        # the one-token steps of generation.
+        q, k, v = self.c_attn(x.reshape(batch * length, width)).view(batch, length, 3 * width).split(width, dim=2)
         q, k, v = (t.view(batch, length, self.heads, width // self.heads).transpose(1, 2) for t in (q, k, v))
         if past is not None:  # keys and values of the cached positions come first: (B, H, T_cached + T, D)
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
@@ -54,8 +56,8 @@ class CausalSelfAttention(nn.Module):
         else:  # several new positions after a cache: new position i sees keys 0 .. cached + i
             allowed = torch.ones(length, cached + length, dtype=torch.bool, device=x.device).tril(diagonal=cached)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
-        y = y.transpose(1, 2).reshape(batch, length, width)  # heads side by side again: (B, T, C)
-        return self.resid_dropout(self.c_proj(y)), (k, v)
+        y = y.transpose(1, 2).reshape(batch * length, width)  # heads side by side again: (B * T, C)
+        return self.resid_dropout(self.c_proj(y).view(batch, length, width)), (k, v)
 
 
 class MLP(nn.Module):
@@ -69,7 +71,8 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        flat = x.reshape(-1, x.shape[-1])  # (B * T, C), as in the attention
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(flat), approximate="tanh")).view(x.shape))
 
 
 class Block(nn.Module):
