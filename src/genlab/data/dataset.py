@@ -77,15 +77,9 @@ class ImageDataset:
         of n); a last batch of fewer than n images is then left out, so every piece holds one.
         """
         n = len(self)
-        part, parts = shard
         if shuffle:
             order = torch.randperm(n, generator=generator).to(self.images.device)
-        for start in range(skip * batch_size, n, batch_size):
-            size = min(batch_size, n - start)
-            if size < parts:
-                return
-            # piece k of n covers [size * k // n, size * (k + 1) // n) of the batch
-            low, high = start + size * part // parts, start + size * (part + 1) // parts
+        for low, high in batch_pieces(n, batch_size, skip, shard):
             if shuffle:
                 index = order[low:high]
                 images = self.images[index]
@@ -94,6 +88,21 @@ class ImageDataset:
                 images = self.images[low:high]
                 labels = None if self.labels is None else self.labels[low:high]
             yield images, labels
+
+
+def batch_pieces(
+    count: int, batch_size: int, skip: int = 0, shard: tuple[int, int] = (0, 1)
+) -> Iterator[tuple[int, int]]:
+    """[low, high) of each batch's piece over `count` items in order (ImageDataset.batches and TokenDataset.batches):
+    batches of `batch_size` from batch `skip` on; of each, the k-th of n contiguous, nearly equal pieces for
+    `shard` (k, n), a last batch of fewer than n items left out so that every piece holds one."""
+    part, parts = shard
+    for start in range(skip * batch_size, count, batch_size):
+        size = min(batch_size, count - start)
+        if size < parts:
+            return
+        # piece k of n covers [size * k // n, size * (k + 1) // n) of the batch
+        yield start + size * part // parts, start + size * (part + 1) // parts
 
 
 def fingerprint(*datasets: ImageDataset | None) -> str:

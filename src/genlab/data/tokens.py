@@ -19,6 +19,7 @@ import torch
 
 from genlab.memory import check_fits
 
+from .dataset import batch_pieces
 from .text import load_text_splits
 from .tokenization import ByteTokenizer, Tokenizer, build_tokenizer, encode_corpus
 
@@ -71,18 +72,13 @@ class TokenDataset:
         `skip` and `shard` work as ImageDataset.batches' (resuming inside an epoch; data-parallel ranks).
         """
         count = len(self)
-        part, parts = shard
         offset = 0
         if shuffle:
             spare = len(self.tokens) - 1 - count * self.context  # tokens past the last whole window
             offset = int(torch.randint(0, spare + 1, (1,), generator=generator))
             order = torch.randperm(count, generator=generator)
         span = torch.arange(self.context + 1)  # positions inside one window
-        for start in range(skip * batch_size, count, batch_size):
-            size = min(batch_size, count - start)
-            if size < parts:
-                return
-            low, high = start + size * part // parts, start + size * (part + 1) // parts
+        for low, high in batch_pieces(count, batch_size, skip, shard):
             windows = order[low:high] if shuffle else torch.arange(low, high)
             index = offset + windows[:, None] * self.context + span  # (B, context + 1)
             yield self.tokens[index.to(self.tokens.device)], None
