@@ -23,7 +23,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +226,18 @@ def load_tokenizer(path: str | Path):
                 "own tokenizer.json or train the run again"
             )
     return tokenizer
+
+
+def writes_text(runs: Sequence[Run], refusal: str, reason: str) -> bool:
+    """Whether every run of `runs` writes text (False: every one draws images); a mix raises one GenlabError that
+    starts with `refusal`, names the text runs and gives `reason`."""
+    writers = [run.name for run in runs if isinstance(run.model, GeneratesText)]
+    if writers and len(writers) < len(runs):
+        raise GenlabError(
+            f"{refusal}: {', '.join(writers)} {'writes' if len(writers) == 1 else 'write'} text and the other runs "
+            f"draw images; {reason}"
+        )
+    return bool(writers)
 
 
 def write_run_info(path: str | Path, info: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from genlab.data import ImageDataset, fingerprint, load_splits
 from genlab.data.transforms import binarize, to_unit
 from genlab.errors import GenlabError
 from genlab.eval.sources import check_shape, seeded_subset
-from genlab.models.base import GeneratesText, GenerativeModel, HasLikelihood, bits_per_dim
+from genlab.models.base import GenerativeModel, HasLikelihood, bits_per_dim
 from genlab.models.common import eval_mode
 
 NLL_BATCH = 500  # test images per `log_likelihood` call
@@ -132,20 +132,14 @@ def likelihoods(runs: Sequence, images: int | None = None, seed: int = 0) -> Lik
     `images`: test images to score (default: all of them, or the fewest any family asks for:
     DDPM's bound costs `likelihood_images` = 1,000 by default). Runs must share their data.
     """
-    from genlab.run import Run
+    from genlab.run import Run, writes_text
 
     if not runs:
         raise GenlabError("give one or more run directories to compare, e.g. genlab likelihood runs/vae runs/pixelcnn")
     if images is not None and (isinstance(images, bool) or not isinstance(images, int) or images <= 0):
         raise GenlabError(f"--images must be a positive number of test images, got {images!r}")
     loaded = [run if isinstance(run, Run) else Run.load(run) for run in runs]
-    writers = [run.name for run in loaded if isinstance(run.model, GeneratesText)]
-    if writers and len(writers) < len(loaded):
-        raise GenlabError(
-            f"{', '.join(writers)} {'writes' if len(writers) == 1 else 'write'} text and the other runs draw images: "
-            "their likelihoods are per byte and per image; give runs of one kind"
-        )
-    if writers:
+    if writes_text(loaded, "give runs of one kind", "their likelihoods are per byte and per image"):
         if images is not None:
             raise GenlabError("--images counts test images; text runs are scored on their whole test text: drop it")
         return text_likelihoods(loaded)

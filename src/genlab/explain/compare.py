@@ -29,11 +29,13 @@ from genlab.explain.run_files import (
     load_run,
     png_file,
     read_metrics,
+    text_file,
     trainable_parameters,
     training_seconds,
 )
 from genlab.models.base import GeneratesText, HasLikelihood
 from genlab.outputs import COMPARE_PAGE, check_output, naming
+from genlab.run import writes_text
 
 COMPARE_FILE = "compare.html"
 NOT_MEASURED = "—"
@@ -212,15 +214,14 @@ def curve_panels(runs: Sequence, rows: Sequence[ComparedRun]) -> list[Panel]:
 
 def latest_text(run, row: ComparedRun) -> str:
     """A text run's last page of samples written in training, or why there is none."""
-    from genlab.explain.text_report import SHOWN_TEXT_BYTES
-
     found = epoch_files(run, "txt")
     if not found:
         return missing(f"{escape(row.path)}: no samples written (trained with --sample-every 0)")
     epoch, path = found[-1]
-    if path.stat().st_size > SHOWN_TEXT_BYTES:
-        return missing(f"{escape(path)} is too large to show: left out")
-    text = path.read_bytes().decode("utf-8", errors="replace")
+    try:
+        text = text_file(path)
+    except GenlabError as error:
+        return missing(f"{escape(row.path)}: {escape(error)}")
     caption = f"<figcaption>{escape(row.path)}, epoch {epoch}</figcaption>"
     return f'<figure><pre class="text">{escape(text)}</pre>{caption}</figure>'
 
@@ -276,13 +277,7 @@ def compare(runs: Sequence, out: str | Path | None = COMPARE_FILE) -> Comparison
     if isinstance(runs, (str, Path)) or len(runs) < 2:
         raise GenlabError("give two or more run directories to compare, e.g. genlab compare runs/vae runs/gan")
     loaded = [load_run(run) for run in runs]
-    kinds = {isinstance(run.model, GeneratesText) for run in loaded}
-    if len(kinds) > 1:
-        writers = [run.name for run in loaded if isinstance(run.model, GeneratesText)]
-        raise GenlabError(
-            f"compare runs of one kind: {', '.join(writers)} {'writes' if len(writers) == 1 else 'write'} text and "
-            "the other runs draw images; no measure is shared by both"
-        )
+    writes_text(loaded, "compare runs of one kind", "no measure is shared by both")
     page_path = None if out is None else check_output(out, COMPARE_PAGE)
     rows = [compared_run(run) for run in loaded]
     comparison = Comparison(rows, comparability_notes(rows))

@@ -169,45 +169,17 @@ def render_pipeline(explanation: dict[str, Any]) -> str:
 
 def text_pipeline_parts(explanation: dict[str, Any]) -> list[str]:
     """A text model's prediction over the blocks and next-token table (genlab.explain.text), when it has them."""
+    from genlab.explain.text import LENS_HEADER, TABLE_HEADER, lens_cells, next_token_cells
+
     lens, rows = explanation.get("lens") or [], explanation.get("next_tokens") or []
     parts = []
     if lens and rows:
-        parts.append(
-            f"<h3>Prediction over the blocks at the prompt's last position ('{escape(rows[-1].get('token', ''))}')</h3>"
-        )
-        parts.append(
-            table(
-                ("After", "Likeliest next token", "p", "Rank of the final choice"),
-                [
-                    (
-                        r.get("after", ""),
-                        f"'{r.get('token', '')}'",
-                        f"{r.get('probability', 0):.3f}",
-                        r.get("rank_of_final"),
-                    )
-                    for r in lens
-                ],
-                numeric=(2, 3),
-            )
-        )
+        last = escape(rows[-1]["token"])
+        parts.append(f"<h3>Prediction over the blocks at the prompt's last position ('{last}')</h3>")
+        parts.append(table(LENS_HEADER, lens_cells(lens), numeric=(2, 3)))
     if rows:
         parts.append(f"<h3>Next-token table of the prompt {escape(repr(explanation.get('prompt', '')))}</h3>")
-        parts.append(
-            table(
-                ("#", "Token", "Next in prompt", "p(next)", "Likeliest next tokens"),
-                [
-                    (
-                        r.get("position"),
-                        f"'{r.get('token', '')}'",
-                        "" if r.get("following") is None else f"'{r['following']}'",
-                        "" if r.get("following_probability") is None else f"{r['following_probability']:.3f}",
-                        ", ".join(f"'{text}' {p:.2f}" for text, p in r.get("top") or []),
-                    )
-                    for r in rows
-                ],
-                numeric=(0, 3),
-            )
-        )
+        parts.append(table(TABLE_HEADER, next_token_cells(rows), numeric=(0, 3)))
     return parts
 
 

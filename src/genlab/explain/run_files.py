@@ -122,6 +122,18 @@ def png_file(path: Path) -> bytes:
     return data
 
 
+SHOWN_TEXT_BYTES = 2**20  # a text run's sample page larger than this is left out: training writes about 1 kB
+
+
+def text_file(path: Path) -> str:
+    """A text run's sample page for a page (undecodable bytes replaced): GenlabError naming the file when it is too
+    large to show."""
+    size = path.stat().st_size
+    if size > SHOWN_TEXT_BYTES:
+        raise GenlabError(f"{path.name} is {size:,} bytes, too large to show: left out")
+    return path.read_bytes().decode("utf-8", errors="replace")
+
+
 def damaged_grid(error: GenlabError) -> str:
     """The notice that stands for a training grid that cannot be shown."""
     return missing(

@@ -75,31 +75,16 @@ class TextExplanation(Explanation):
             f"{gpt_explain.TOP} likeliest next tokens at each position"
         )
 
-    def _lens_rows(self) -> list[list[str]]:
-        return [[row.after, f"'{row.token}'", f"{row.probability:.3f}", str(row.rank_of_final)] for row in self.lens]
-
-    def _table_rows(self, rows: list[NextToken]) -> list[list[str]]:
-        return [
-            [
-                str(row.position),
-                f"'{row.token}'",
-                "" if row.following is None else f"'{row.following}'",
-                "" if row.following_probability is None else f"{row.following_probability:.3f}",
-                ", ".join(f"'{text}' {p:.2f}" for text, p in row.top),
-            ]
-            for row in rows
-        ]
-
     def to_text(self) -> str:
         lines = [super().to_text(), "", self._lens_title()]
-        header = ["After", "Likeliest", "p", "Rank of the final choice"]
-        lines += ["  " + line for line in aligned(header, self._lens_rows(), right={2, 3})]
+        lens = [dataclasses.asdict(row) for row in self.lens]
+        lines += ["  " + line for line in aligned(LENS_HEADER, lens_cells(lens), right={2, 3})]
         lines += ["", self._table_title()]
         shown_rows = self.next_tokens[-TABLE_ROWS:]
         if len(shown_rows) < len(self.next_tokens):
             lines += wrap(f"(the last {TABLE_ROWS} of {len(self.next_tokens)} positions)", "  ", "  ")
-        header = ["#", "Token", "Next in prompt", "p(next)", "Likeliest next tokens"]
-        lines += ["  " + line for line in aligned(header, self._table_rows(shown_rows), right={0, 3})]
+        rows = next_token_cells([row.to_dict() for row in shown_rows])
+        lines += ["  " + line for line in aligned(TABLE_HEADER, rows, right={0, 3})]
         return "\n".join(line.rstrip() for line in lines)
 
     def to_markdown(self) -> str:
@@ -107,12 +92,35 @@ class TextExplanation(Explanation):
             return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
         lines = [super().to_markdown(), "", f"### {self._lens_title()}", ""]
-        lines += ["| After | Likeliest | p | Rank of the final choice |", "|---|---|---:|---:|"]
-        lines += [row(cells) for cells in self._lens_rows()]
+        lines += [row(LENS_HEADER), "|---|---|---:|---:|"]
+        lines += [row(cells) for cells in lens_cells([dataclasses.asdict(r) for r in self.lens])]
         lines += ["", f"### {self._table_title()}", ""]
-        lines += ["| # | Token | Next in prompt | p(next) | Likeliest next tokens |", "|---:|---|---|---:|---|"]
-        lines += [row(cells) for cells in self._table_rows(self.next_tokens)]
+        lines += [row(TABLE_HEADER), "|---:|---|---|---:|---|"]
+        lines += [row(cells) for cells in next_token_cells([r.to_dict() for r in self.next_tokens])]
         return "\n".join(lines)
+
+
+LENS_HEADER = ["After", "Likeliest", "p", "Rank of the final choice"]
+TABLE_HEADER = ["#", "Token", "Next in prompt", "p(next)", "Likeliest next tokens"]
+
+
+def lens_cells(lens: list[dict[str, Any]]) -> list[list[str]]:
+    """The prediction over the blocks as text cells, from its to_dict form (the text, Markdown and HTML tables)."""
+    return [[r["after"], f"'{r['token']}'", f"{r['probability']:.3f}", str(r["rank_of_final"])] for r in lens]
+
+
+def next_token_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The next-token table as text cells, from its to_dict form (the text, Markdown and HTML tables)."""
+    return [
+        [
+            str(r["position"]),
+            f"'{r['token']}'",
+            "" if r["following"] is None else f"'{r['following']}'",
+            "" if r["following_probability"] is None else f"{r['following_probability']:.3f}",
+            ", ".join(f"'{text}' {p:.2f}" for text, p in r["top"]),
+        ]
+        for r in rows
+    ]
 
 
 def explain_text_model(

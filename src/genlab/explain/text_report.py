@@ -10,12 +10,11 @@ import numpy as np
 
 from genlab.errors import GenlabError
 from genlab.explain.html import code, escape, missing, table
-from genlab.explain.run_files import epoch_files
+from genlab.explain.run_files import epoch_files, text_file
 from genlab.explain.trace import trace_rows
 from genlab.run import Run
 
 EPOCH_TEXTS = 4  # sample pages shown across epochs: all of them, or an even spread keeping first and last
-SHOWN_TEXT_BYTES = 2**20  # a sample page larger than this is left out: training writes about 1 kB
 
 
 def text_samples_html(run: Run) -> str:
@@ -29,12 +28,10 @@ def text_samples_html(run: Run) -> str:
     shown = [pages[i] for i in trace_rows(pages, EPOCH_TEXTS)]
     parts = [f'<p class="note">{len(shown)} of {len(pages)} pages, each from the same seed.</p>']
     for epoch, path in shown:
-        size = path.stat().st_size
-        if size > SHOWN_TEXT_BYTES:
-            parts.append(missing(f"{escape(path.name)} is {size:,} bytes, too large to show: left out"))
-            continue
-        text = path.read_bytes().decode("utf-8", errors="replace")
-        parts.append(f'<h3>Epoch {epoch}</h3>\n<pre class="text">{escape(text)}</pre>')
+        try:
+            parts.append(f'<h3>Epoch {epoch}</h3>\n<pre class="text">{escape(text_file(path))}</pre>')
+        except GenlabError as error:
+            parts.append(missing(escape(error)))
     return "\n".join(parts)
 
 
