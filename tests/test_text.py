@@ -422,3 +422,19 @@ def test_likelihood_of_text_runs_is_exact_bits_per_byte_of_the_test_text(trained
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_huge_or_broken_sample_page_is_left_out_of_the_report_and_compare(trained, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    with open(run / "samples" / "epoch_0009.txt", "wb") as file:
+        file.truncate(3 * 2**20)  # sparse: 3 MiB of a page training would never write
+    (run / "samples" / "epoch_0008.txt").write_bytes(b"\xff\xfe not UTF-8 \xc3")
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "epoch_0009.txt is 3,145,728 bytes, too large to show: left out" in page
+    assert "not UTF-8" in page  # undecodable bytes replaced, the rest shown
+    assert main(["compare", str(run), str(trained), "--out", str(tmp_path / "c.html")]) == 0
+    assert "too large to show" in (tmp_path / "c.html").read_text()
