@@ -54,9 +54,10 @@ demo: setup
 	$(VENV)/bin/genlab sample runs/demo-vae --interpolate --n 4 --seed 1 --out runs/demo-vae/interpolation.png
 	@echo "sample grids: runs/demo-vae/samples/epoch_*.png, runs/demo-vae/grid.png, runs/demo-vae/interpolation.png"
 
-# Lint, format and types first (seconds), then the suite.
+# Lint, format and types first (seconds), then the suite on every core: one pytest worker per core,
+# each with one torch thread (two threads per worker on two cores would only fight over them).
 test: setup lint
-	$(PY) -m pytest tests --durations=20
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -n auto --durations=20
 
 lint: setup
 	$(VENV)/bin/ruff check src
