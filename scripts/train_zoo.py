@@ -99,8 +99,8 @@ RECIPES = {
         weaknesses="Fine textures (prints, knits) are smoothed over.",
     ),
     "pixelcnn-mnist5k": Recipe(
-        "pixelcnn", "mnist-5k", "Gated PixelCNN, 30 epochs",
-        epochs=30,
+        "pixelcnn", "mnist-5k", "Gated PixelCNN, 15 epochs",
+        epochs=15,
         weaknesses="Pixel-by-pixel sampling loses global shape: many samples are not digits; exact likelihood.",
     ),
     "realnvp-mnist5k": Recipe(
