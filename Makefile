@@ -20,7 +20,7 @@ $(VENV)/.torch: | $(PY)
 	touch $@
 
 $(STAMP): pyproject.toml $(VENV)/.torch
-	$(PY) -m pip install --quiet -e ".[test,export,text]"
+	$(PY) -m pip install --quiet -e ".[test,export,text,serve]"
 	touch $@
 
 # Debian packages the tests use: full Fashion-MNIST, and Chromium for the real-browser tests of

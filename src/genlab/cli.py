@@ -350,7 +350,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace a previous genlab export at --out (never anything else)"
     )
     export.set_defaults(handler=_export)
+
+    serve = commands.add_parser(
+        "serve", help="the live explorer in the browser: sample, move through a latent space, watch a model work"
+    )
+    serve.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by `genlab train`, or zoo:NAME")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)",
+    )
+    serve.add_argument("--port", type=_port, default=8765, help="port to listen on (default 8765; 0 picks a free one)")
+    serve.set_defaults(handler=_serve)
     return parser
+
+
+def _port(text: str) -> int:
+    """--port: 0 (any free port) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {value}")
+    return value
 
 
 def _add_sampler_options(parser: argparse.ArgumentParser, steps_help: str = "") -> None:
@@ -790,6 +813,45 @@ def _export(args: argparse.Namespace) -> int:
         print(f"wrote {out / ONNX_FILE} and {out / EXPORT_FILE} (what to feed the graph and how to read its output)")
     else:
         print(f"wrote {out}: transformers.pipeline('text-generation', model='{out}') runs it, offline")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import ipaddress
+    import socket
+    import time
+
+    from genlab.errors import GenlabError
+
+    try:
+        from genlab.serve.app import ServerThread, create_app
+    except ImportError as missing:
+        raise GenlabError(
+            f"genlab serve needs the serve extra ({missing.name} is not installed): pip install 'genlab[serve]'"
+        ) from None
+    try:  # the port first, so that a busy one is one line before any model is loaded
+        with socket.create_server((args.host, args.port)):
+            pass
+    except OSError as error:
+        raise GenlabError(
+            f"cannot listen on {args.host}:{args.port} ({error.strerror or error}): choose another --port, or --port 0"
+        ) from None
+    app = create_app(args.runs)
+    server = ServerThread(app, args.host, args.port).start()
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    print(f"genlab serve: {len(args.runs)} run(s) at {server.url} (Ctrl-C stops it)", flush=True)
+    if not loopback:
+        print(f"genlab serve: listening on {args.host}: anyone who can reach this machine can use the explorer")
+    try:
+        while server.thread.is_alive():
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        server.stop()
+        print("genlab serve: stopped")
+        return 0
     return 0
 
 

@@ -710,7 +710,7 @@ class Run:
         written: list[int] = []
         shown = [""]  # the text streamed so far
 
-        def show(token: torch.Tensor) -> None:  # decode what is written so far; pass on its new, whole characters
+        def show(token: torch.Tensor, logits: torch.Tensor) -> None:  # decode what is written; pass on new characters
             written.append(int(token[0, 0]))
             text = tokenizer.decode(written)
             if stream is not None and not text.endswith("\ufffd") and text.startswith(shown[0]):

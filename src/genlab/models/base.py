@@ -411,8 +411,10 @@ class CanComplete(abc.ABC):
         rows: int,
         generator: torch.Generator | None = None,
         labels: torch.Tensor | None = None,
+        on_row: Callable[[int, torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
-        """Images (B, C, H, W) in [0, 1] that keep the top `rows` rows of `images` and draw the rest."""
+        """Images (B, C, H, W) in [0, 1] that keep the top `rows` rows of `images` and draw the rest; `on_row` hears
+        each drawn row's index and the images so far (B, C, H, W), and may raise to stop."""
 
 
 @dataclass(frozen=True)
@@ -487,10 +489,10 @@ class GeneratesText(abc.ABC):
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
-        on_token: Callable[[torch.Tensor], None] | None = None,
+        on_token: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
         """The prompt ids (B, P) followed by `max_new_tokens` drawn ones: (B, P + max_new_tokens); `on_token` hears
-        each step's new tokens (B, 1)."""
+        each step's new tokens (B, 1) and the logits (B, V) they were drawn from (before temperature and top-k)."""
 
 
 class ShowsSamplingChain(abc.ABC):
@@ -513,10 +515,13 @@ class ShowsSamplingChain(abc.ABC):
         every: int,
         generator: torch.Generator | None = None,
         labels: torch.Tensor | None = None,
+        on_step: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
         **options: Any,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """n images in [0, 1] and the chain's states in [0, 1] every `every` steps, from the start to the end;
-        `options` are the sampler options the family declares (`HasSamplerOptions`)."""
+        `options` are the sampler options the family declares (`HasSamplerOptions`). `on_step` hears each step
+        as it is taken: (step 1..S, S, the state, the image predicted from it), both in [0, 1]; it may raise to
+        stop the chain."""
 
 
 def flag_list(names: list[str]) -> str:

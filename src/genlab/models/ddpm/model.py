@@ -23,7 +23,14 @@ from genlab.models.common import ema_copy, eval_mode, update_ema
 from genlab.models.ddpm import explain
 from genlab.models.ddpm.config import DDPMConfig
 from genlab.models.ddpm.process import GaussianDiffusion, NetworkFn
-from genlab.models.ddpm.samplers import SAMPLER_TITLES, SAMPLERS, log_snr_spaced, respaced_timesteps, run_sampler
+from genlab.models.ddpm.samplers import (
+    SAMPLER_TITLES,
+    SAMPLERS,
+    StepListener,
+    log_snr_spaced,
+    respaced_timesteps,
+    run_sampler,
+)
 from genlab.models.ddpm.unet import UNet
 
 
@@ -218,9 +225,10 @@ class DDPM(GenerativeModel, HasLikelihood, HasLatentSpace, HasSamplerOptions, Sh
         eta: float | None = None,
         guidance: float | None = None,
         initial: torch.Tensor | None = None,
+        on_step: StepListener | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """n images in [0, 1] and every `trajectory_every`-th state in [0, 1] (0: none); an option left None is
-        the config's."""
+        the config's. `on_step` hears each step's x_t and x̂_0 in [-1, 1]."""
         labels = self.check_labels(n, labels)
         guidance = self.config.guidance if guidance is None else float(guidance)
         if guidance != 1.0 and not self.conditional:
@@ -237,6 +245,7 @@ class DDPM(GenerativeModel, HasLikelihood, HasLatentSpace, HasSamplerOptions, Sh
                 device=self.device,
                 trajectory_every=trajectory_every,
                 initial=initial,
+                on_step=on_step,
             )
         return from_symmetric(images), [from_symmetric(x) for x in trajectory]
 
@@ -284,13 +293,21 @@ class DDPM(GenerativeModel, HasLikelihood, HasLatentSpace, HasSamplerOptions, Sh
         every: int,
         generator: torch.Generator | None = None,
         labels: torch.Tensor | None = None,
+        on_step: StepListener | None = None,
         **options: Any,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """n images (n, C, H, W) in [0, 1] and the chain [x_T, ..., x_0] in [0, 1], every `every` steps
-        (and x_0 last); `options` are `sample`'s sampler options (sampler, steps, eta, guidance)."""
+        (and x_0 last); `options` are `sample`'s sampler options (sampler, steps, eta, guidance). `on_step` hears
+        every step as it is taken: (step, steps, x_t, x̂_0), the images in [0, 1]."""
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise GenlabError(f"the chain is shown every K steps, K a positive integer; got {every!r}")
-        return self._denoise(n, generator, labels, trajectory_every=every, **options)
+
+        def in_unit_range(step: int, steps: int, x: torch.Tensor, x0: torch.Tensor) -> None:
+            assert on_step is not None
+            on_step(step, steps, from_symmetric(x.clamp(-1, 1)), from_symmetric(x0))
+
+        listener = None if on_step is None else in_unit_range
+        return self._denoise(n, generator, labels, trajectory_every=every, on_step=listener, **options)
 
     # ---------------------------------------------------------------- the latent: x_T
 

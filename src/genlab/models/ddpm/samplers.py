@@ -18,7 +18,7 @@ DPM-Solver++ (Lu et al. 2022) is `dpm_solver` below. `SAMPLER_REGISTRY` maps eac
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -26,6 +26,10 @@ import torch
 
 from genlab.errors import GenlabError
 from genlab.models.ddpm.process import GaussianDiffusion, NetworkFn
+
+# Hears each step as it is taken: (step 1..S, S, x_t after the step, the step's prediction x̂_0), both in [-1, 1];
+# it may raise to stop the sampler (the explorer's cancelled requests).
+StepListener = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 
 
 class Sampler(Protocol):
@@ -43,6 +47,7 @@ class Sampler(Protocol):
         device: torch.device | str = "cpu",
         trajectory_every: int = 0,
         initial: torch.Tensor | None = None,
+        on_step: StepListener | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
 
 
@@ -79,11 +84,12 @@ def ddim(
     device: torch.device | str = "cpu",
     trajectory_every: int = 0,
     initial: torch.Tensor | None = None,
+    on_step: StepListener | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """DDIM over `steps` respaced timesteps with noise scale `eta` in [0, 1] (0: deterministic given x_T).
 
     Returns x_0 (shape) in [-1, 1] and every `trajectory_every`-th x_t from x_T to x_0 (0: none).
-    `initial` replaces the first draw x_T (e.g. a latent to interpolate from).
+    `initial` replaces the first draw x_T (e.g. a latent to interpolate from); `on_step` hears every step.
     `network(x_t, t)` returns the diffusion's prediction (ε or v); wrap it for labels or guidance.
     """
     if not 0.0 <= eta <= 1.0:
@@ -109,6 +115,8 @@ def ddim(
             x = previous.sqrt() * x0 + (1 - previous - sigma**2).clamp(min=0).sqrt() * eps
             if eta > 0:
                 x = x + sigma * noise()
+        if on_step is not None:
+            on_step(len(timesteps) - i, len(timesteps), x, x0)
         if trajectory_every and ((len(timesteps) - i) % trajectory_every == 0 or i == 0):
             trajectory.append(x.clone())
     return x, trajectory
@@ -163,6 +171,7 @@ def dpm_solver(
     device: torch.device | str = "cpu",
     trajectory_every: int = 0,
     initial: torch.Tensor | None = None,
+    on_step: StepListener | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """DPM-Solver++(2M) (Lu et al. 2022): the multistep second-order solver of the diffusion ODE in data
     prediction; with `eta` > 0 its SDE variant, adding eta times the SDE's fresh noise at each step.
@@ -186,7 +195,8 @@ def dpm_solver(
     The network is evaluated at `steps` respaced timesteps τ_S > ... > τ_1 = 0, and the last step goes
     from τ_1 to the clean image (σ = 0, λ = ∞), where the update is x = x̂_0(τ_1). The first step
     (no history) and the last are first order, as the paper does at few steps. x̂_0 is clipped to
-    [-1, 1] (the paper's thresholding for pixel data). Returns x_0 and every `trajectory_every`-th x_t.
+    [-1, 1] (the paper's thresholding for pixel data). Returns x_0 and every `trajectory_every`-th x_t;
+    `on_step` hears every step.
     """
     if not 0.0 <= eta <= 1.0:
         raise GenlabError(f"DPM-Solver++'s eta must be in [0, 1] (0: the ODE solver, 1: the SDE solver), got {eta}")
@@ -222,6 +232,8 @@ def dpm_solver(
             if eta > 0:
                 x = x + float(sigma_t) * math.sqrt(1 - decay**2) * noise()
             previous_x0, previous_h = x0, h
+        if on_step is not None:
+            on_step(i + 1, len(timesteps), x, x0)
         if trajectory_every and ((i + 1) % trajectory_every == 0 or i == len(timesteps) - 1):
             trajectory.append(x.clone())
     return x, trajectory

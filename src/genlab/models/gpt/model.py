@@ -132,10 +132,11 @@ class GPTModel(GeneratesText, GenerativeModel):
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
-        on_token: Callable[[torch.Tensor], None] | None = None,
+        on_token: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
         """The prompt ids (B, P) followed by `max_new_tokens` drawn ones: (B, P + max_new_tokens).
-        `on_token`, if given, hears each step's new tokens (B, 1) as they are drawn (streaming).
+        `on_token`, if given, hears each step's new tokens (B, 1) as they are drawn (streaming), with the
+        logits (B, V) they were drawn from (before temperature, top-k and top-p).
 
         Each token is drawn from softmax(logits / temperature) restricted to the `top_k` likeliest tokens
         and to the smallest set whose probability reaches `top_p` (Holtzman et al. 2020); temperature 0
@@ -151,7 +152,7 @@ class GPTModel(GeneratesText, GenerativeModel):
         for _ in range(max_new_tokens):
             token = draw_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
             if on_token is not None:
-                on_token(token)
+                on_token(token, logits)
             ids = torch.cat([ids, token], dim=1)
             window = torch.cat([window, token], dim=1)
             if not use_cache:

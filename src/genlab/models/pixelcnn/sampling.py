@@ -8,6 +8,8 @@ follow the caller's generator alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -25,14 +27,20 @@ def draw(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def fill(
-    network: GatedPixelCNN, x: torch.Tensor, first_row: int, uniform: torch.Tensor, labels: torch.Tensor | None
+    network: GatedPixelCNN,
+    x: torch.Tensor,
+    first_row: int,
+    uniform: torch.Tensor,
+    labels: torch.Tensor | None,
+    on_row: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Draw rows first_row.. of x (B, C, H, W) on its grid (k/255 or 0/1) given the rows above, in raster order.
 
     Every layer keeps a window of its last n//2 + 1 input rows (vertical stack) and its input
     along the current row (horizontal stack); each finished row, and each pixel, computes one
     row or one position per layer, equal to the full forward pass's (the tests check it).
-    `uniform` (B, C, H, W) in [0, 1) picks each level by inverting its CDF.
+    `uniform` (B, C, H, W) in [0, 1) picks each level by inverting its CDF. `on_row` hears each drawn
+    row's index and x so far.
     """
     x = x.clone()
     batch, colours, height, width = x.shape
@@ -61,6 +69,8 @@ def fill(
                     level = draw(network.pixel_logits(h)[:, c], uniform[:, c, i, j])  # (B,)
                     x[:, c, i, j] = level / top
                     rows[0][:, c, half + j] = to_symmetric(x[:, c, i, j])
+            if on_row is not None:
+                on_row(i, x)
         if i + 1 == height:
             break
         row = to_symmetric(x[:, :, i : i + 1])  # (B, C, 1, W): the finished row goes up the vertical stack
