@@ -104,6 +104,7 @@ class Explorer:
         self._direction_kind = ""
         self._nearest: NearestIndex | None = None
         self._splits: tuple[Any, Any] | None = None
+        self._extractor_problem: str | None = None  # "" once an extractor was found
 
     # ---------------------------------------------------------------- what the page is told
 
@@ -126,7 +127,9 @@ class Explorer:
             "image_shape": image_shape,
             "views": [{"name": name, "available": reason is None, "reason": reason} for name, reason in self.views()],
             "sampler_options": self.sampler_options(),
-            "latent": {"directions": LATENT_DIRECTIONS, "kind": self.direction_kind()} if self.has_latent else None,
+            "latent": {"directions": self.direction_count(), "kind": self.direction_kind()}
+            if self.has_latent
+            else None,
         }
 
     @property
@@ -157,11 +160,20 @@ class Explorer:
         ]
 
     def nearest_problem(self) -> str | None:
-        """Why the nearest view cannot be shown (the run's data cannot be loaded again), or None."""
+        """Why the nearest view cannot be shown (the run's data cannot be loaded again, or no shipped feature
+        extractor fits its images), or None."""
         data = self.run.info.get("data", {})
         if data.get("in_memory"):
             return "the run was trained on data given in memory, which cannot be loaded again"
-        return None
+        if self._extractor_problem is None:
+            from genlab.eval.features import extractor_for
+
+            try:
+                extractor_for(self.run.data_spec()[0], tuple(self.model.data.image_shape))
+                self._extractor_problem = ""
+            except GenlabError as error:
+                self._extractor_problem = str(error).split(";")[0]
+        return self._extractor_problem or None
 
     def sampler_options(self) -> list[dict[str, Any]]:
         """The family's declared sampler options, each with the run's default."""
@@ -227,6 +239,11 @@ class Explorer:
 
     # ---------------------------------------------------------------- latent
 
+    def direction_count(self) -> int:
+        """Sliders of the latent view: LATENT_DIRECTIONS, or fewer for a smaller latent space."""
+        assert isinstance(self.model, HasLatentSpace)
+        return min(LATENT_DIRECTIONS, self.model.sample_latent(1, seeded_generator(0))[0].numel())
+
     def direction_kind(self) -> str:
         if isinstance(self.model, HasEncoder):
             return "the principal directions of the aggregate posterior (training images' latents), in their std"
@@ -240,8 +257,8 @@ class Explorer:
         model = self.model
         assert isinstance(model, HasLatentSpace)
         size = model.sample_latent(1, seeded_generator(0))[0].numel()
-        count = min(LATENT_DIRECTIONS, size)
-        if isinstance(model, HasEncoder) and self.nearest_problem() is None:
+        count = self.direction_count()
+        if isinstance(model, HasEncoder) and not self.run.info.get("data", {}).get("in_memory"):
             train, _ = self.splits()
             with torch.no_grad():
                 latents = torch.cat(
@@ -421,9 +438,8 @@ class Explorer:
         if self._splits is None:
             from genlab.data import load_splits
 
-            problem = self.nearest_problem()
-            if problem:
-                raise GenlabError(problem)
+            if self.run.info.get("data", {}).get("in_memory"):
+                raise GenlabError("the run was trained on data given in memory, which cannot be loaded again")
             spec, size = self.run.data_spec()
             self._splits = load_splits(spec, size)
         return self._splits
