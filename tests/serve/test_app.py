@@ -266,6 +266,16 @@ def test_bad_input_gets_a_4xx_with_one_line_and_the_server_keeps_serving(server,
     assert get(server, "api/runs")[0] == 200
 
 
+def test_a_post_with_malformed_json_gets_one_line_and_the_server_keeps_serving(server):
+    request = urllib.request.Request(server.url + "api/runs/0/sample", data=b"{n: 10**9", method="POST",
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 405
+    assert json.loads(refused.value.read())["error"] == "POST is not served here: the explorer's API takes GET only"
+    assert get(server, "api/runs")[0] == 200
+
+
 def test_every_response_carries_the_strict_content_security_policy(server):
     for path in ("", "static/app.js", "api/runs"):
         status, headers, _ = get(server, path)

@@ -381,12 +381,24 @@ def create_app(run_specs: list[str]) -> Starlette:
     async def not_found(request: Request, error: Exception) -> Response:
         return error_response(f"nothing at {request.url.path[:80]}", 404)
 
+    def get_only(endpoint: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        """`endpoint` for GET and HEAD; any other method is refused in one line (405)."""
+
+        async def checked(request: Request) -> Response:
+            if request.method not in ("GET", "HEAD"):
+                raise BadRequest(f"{request.method[:10]} is not served here: the explorer's API takes GET only", 405)
+            return await endpoint(request)
+
+        return checked
+
+    every_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
     return Starlette(
         routes=[
-            Route("/", index),
-            Route("/static/{name}", static),
-            Route("/api/runs", runs),
-            Route("/api/runs/{run}/{view}", view),
+            Route("/", get_only(index), methods=every_method),
+            Route("/static/{name}", get_only(static), methods=every_method),
+            Route("/api/runs", get_only(runs), methods=every_method),
+            Route("/api/runs/{run}/{view}", get_only(view), methods=every_method),
         ],
         exception_handlers={
             BadRequest: refuse,
