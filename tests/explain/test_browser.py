@@ -33,6 +33,14 @@ pytestmark = pytest.mark.skipif(
 )
 NO_NETWORK = ("--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9", "--disable-background-networking",
               "--disable-component-update", "--disable-sync", "--no-first-run", "--no-default-browser-check")
+def network_flags(allowed_host: str | None) -> tuple[str, ...]:
+    """NO_NETWORK, with `allowed_host` left out of the resolver's map (the rule maps IP literals too)."""
+    if allowed_host is None:
+        return NO_NETWORK
+    rule = f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE {allowed_host}"
+    return tuple(rule if flag.startswith("--host-resolver-rules") else flag for flag in NO_NETWORK)
+
+
 BLANK_VARIANCE = 100.0  # grey-level variance of a screenshot; an all-white (or all-one-colour) page has 0
 
 
@@ -49,7 +57,11 @@ class PageCheck:
 class Chromium:
     """One headless Chromium, spoken to over the DevTools protocol on a pipe."""
 
-    def __init__(self, executable: str, profile: Path, size: tuple[int, int] = (1280, 1000)):
+    def __init__(
+        self, executable: str, profile: Path, size: tuple[int, int] = (1280, 1000), allowed_host: str | None = None
+    ):
+        """`allowed_host` (an address, e.g. 127.0.0.1 for a server the test started) is the one host that still
+        resolves; every other name and address maps to nothing."""
         import fcntl
 
         to_browser, self._commands = os.pipe()
@@ -64,7 +76,7 @@ class Chromium:
         self.process = subprocess.Popen(
             [executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--remote-debugging-pipe", f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
-             *NO_NETWORK, "about:blank"],
+             *network_flags(allowed_host), "about:blank"],
             preexec_fn=place_pipe_ends, close_fds=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

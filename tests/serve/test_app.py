@@ -312,8 +312,8 @@ def test_a_request_past_the_time_limit_is_stopped(server, monkeypatch):
 
 
 def test_a_long_chain_on_one_run_does_not_hold_up_a_slider_on_another(server):
-    chain = threading.Thread(target=get, args=(server, "api/runs/6/denoise"),
-                             kwargs={"seed": 1, "label": 3, "steps": 1000, "sampler": "ddim", "client": "busy"})  # fmt: skip
+    long_chain = {"seed": 1, "label": 3, "steps": 1000, "sampler": "ddim", "client": "busy"}
+    chain = threading.Thread(target=get, args=(server, "api/runs/6/denoise"), kwargs=long_chain)
     chain.start()
     try:
         time.sleep(1.0)  # the chain is under way
@@ -341,8 +341,9 @@ def test_serve_refuses_a_missing_run_and_a_busy_port_in_one_line(tmp_path, capsy
 
 
 def test_genlab_serve_prints_its_address_serves_and_stops_cleanly_on_ctrl_c():
-    process = subprocess.Popen([sys.executable, "-m", "genlab", "serve", VAE, "--port", "0"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    command = [sys.executable, "-m", "genlab", "serve", VAE, "--port", "0"]
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
     try:
         line = process.stdout.readline()
         assert "http://127.0.0.1:" in line, line + process.stderr.read()

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -278,8 +279,9 @@ def create_app(run_specs: list[str]) -> Starlette:
         seed = query.integer("seed", 0, 0, MAX_SEED)
         label, options = label_of(query, explorer), option_values(query, explorer)
         ticket = state.ticket(request, worker, "sample")
+        started = time.perf_counter()
         images = await state.compute(worker, ticket, lambda: explorer.sample(n, seed, label, options, ticket))
-        return JSONResponse({"images": images}, headers=SECURITY_HEADERS)
+        return JSONResponse({"images": images, "seconds": time.perf_counter() - started}, headers=SECURITY_HEADERS)
 
     async def latent(worker: RunWorker, explorer: Explorer, query: Query, request: Request) -> Response:
         requires(explorer, "latent")

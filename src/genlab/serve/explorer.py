@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import itertools
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,8 +45,6 @@ class Ticket:
     goes away, or past its deadline (`check` raises `Stopped`)."""
 
     def __init__(self, seconds: float):
-        import time
-
         self._clock = time.monotonic
         self.deadline = self._clock() + seconds
         self.seconds = seconds
@@ -333,10 +332,12 @@ class Explorer:
             ticket.check()
             emit("step", {"step": step, "total": steps, "x_t": data_url(x[0]), "x0": data_url(x0[0])})
 
-        emit("start", {"sampler": options.get("sampler") or model.chain_sampler})
+        steps = options.get("steps") or model.chain_steps
+        emit("start", {"sampler": options.get("sampler") or model.chain_sampler, "total": steps})
+        started = time.perf_counter()
         with torch.no_grad():
             images, _ = model.sample_chain(1, 1 << 30, seeded_generator(seed), labels, on_step=on_step, **options)
-        emit("done", {"image": self.image(images[0].cpu(), label)})
+        emit("done", {"image": self.image(images[0].cpu(), label), "seconds": time.perf_counter() - started})
 
     # ---------------------------------------------------------------- complete
 
@@ -374,9 +375,10 @@ class Explorer:
             shown[:, :, row + 1 :] = 0  # rows not drawn yet still hold the input
             emit("row", {"row": row, "images": [data_url(one) for one in shown]})
 
+        started = time.perf_counter()
         with torch.no_grad():
             images = model.complete(start.expand(n, *start.shape), rows, generator, labels, on_row=on_row).cpu()
-        emit("done", {"images": [self.image(one, label) for one in images]})
+        emit("done", {"images": [self.image(one, label) for one in images], "seconds": time.perf_counter() - started})
 
     # ---------------------------------------------------------------- text
 
@@ -425,11 +427,13 @@ class Explorer:
                 },
             )
 
+        started = time.perf_counter()
         drawn = model.generate(
             torch.tensor([ids]), max_new_tokens, temperature, top_k, top_p,
             generator=seeded_generator(seed), on_token=on_token,
         )  # fmt: skip
-        emit("done", {"text": tokenizer.decode(drawn[0, len(ids) :].tolist())})
+        text = tokenizer.decode(drawn[0, len(ids) :].tolist())
+        emit("done", {"text": text, "seconds": time.perf_counter() - started})
 
     # ---------------------------------------------------------------- nearest
 
