@@ -271,7 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics",
         metavar="NAMES",
         help="comma-separated subset of: fid, kid, precision, recall, density, coverage, "
-        "classifier_score, mode_coverage, label_accuracy, memorization, cas, nll (default all)",
+        "classifier_score, mode_coverage, label_accuracy, memorization, cas, nll (default all of these), and "
+        "augmentation (by name only: what the samples add to a small real training set, minutes of training)",
+    )
+    evaluate.add_argument(
+        "--real-sizes",
+        metavar="PERCENTS",
+        help="augmentation: the real-set sizes, in percent of the training split (default 1,5,10,25)",
     )
     evaluate.add_argument(
         "--inception", metavar="PATH", help="pytorch-fid's Inception-v3 weight file: use it as the feature extractor"
@@ -350,6 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace a previous genlab export at --out (never anything else)"
     )
     export.set_defaults(handler=_export)
+
+    augment = commands.add_parser(
+        "augment", help="labelled samples of a conditional run, balanced per class, as an .npz to train on"
+    )
+    augment.add_argument("run", help="a conditional run directory written by `genlab train`, or zoo:NAME")
+    augment.add_argument("--per-class", type=_positive_int, required=True, help="samples of each class")
+    augment.add_argument("--out", required=True, metavar="FILE.npz", help="the new .npz (npz:FILE.npz loads it)")
+    augment.add_argument("--seed", type=_seed, default=0, help="seed of the draws (default 0)")
+    _add_sampler_options(augment)
+    augment.set_defaults(handler=_augment)
 
     serve = commands.add_parser(
         "serve", help="the live explorer in the browser: sample, move through a latent space, watch a model work"
@@ -713,7 +729,13 @@ def _eval(args: argparse.Namespace) -> int:
         )
     if (args.samples or args.real_vs_real) and not args.data:
         raise GenlabError(f"{given[0]} needs --data: the real images to compare with, e.g. --data fashion-mnist")
-    parse_metrics(args.metrics)  # a typo fails before any work
+    selected = parse_metrics(args.metrics)  # a typo fails before any work
+    if args.real_sizes is not None:
+        from genlab.eval.augmentation import parse_shares
+
+        parse_shares(args.real_sizes)
+        if "augmentation" not in selected:
+            raise GenlabError("--real-sizes sets the augmentation measure's sizes: add --metrics augmentation")
     source = args.run or args.samples
     options = _sampler_options(args)
     if options and not args.run:
@@ -737,6 +759,7 @@ def _eval(args: argparse.Namespace) -> int:
         inception=args.inception,
         use_cache=not args.no_cache,
         sample_options=options,
+        real_sizes=args.real_sizes,
     )
     if not distributed.is_main_process():  # under torchrun every rank holds the result; rank 0 reports it
         return 0
@@ -813,6 +836,16 @@ def _export(args: argparse.Namespace) -> int:
         print(f"wrote {out / ONNX_FILE} and {out / EXPORT_FILE} (what to feed the graph and how to read its output)")
     else:
         print(f"wrote {out}: transformers.pipeline('text-generation', model='{out}') runs it, offline")
+    return 0
+
+
+def _augment(args: argparse.Namespace) -> int:
+    from genlab.eval.augmentation import write_augmented
+
+    path, seconds = write_augmented(args.run, args.per_class, args.out, seed=args.seed, **_sampler_options(args))
+    print(
+        f"wrote {path}: {args.per_class:,} samples of each class, drawn in {seconds:.1f} s; --data npz:{path} reads it"
+    )
     return 0
 
 

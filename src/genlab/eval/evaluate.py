@@ -26,7 +26,14 @@ import torch
 
 from genlab.data import ImageDataset, fingerprint, load_splits
 from genlab.errors import GenlabError
-from genlab.eval.features import extractor_for
+from genlab.eval.augmentation import (
+    REAL_SHARES,
+    augmentation_table,
+    observe_augmentation,
+    parse_shares,
+    stratified_counts,
+)
+from genlab.eval.features import SMALL_CLASSIFIER, extractor_for
 from genlab.eval.floors import read_floor, write_floor
 from genlab.eval.likelihood import negative_log_likelihood
 from genlab.eval.monitor import TrainingMonitor
@@ -88,11 +95,14 @@ class Evaluation:
         """What the numbers say against their floor (genlab.explain.observations.observe_metrics)."""
         from genlab.explain.observations import observe_metrics
 
-        return observe_metrics(self.metrics, self.floor)
+        return observe_metrics(self.metrics, self.floor) + observe_augmentation(self.details.get("augmentation"))
 
     def table(self) -> str:
-        """The metrics as an aligned text table, the real-vs-real floor beside each, then any observations."""
-        return metrics_table(ROWS, self.metrics, self.floor, self.skipped, self.observations)
+        """The metrics as an aligned text table, the real-vs-real floor beside each, then any observations (and the
+        augmentation grid, when it was measured)."""
+        table = metrics_table(ROWS, self.metrics, self.floor, self.skipped, self.observations)
+        grid = self.details.get("augmentation")
+        return table + ("\n\n" + augmentation_table(grid) if grid else "")
 
 
 def choose_extractor(data: ImageDataset, inception: str | Path | None = None) -> FeatureExtractor:
@@ -116,6 +126,8 @@ def evaluate(
     use_cache: bool = True,
     cas_steps: int = CAS_STEPS,
     sample_options: dict[str, Any] | None = None,
+    real_sizes: str | Sequence[float] | None = None,
+    augmentation_steps: int | None = None,
 ) -> Evaluation:
     """Measure `source` against real images of `data`, with the real-vs-real floor beside every number.
 
@@ -127,7 +139,8 @@ def evaluate(
     DEFAULT_N). `metrics`: names from
     METRIC_NAMES (default all); those that do not apply are listed in `skipped` with why.
     `sample_options`: keyword arguments of the run's `sample` (a diffusion run's sampler, steps,
-    eta, guidance), recorded with the source.
+    eta, guidance), recorded with the source. `real_sizes`: the augmentation measure's real-set sizes
+    ("1,5,10,25" percent of the training split, or shares); `augmentation_steps` its classifier's steps.
     """
     if is_text_run(source):  # bits per byte, copies and diversity beside held-out text (genlab.eval.text)
         from genlab.eval.text import evaluate_text
@@ -146,7 +159,7 @@ def evaluate(
     device = distributed.rank_device(pick_device("auto")) if distributed.launched_by_torchrun() else None
     with distributed.process_group_from_env(device or torch.device("cpu")):
         return _evaluate(source, data, reference, n, seed, metrics, inception, use_cache, cas_steps,
-                         sample_options, device)  # fmt: skip
+                         sample_options, device, parse_shares(real_sizes), augmentation_steps)  # fmt: skip
 
 
 def is_text_run(source: Any) -> bool:
@@ -174,6 +187,8 @@ def _evaluate(
     cas_steps: int,
     sample_options: dict[str, Any] | None,
     device: torch.device | None,
+    real_shares: tuple[float, ...] = REAL_SHARES,
+    augmentation_steps: int | None = None,
 ) -> Evaluation:
     """`evaluate` inside the process group, if any; `device`: where a run's model goes (None: the CPU)."""
     if reference not in ("test", "train"):
@@ -191,6 +206,8 @@ def _evaluate(
     train, test = load_splits(data, size=size)
     if not any(METRICS[name].needs_samples for name in selected):  # nll alone: no samples, extractor or floor
         return _likelihood_only(run, train, test, data, size, seed, started)
+    if "augmentation" in selected:  # refused before anything is drawn
+        check_augmentation(run, samples, train, real_shares)
     reference_split, held_out_split = (test, train) if reference == "test" else (train, test)
     extractor = choose_extractor(train, inception)
     generator = torch.Generator().manual_seed(seed)
@@ -224,7 +241,7 @@ def _evaluate(
                    "train": len(train), "test": len(test)},
         "seed": seed, "metrics_selected": list(selected),
     })  # fmt: skip
-    setting = Setting(train, test, seed, extractor, real_ref, cas_steps, use_cache)
+    setting = Setting(train, test, seed, extractor, real_ref, cas_steps, use_cache, real_shares, augmentation_steps)
     skipped: dict[str, str] = {}
     floor_names = selected
     if generated is not None:
@@ -233,7 +250,8 @@ def _evaluate(
         result.metrics, result.details, result.pair_images = measured.flat(), measured.details, measured.pair_images
         skipped = measured.skipped
         floor_names = tuple(name for name in measured.found if METRICS[name].floor)  # the floor of what was measured
-    key = [result.info["data"]["fingerprint"], reference, len(held), len(real_ref), seed, extractor.sha256, cas_steps]
+    key = [result.info["data"]["fingerprint"], reference, len(held), len(real_ref), seed, extractor.sha256, cas_steps,
+           SMALL_CLASSIFIER.key()]  # fmt: skip
     known = read_floor(key) if use_cache else {}
     floor = measure(floor_names, setting, Subject(held), known)
     if use_cache and set(floor.found) - set(known):
@@ -242,6 +260,29 @@ def _evaluate(
     result.skipped = {**skipped, **floor.skipped}
     result.info["seconds"] = round(time.perf_counter() - started, 2)
     return result
+
+
+def check_augmentation(
+    run: Run | None, samples: ImageDataset | None, train: ImageDataset, shares: Sequence[float]
+) -> None:
+    """The augmentation measure's inputs: labelled samples of the data's classes, real sets of every class."""
+    if run is not None and not run.model.conditional:
+        raise GenlabError(
+            f"the augmentation measure adds labelled samples to real ones; {run.name} is not conditional: train a "
+            f"model that draws a class on demand (genlab train {run.family} --conditional ...)"
+        )
+    if samples is not None:
+        if samples.labels is None:
+            raise GenlabError(f"the augmentation measure needs labelled samples: {samples.name} has no `labels` array")
+        if len(samples.labels) and (samples.labels.min() < 0 or samples.labels.max() >= train.num_classes):
+            raise GenlabError(
+                f"{samples.name}'s labels run from {int(samples.labels.min())} to {int(samples.labels.max())}; the "
+                f"data's classes are 0 to {train.num_classes - 1}"
+            )
+    if train.labels is None:
+        raise GenlabError(f"the augmentation measure needs labelled real data; {train.name} has no labels")
+    for share in shares:
+        stratified_counts(train.labels, share, train.num_classes, f"{train.name}'s {len(train):,} training images")
 
 
 def _likelihood_only(

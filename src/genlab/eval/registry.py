@@ -21,15 +21,16 @@ import torch
 from genlab.data import ImageDataset
 from genlab.errors import GenlabError
 from genlab.eval import metrics as M
-from genlab.eval.features import IMAGE_SHAPE, ClassifierConfig, accuracy, train_classifier
+from genlab.eval.augmentation import REAL_SHARES, headline, measure_augmentation
+from genlab.eval.features import IMAGE_SHAPE, SMALL_CLASSIFIER, accuracy
 from genlab.eval.likelihood import negative_log_likelihood
 from genlab.eval.reference import FeatureExtractor, RealFeatures, real_features
 from genlab.eval.sources import Generated, seeded_subset
 from genlab.eval.table import Row
+from genlab.images import to_uint8
 from genlab.models.base import HasLikelihood, bits_per_dim
 
-CAS_STEPS = 300  # classifier updates for CAS, whatever the sample count
-CAS_BATCH = 128
+CAS_STEPS = SMALL_CLASSIFIER.steps  # classifier updates for CAS, whatever the sample count
 MEMORIZATION_PAIRS = 16
 
 
@@ -44,6 +45,8 @@ class Setting:
     reference: RealFeatures | None = None  # the reference split's features (a seeded subset of at most 10,000)
     cas_steps: int = CAS_STEPS
     use_cache: bool = True
+    real_shares: tuple[float, ...] = REAL_SHARES  # the augmentation measure's real-set sizes
+    augmentation_steps: int | None = None  # its classifier's steps (None: the recipe's)
 
     def generator(self) -> torch.Generator:
         """A fresh CPU generator seeded with the evaluation's seed (each metric's random subsets start here)."""
@@ -117,6 +120,7 @@ class Metric:
     rows: tuple[Row, ...]
     needs: tuple[Need, ...]
     floor: bool = True  # whether held-out real images give it a real-vs-real floor
+    default: bool = True  # measured when no --metrics are named (the augmentation grid takes minutes: by name only)
 
     def missing(self, setting: Setting, subject: Subject) -> str | None:
         """Why the metric cannot be measured on `subject` (its first need missing), or None."""
@@ -368,11 +372,29 @@ def _cas(setting: Setting, subject: Subject) -> Measured:
         assert subject.generated.labels is not None  # SAMPLE_LABELS
         images, labels = subject.generated.images, subject.generated.labels
     assert test.labels is not None  # LABELLED_DIGITS
-    steps_per_epoch = math.ceil(len(images) / CAS_BATCH)
-    config = ClassifierConfig(num_classes=train.num_classes)
-    classifier = train_classifier(images, labels, config, epochs=math.ceil(setting.cas_steps / steps_per_epoch),
-                                  seed=setting.seed, batch_size=CAS_BATCH)  # fmt: skip
+    recipe = SMALL_CLASSIFIER.with_steps(setting.cas_steps)
+    classifier = recipe.train(images, labels, train.num_classes, seed=setting.seed)
     return Measured({"cas": accuracy(classifier, test.images, test.labels)})
+
+
+def _augmentation(setting: Setting, subject: Subject) -> Measured:
+    """What the samples add to a small real training set (genlab.eval.augmentation); measured on samples only
+    (held-out real images added to real ones would be the ceiling itself)."""
+    generated = subject.generated
+    assert generated is not None and generated.labels is not None  # SAMPLE_LABELS; floor=False
+    run = generated.run
+
+    def draw_more(labels: torch.Tensor) -> torch.Tensor:
+        assert run is not None
+        options = generated.source.get("sample_options", {})
+        generator = torch.Generator().manual_seed(setting.seed + 1)  # not the draws the eval already holds
+        return to_uint8(run.sample(len(labels), generator=generator, labels=labels, **options))
+
+    grid = measure_augmentation(
+        setting.train, setting.test, generated.images, generated.labels, seed=setting.seed,
+        shares=setting.real_shares, steps=setting.augmentation_steps, draw_more=None if run is None else draw_more,
+    )  # fmt: skip
+    return Measured(headline(grid), details=grid)
 
 
 def _nll(setting: Setting, subject: Subject) -> Measured:
@@ -404,8 +426,11 @@ def _metric(
     rows: Iterable[tuple[str, str, str]],
     needs: tuple[Need, ...],
     floor: bool = True,
+    default: bool = True,
 ) -> Metric:
-    return Metric(name, compute, tuple(Row(key, label, better, name) for key, label, better in rows), needs, floor)
+    return Metric(
+        name, compute, tuple(Row(key, label, better, name) for key, label, better in rows), needs, floor, default
+    )
 
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in (
@@ -428,6 +453,10 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in (
              ("reference_copy_share", "Coincide with reference", "lower")],
             (SAMPLE_IMAGES, SAMPLE_FEATURES, TRAINING_FEATURES)),
     _metric("cas", _cas, [("cas", "CAS accuracy", "higher")], (SAMPLE_IMAGES, LABELLED_DIGITS, SAMPLE_LABELS)),
+    _metric("augmentation", _augmentation,
+            [("augmentation_gain", "Augmentation gain (+1x synthetic)", "higher"),
+             ("augmentation_recovered", "Real-data gain recovered (+1x)", "higher")],
+            (SAMPLE_IMAGES, LABELLED_DIGITS, SAMPLE_LABELS), floor=False, default=False),
     _metric("nll", _nll, [("nll_nats", "NLL (nats/image)", "lower"), ("bits_per_dim", "Bits/dim", "lower")],
             (LIKELIHOOD_RUN,), floor=False),  # a likelihood has no real-vs-real counterpart
 )}  # fmt: skip
@@ -436,9 +465,10 @@ ROWS = tuple(row for metric in METRICS.values() for row in metric.rows)  # the t
 
 
 def parse_metrics(names: str | Sequence[str] | None) -> tuple[str, ...]:
-    """The metric names to compute ("fid,kid" or a list), in `METRICS`' order; None means all of them."""
+    """The metric names to compute ("fid,kid" or a list), in `METRICS`' order; None means the default ones (all
+    but those asked for by name only, like augmentation)."""
     if names is None:
-        return METRIC_NAMES
+        return tuple(name for name in METRIC_NAMES if METRICS[name].default)
     wanted = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
     unknown = [n for n in wanted if n not in METRICS]
     if unknown or not wanted:
