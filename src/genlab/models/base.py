@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from genlab.explain.stages import PredictionPass, Stage
 
 
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch of `images` in batches of `batch_size`, the last one partial (one process)."""
+    return -(-images // batch_size)
+
+
 def bits_per_dim(nats, dims: int):
     """Nats per image -> bits per dimension, nats / (dims ln 2), for a float or a tensor."""
     return nats / (dims * math.log(2))
@@ -185,8 +190,7 @@ class GenerativeModel(nn.Module):
     def default_epochs(cls, images: int, batch_size: int) -> int:
         """Epochs that come nearest `default_steps` on `images` training images in batches of `batch_size`
         (at least 1): a small dataset gets many epochs, a large one few, for about the same training time."""
-        steps_per_epoch = -(-images // batch_size)
-        return max(1, round(cls.default_steps / steps_per_epoch))
+        return max(1, round(cls.default_steps / steps_per_epoch(images, batch_size)))
 
     @property
     def conditional(self) -> bool:

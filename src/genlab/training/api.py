@@ -15,6 +15,7 @@ from genlab.data.text import is_text_spec
 from genlab.data.tokens import TokenDataset, load_token_splits, token_fingerprint
 from genlab.errors import GenlabError
 from genlab.models import build_model, is_text_family, make_config, stored_config
+from genlab.models.base import steps_per_epoch
 from genlab.models.gpt import GPTModel
 from genlab.models.gpt.hf_import import gpt2_state_dict, read_gpt2_directory
 from genlab.run import (
@@ -184,7 +185,7 @@ def train(
         if epochs is None:  # the family's budget of steps, in epochs of this data
             config = dataclasses.replace(config, epochs=network.default_epochs(len(train_data), run_batch_size))
             budget = {"default_steps": network.default_steps}
-        network.plan_steps(config.epochs * -(-len(train_data) // run_batch_size))
+        network.plan_steps(config.epochs * steps_per_epoch(len(train_data), run_batch_size))
         origin = {"init_from": source.name} if source is not None else {}
         if init_transformers is not None:
             origin = {"init_from": f"transformers:{init_transformers}"}
@@ -365,7 +366,7 @@ def _check_new_out(out: Path, overwrite: bool) -> None:
 def _check_progress(progress: dict[str, Any], images: int, batch_size: int | None, source: Path) -> None:
     """Refuse a stop inside an epoch that this data cannot have made: past the epoch's last step, or steps
     taken with no images or no time (the epoch's averages would divide by zero)."""
-    steps = -(-images // (batch_size or 1))
+    steps = steps_per_epoch(images, batch_size or 1)
     if progress["step"] > steps:
         raise GenlabError(
             f"{source} metadata field progress.step is {progress['step']}, past the {steps} steps of an epoch of "
