@@ -355,3 +355,22 @@ def test_genlab_serve_prints_its_address_serves_and_stops_cleanly_on_ctrl_c():
     finally:
         process.kill()
     assert process.returncode == 0 and "stopped" in out and "Traceback" not in err
+
+
+def test_the_tickets_remembered_for_cancelling_stay_bounded_whatever_client_ids_come(monkeypatch):
+    from starlette.requests import Request
+
+    monkeypatch.setattr(serve_app, "MAX_CLIENT_VIEWS", 3)
+    state = serve_app.ExplorerApp([Explorer(0, genlab.load(VAE), ImageStore())])
+    worker = state.workers[0]
+
+    def request(client: str) -> Request:
+        return Request({"type": "http", "method": "GET", "path": "/", "headers": [],
+                        "query_string": f"client={client}".encode()})  # fmt: skip
+
+    first = state.ticket(request("a"), worker, "latent")
+    again = state.ticket(request("a"), worker, "latent")
+    assert first.cancelled.is_set() and not again.cancelled.is_set()  # superseded
+    for client in "bcdefg":
+        state.ticket(request(client), worker, "latent")
+    assert len(state._latest) == 3

@@ -15,6 +15,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -38,6 +39,7 @@ MAX_PROMPT = 2000  # characters
 MAX_NEW_TOKENS = 1000
 MAX_OFFSET = 10.0  # a slider's offset, in standard deviations
 MAX_SEED = 2**63 - 1
+MAX_CLIENT_VIEWS = 10_000  # (client, run, view) whose latest request is remembered, for cancelling it
 STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css"}
 # As strict as the report's, but the page is served: its own script and style, images as data: URLs, requests to
 # its own origin only.
@@ -134,7 +136,7 @@ class ExplorerApp:
 
     def __init__(self, explorers: list[Explorer]):
         self.workers = [RunWorker(explorer) for explorer in explorers]
-        self._latest: dict[tuple[str, int, str], Ticket] = {}
+        self._latest: OrderedDict[tuple[str, int, str], Ticket] = OrderedDict()
         self._lock = threading.Lock()
 
     def worker(self, request: Request) -> RunWorker:
@@ -150,10 +152,12 @@ class ExplorerApp:
         if client:
             key = (client, worker.explorer.index, view)
             with self._lock:
-                earlier = self._latest.get(key)
+                earlier = self._latest.pop(key, None)
                 if earlier is not None:
                     earlier.cancel()
                 self._latest[key] = ticket
+                while len(self._latest) > MAX_CLIENT_VIEWS:  # the oldest forgotten: memory bounded whatever ids come
+                    self._latest.popitem(last=False)
         return ticket
 
     async def compute(self, worker: RunWorker, ticket: Ticket, job: Callable[[], Any]) -> Any:

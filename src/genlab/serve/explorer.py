@@ -35,6 +35,7 @@ LATENT_DIRECTIONS = 8  # sliders in the latent view
 NEIGHBOURS = 5  # training images shown by the nearest view
 KEPT_IMAGES = 4096  # images the server remembers for the nearest view, newest kept
 TOP_TOKENS = 5  # alternatives shown for each written token
+PCA_IMAGES = 5000  # training images (a seeded subset of larger splits) whose latents give the principal directions
 GREY_LEVELS = 15  # a canvas pixel is one hex digit: level / 15
 
 Emit = Callable[[str, dict[str, Any]], None]  # (event name, its JSON data)
@@ -259,18 +260,19 @@ class Explorer:
         count = self.direction_count()
         if isinstance(model, HasEncoder) and not self.run.info.get("data", {}).get("in_memory"):
             train, _ = self.splits()
+            chosen = torch.randperm(len(train), generator=seeded_generator(0))[:PCA_IMAGES].sort().values
+            images = train.images[chosen].float().div(255)  # (N, C, H, W)
+            labels = None if train.labels is None or not model.conditional else train.labels[chosen]
             with torch.no_grad():
                 latents = torch.cat(
                     [
                         model.latent_of(
-                            train.images[start : start + 500].float().div(255).to(model.device),
-                            None
-                            if train.labels is None or not model.conditional
-                            else train.labels[start : start + 500].to(model.device),
+                            images[start : start + 500].to(model.device),
+                            None if labels is None else labels[start : start + 500].to(model.device),
                         )
                         .flatten(1)
                         .cpu()
-                        for start in range(0, len(train.images), 500)
+                        for start in range(0, len(images), 500)
                     ]
                 )  # (N, latent size)
             centred = latents.double() - latents.double().mean(0)
