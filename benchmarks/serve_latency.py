@@ -105,6 +105,8 @@ class Chain:
     def __init__(self, base: str, client: str):
         query = urllib.parse.urlencode({"seed": 1, "label": 3, "steps": 1000, "sampler": "ddim", "client": client})
         self.url = f"{base}api/runs/{CHAIN_RUN}/denoise?{query}"
+        stop = urllib.parse.urlencode({"seed": 1, "label": 3, "steps": 1, "client": client})
+        self.stop_url = f"{base}api/runs/{CHAIN_RUN}/denoise?{stop}"  # a one-step chain of the same tab supersedes it
         self.steps = 0
         self.thread = threading.Thread(target=self.read, daemon=True)
 
@@ -120,7 +122,8 @@ class Chain:
         return self
 
     def __exit__(self, *exc) -> None:
-        pass  # the next chain of the same client supersedes this one
+        fetch(self.stop_url)
+        self.thread.join(timeout=60)  # the long chain has stopped: the next scenario runs without it
 
 
 def percentile(values: list[float], share: float) -> float:

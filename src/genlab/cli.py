@@ -870,6 +870,10 @@ def _serve(args: argparse.Namespace) -> int:
             f"cannot listen on {args.host}:{args.port} ({error.strerror or error}): choose another --port, or --port 0"
         ) from None
     app = create_app(args.runs)
+    # The runs' worker threads and the event loop share one interpreter lock: a thread that holds it (a DDPM
+    # chain's Python between its network calls) keeps it up to the switch interval. At 1 ms instead of 5 a
+    # slider's request waits less behind a chain in another tab (benchmarks/serve_latency.py).
+    sys.setswitchinterval(0.001)
     server = ServerThread(app, args.host, args.port).start()
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
