@@ -271,8 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics",
         metavar="NAMES",
         help="comma-separated subset of: fid, kid, precision, recall, density, coverage, "
-        "classifier_score, mode_coverage, label_accuracy, memorization, cas, nll (default all of these), and "
-        "augmentation (by name only: what the samples add to a small real training set, minutes of training)",
+        "classifier_score, mode_coverage, label_accuracy, memorization, cas, nll, augmentation (default all but "
+        "augmentation, which is asked for by name: what the samples add to a small real training set, minutes "
+        "of classifier training)",
     )
     evaluate.add_argument(
         "--real-sizes",

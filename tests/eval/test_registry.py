@@ -58,7 +58,7 @@ def samples(labels: torch.Tensor | None) -> Subject:
 def test_every_metric_declares_its_rows_and_needs_in_the_table_order():
     assert METRIC_NAMES == tuple(METRICS) == (
         "fid", "kid", "precision", "recall", "density", "coverage", "classifier_score",
-        "mode_coverage", "label_accuracy", "memorization", "cas", "nll",
+        "mode_coverage", "label_accuracy", "memorization", "cas", "nll", "augmentation",
     )  # fmt: skip
     assert [(row.key, row.label, row.better, row.metric) for row in ROWS] == [
         ("fid", "FID", "lower", "fid"),
@@ -77,14 +77,18 @@ def test_every_metric_declares_its_rows_and_needs_in_the_table_order():
         ("cas", "CAS accuracy", "higher", "cas"),
         ("nll_nats", "NLL (nats/image)", "lower", "nll"),
         ("bits_per_dim", "Bits/dim", "lower", "nll"),
+        ("augmentation_gain", "Augmentation gain (+1x synthetic)", "higher", "augmentation"),
+        ("augmentation_recovered", "Real-data gain recovered (+1x)", "higher", "augmentation"),
     ]
-    # Only the likelihood measures no images (so `--metrics nll` draws none) and has no real-vs-real floor.
+    # Only the likelihood measures no images (so `--metrics nll` draws none); it and the augmentation grid (whose
+    # ceiling is more real images) have no real-vs-real floor; only the grid is left out of the default set.
     assert [name for name, metric in METRICS.items() if not metric.needs_samples] == ["nll"]
-    assert [name for name, metric in METRICS.items() if not metric.floor] == ["nll"]
+    assert [name for name, metric in METRICS.items() if not metric.floor] == ["nll", "augmentation"]
+    assert [name for name, metric in METRICS.items() if not metric.default] == ["augmentation"]
 
 
 def test_parse_metrics_keeps_the_registry_order():
-    assert parse_metrics(None) == METRIC_NAMES
+    assert parse_metrics(None) == METRIC_NAMES[:-1]  # augmentation by name only
     assert parse_metrics("nll, fid,") == parse_metrics(["fid", "nll"]) == ("fid", "nll")
     with pytest.raises(GenlabError, match=r"unknown metric \(none given\); choose from fid, kid"):
         parse_metrics(" , ")
@@ -92,10 +96,10 @@ def test_parse_metrics_keeps_the_registry_order():
 
 def test_skip_messages_name_the_first_missing_need():
     labelled = setting()
-    assert [METRICS[name].missing(labelled, samples(torch.arange(12) % 10)) for name in METRIC_NAMES[:-1]] == (
-        [None] * 11
-    )
+    measurable = [name for name in METRIC_NAMES if name != "nll"]
+    assert [METRICS[name].missing(labelled, samples(torch.arange(12) % 10)) for name in measurable] == [None] * 12
     unlabelled_samples = samples(None)
+    assert METRICS["augmentation"].missing(labelled, unlabelled_samples) == LABELLED
     assert METRICS["label_accuracy"].missing(labelled, unlabelled_samples) == LABELLED
     assert METRICS["cas"].missing(labelled, unlabelled_samples) == LABELLED
     assert METRICS["nll"].missing(labelled, unlabelled_samples) == (

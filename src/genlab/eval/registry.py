@@ -453,12 +453,12 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in (
              ("reference_copy_share", "Coincide with reference", "lower")],
             (SAMPLE_IMAGES, SAMPLE_FEATURES, TRAINING_FEATURES)),
     _metric("cas", _cas, [("cas", "CAS accuracy", "higher")], (SAMPLE_IMAGES, LABELLED_DIGITS, SAMPLE_LABELS)),
+    _metric("nll", _nll, [("nll_nats", "NLL (nats/image)", "lower"), ("bits_per_dim", "Bits/dim", "lower")],
+            (LIKELIHOOD_RUN,), floor=False),  # a likelihood has no real-vs-real counterpart
     _metric("augmentation", _augmentation,
             [("augmentation_gain", "Augmentation gain (+1x synthetic)", "higher"),
              ("augmentation_recovered", "Real-data gain recovered (+1x)", "higher")],
             (SAMPLE_IMAGES, LABELLED_DIGITS, SAMPLE_LABELS), floor=False, default=False),
-    _metric("nll", _nll, [("nll_nats", "NLL (nats/image)", "lower"), ("bits_per_dim", "Bits/dim", "lower")],
-            (LIKELIHOOD_RUN,), floor=False),  # a likelihood has no real-vs-real counterpart
 )}  # fmt: skip
 METRIC_NAMES = tuple(METRICS)
 ROWS = tuple(row for metric in METRICS.values() for row in metric.rows)  # the table's lines, in this order
