@@ -591,6 +591,25 @@ def check_sampler_options(model: GenerativeModel, options: dict[str, Any]) -> di
     return {}
 
 
+class WholeCharacters:
+    """Tokens decoded as they are drawn, passed on in whole characters: a byte-level token may end inside a
+    UTF-8 character, which is held back until a later token completes it."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.shown = ""  # the text passed on so far
+
+    def add(self, token: int) -> str:
+        """The characters `token` completes ("" while one is still incomplete)."""
+        self.tokens.append(token)
+        text = self.tokenizer.decode(self.tokens)
+        if text.endswith("\ufffd") or not text.startswith(self.shown):
+            return ""
+        piece, self.shown = text[len(self.shown) :], text
+        return piece
+
+
 class Run:
     """A finished (or interrupted) run, loaded for sampling and inspection."""
 
@@ -707,23 +726,21 @@ class Run:
             raise GenlabError(f"--n must be a positive integer, got {n!r}")
         ids = tokenizer.encode(prompt or DOCUMENT_SEPARATOR)
         check_fits(8 * n * (len(ids) + max_new_tokens), f"writing {n:,} texts", "ask for fewer (--n)")
-        written: list[int] = []
-        shown = [""]  # the text streamed so far
+        written = WholeCharacters(tokenizer)
 
-        def show(token: torch.Tensor, logits: torch.Tensor) -> None:  # decode what is written; pass on new characters
-            written.append(int(token[0, 0]))
-            text = tokenizer.decode(written)
-            if stream is not None and not text.endswith("\ufffd") and text.startswith(shown[0]):
-                stream(text[len(shown[0]) :])
-                shown[0] = text
+        def show(token: torch.Tensor, logits: torch.Tensor) -> None:
+            assert stream is not None
+            piece = written.add(int(token[0, 0]))
+            if piece:
+                stream(piece)
 
         drawn = model.generate(
             torch.tensor([ids] * n), max_new_tokens, temperature, top_k, top_p, generator=generator,
             on_token=show if stream is not None and n == 1 else None,
         )  # fmt: skip
         texts = [tokenizer.decode(row[len(ids) :].tolist()) for row in drawn.cpu()]
-        if stream is not None and n == 1 and texts[0] != shown[0] and texts[0].startswith(shown[0]):
-            stream(texts[0][len(shown[0]) :])  # what was held back (a last, broken character)
+        if stream is not None and n == 1 and texts[0] != written.shown and texts[0].startswith(written.shown):
+            stream(texts[0][len(written.shown) :])  # what was held back (a last, broken character)
         return texts
 
     def require_images(self, command: str) -> Run:

@@ -54,6 +54,15 @@ def parse_shares(text: str | Sequence[float] | None) -> tuple[float, ...]:
     return tuple(sorted(set(values)))
 
 
+def check_sample_labels(labels: torch.Tensor, num_classes: int, whose: str) -> None:
+    """A GenlabError unless every label is a class of the data, 0 to num_classes - 1."""
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise GenlabError(
+            f"{whose} labels run from {int(labels.min())} to {int(labels.max())}; the data's classes are 0 to "
+            f"{num_classes - 1}"
+        )
+
+
 def stratified_counts(labels: torch.Tensor, share: float, num_classes: int, what: str) -> list[int]:
     """Images per class in a `share` of a set with these labels (at least one per class, or a GenlabError)."""
     counts = torch.bincount(labels, minlength=num_classes).tolist()
@@ -134,11 +143,7 @@ def measure_augmentation(
         raise GenlabError("the augmentation measure needs labelled real data (a train and a test split with labels)")
     num_classes = train.num_classes
     sample_labels = sample_labels.long().cpu()
-    if len(sample_labels) and (sample_labels.min() < 0 or sample_labels.max() >= num_classes):
-        raise GenlabError(
-            f"the samples' labels must be classes of the data, 0 to {num_classes - 1}; "
-            f"got {int(sample_labels.min())} to {int(sample_labels.max())}"
-        )
+    check_sample_labels(sample_labels, num_classes, "the samples'")
     started = time.perf_counter()
     plans = [(share, stratified_counts(train.labels, share, num_classes, "the training split")) for share in shares]
     # the synthetic pool: enough of each class for the largest cell, drawn now where a run can draw more

@@ -29,6 +29,7 @@ from genlab.errors import GenlabError
 from genlab.eval.augmentation import (
     REAL_SHARES,
     augmentation_table,
+    check_sample_labels,
     observe_augmentation,
     parse_shares,
     stratified_counts,
@@ -274,11 +275,7 @@ def check_augmentation(
     if samples is not None:
         if samples.labels is None:
             raise GenlabError(f"the augmentation measure needs labelled samples: {samples.name} has no `labels` array")
-        if len(samples.labels) and (samples.labels.min() < 0 or samples.labels.max() >= train.num_classes):
-            raise GenlabError(
-                f"{samples.name}'s labels run from {int(samples.labels.min())} to {int(samples.labels.max())}; the "
-                f"data's classes are 0 to {train.num_classes - 1}"
-            )
+        check_sample_labels(samples.labels, train.num_classes, f"{samples.name}'s")
     if train.labels is None:
         raise GenlabError(f"the augmentation measure needs labelled real data; {train.name} has no labels")
     for share in shares:

@@ -73,34 +73,30 @@ class Query:
         return self.values.get(name, "") != ""
 
     def integer(self, name: str, default: int | None, minimum: int, maximum: int) -> int:
-        raw = self.values.get(name, "")
-        if raw == "":
-            if default is None:
-                raise BadRequest(f"{name} is missing: give an integer from {minimum:,} to {maximum:,}")
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise BadRequest(f"{name} must be an integer, got {raw[:40]!r}") from None
-        if not minimum <= value <= maximum:
-            raise BadRequest(f"{name} must be from {minimum:,} to {maximum:,}, got {value:,}")
-        return value
+        return self._bounded(name, default, minimum, maximum, int, "an integer", "{:,}")
 
     def optional_integer(self, name: str, minimum: int, maximum: int) -> int | None:
         return self.integer(name, None, minimum, maximum) if self.has(name) else None
 
     def number(self, name: str, default: float | None, minimum: float, maximum: float) -> float:
+        return self._bounded(name, default, minimum, maximum, float, "a number", "{:g}")
+
+    def _bounded(self, name: str, default: Any, minimum: Any, maximum: Any, parse: Callable[[str], Any], kind: str,
+                 style: str) -> Any:  # fmt: skip
+        """The parameter parsed by `parse` (`default` when absent) within [minimum, maximum], shown in `style`."""
+        bounds = f"from {style.format(minimum)} to {style.format(maximum)}"
         raw = self.values.get(name, "")
         if raw == "":
             if default is None:
-                raise BadRequest(f"{name} is missing: give a number from {minimum:g} to {maximum:g}")
+                raise BadRequest(f"{name} is missing: give {kind} {bounds}")
             return default
         try:
-            value = float(raw)
+            value = parse(raw)
         except ValueError:
-            raise BadRequest(f"{name} must be a number, got {raw[:40]!r}") from None
+            raise BadRequest(f"{name} must be {kind}, got {raw[:40]!r}") from None
         if not math.isfinite(value) or not minimum <= value <= maximum:
-            raise BadRequest(f"{name} must be from {minimum:g} to {maximum:g}, got {raw[:40]}")
+            shown = style.format(value) if parse is int else raw[:40]  # a number as written: "inf", "1e400"
+            raise BadRequest(f"{name} must be {bounds}, got {shown}")
         return value
 
     def text(self, name: str, default: str, longest: int) -> str:
@@ -237,7 +233,7 @@ def create_app(run_specs: list[str]) -> Starlette:
         return options
 
     def label_of(query: Query, explorer: Explorer) -> int | None:
-        classes = explorer.describe()["classes"]
+        classes = explorer.classes()
         if not query.has("label"):
             return None
         if classes is None:

@@ -29,7 +29,7 @@ from genlab.models.base import (
     HasSamplerOptions,
     ShowsSamplingChain,
 )
-from genlab.run import Run, load_tokenizer
+from genlab.run import Run, WholeCharacters, load_tokenizer
 
 LATENT_DIRECTIONS = 8  # sliders in the latent view
 NEIGHBOURS = 5  # training images shown by the nearest view
@@ -101,7 +101,6 @@ class Explorer:
         self.model = run.model
         self.images = images
         self._directions: torch.Tensor | None = None  # (LATENT_DIRECTIONS, latent size), lazily
-        self._direction_kind = ""
         self._nearest: NearestIndex | None = None
         self._splits: tuple[Any, Any] | None = None
         self._extractor_problem: str | None = None  # "" once an extractor was found
@@ -113,9 +112,6 @@ class Explorer:
         model, text = self.model, isinstance(self.model, GeneratesText)
         data = self.run.info.get("data", {})
         image_shape = None if text else list(model.data.image_shape)
-        classes = None
-        if not text and model.conditional:
-            classes = list(model.data.class_names) or [str(k) for k in range(model.data.num_classes)]
         return {
             "id": self.index,
             "name": self.run.name,
@@ -123,7 +119,7 @@ class Explorer:
             "data": data.get("spec") or data.get("name") or "",
             "kind": "text" if text else "images",
             "conditional": bool(not text and model.conditional),
-            "classes": classes,
+            "classes": self.classes(),
             "image_shape": image_shape,
             "views": [{"name": name, "available": reason is None, "reason": reason} for name, reason in self.views()],
             "sampler_options": self.sampler_options(),
@@ -131,6 +127,13 @@ class Explorer:
             if self.has_latent
             else None,
         }
+
+    def classes(self) -> list[str] | None:
+        """The class names a conditional image run draws on demand, else None."""
+        model = self.model
+        if isinstance(model, GeneratesText) or not model.conditional:
+            return None
+        return list(model.data.class_names) or [str(k) for k in range(model.data.num_classes)]
 
     @property
     def has_latent(self) -> bool:
@@ -403,23 +406,17 @@ class Explorer:
         assert isinstance(model, GeneratesText)
         tokenizer = load_tokenizer(self.run.path)
         ids = tokenizer.encode(prompt or DOCUMENT_SEPARATOR)
-        written: list[int] = []
-        shown = [""]
+        written = WholeCharacters(tokenizer)
 
         def on_token(token: torch.Tensor, logits: torch.Tensor) -> None:
             ticket.check()
             chosen = int(token[0, 0])
             probabilities = logits[0].float().softmax(-1)
             top = torch.topk(probabilities, min(TOP_TOKENS, len(probabilities)))
-            written.append(chosen)
-            text = tokenizer.decode(written)
-            piece = ""
-            if not text.endswith("\ufffd") and text.startswith(shown[0]):  # whole characters only
-                piece, shown[0] = text[len(shown[0]) :], text
             emit(
                 "token",
                 {
-                    "text": piece,
+                    "text": written.add(chosen),
                     "token": tokenizer.decode([chosen]),
                     "probability": float(probabilities[chosen]),
                     "top": [
