@@ -160,6 +160,11 @@ def test_npz_labels_outside_the_data_classes_are_refused(tmp_path, capsys):
     np.savez(path, images=np.zeros((20, 1, 28, 28), np.float32), labels=np.full(20, 12))
     assert main(["eval", "--samples", str(path), "--data", "mnist-5k", "--metrics", "augmentation"]) == 2
     assert "labels run from 12 to 12; the data's classes are 0 to 9" in capsys.readouterr().err
+    unlabelled = tmp_path / "unlabelled.npz"
+    np.savez(unlabelled, images=np.zeros((20, 1, 28, 28), np.float32))
+    assert main(["eval", "--samples", str(unlabelled), "--data", "mnist-5k", "--metrics", "augmentation"]) == 2
+    error = capsys.readouterr().err
+    assert "needs labelled samples" in error and "has no `labels` array" in error and error.count("\n") == 1
 
 
 def test_genlab_augment_writes_balanced_labelled_samples_that_load_as_data(tmp_path, capsys):
