@@ -13,13 +13,13 @@ Then a drag: one client moves a slider `--requests` times, 20 ms apart (each req
 before), and the time from the last move to its image is the latency a user feels. The issue's target: p95
 under 100 ms for a VAE or GAN slider while a DDPM chain runs.
 
-    .venv/bin/python benchmarks/serve_latency.py [--requests 50] [--rounds 3] [--write]
+    .venv/bin/python benchmarks/serve_latency.py [--requests 50] [--rounds 3] [--workers auto,threads] [--write]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import glob
 import os
 import statistics
 import subprocess
@@ -37,10 +37,10 @@ SLIDERS = {"vae": 0, "gan": 1}  # run index on the server
 CHAIN_RUN = 2
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
-    """`genlab serve` on a free port, in its own process; (the process, its URL)."""
+def start_server(workers: str) -> tuple[subprocess.Popen, str]:
+    """`genlab serve --workers WORKERS` on a free port, in its own process; (the process, its URL)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "genlab", "serve", *RUNS, "--port", "0"],
+        [sys.executable, "-m", "genlab", "serve", *RUNS, "--port", "0", "--workers", workers],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     assert process.stdout is not None
@@ -53,9 +53,16 @@ def start_server() -> tuple[subprocess.Popen, str]:
 
 
 def process_seconds(pid: int) -> float:
-    """CPU seconds (user + system) the process `pid` has used."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system) the process `pid` and its children (the runs' worker processes) have used."""
+    total = 0.0
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = open(stat).read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if stat == f"/proc/{pid}/stat" or int(fields[1]) == pid:  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def fetch(url: str) -> float:
@@ -136,9 +143,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=50, help="slider requests per burst (default 50)")
     parser.add_argument("--rounds", type=int, default=3, help="bursts per scenario (default 3)")
     parser.add_argument("--write", action="store_true", help="replace the section of benchmarks/README.md")
+    parser.add_argument(
+        "--workers", default="auto,threads",
+        help="genlab serve's --workers layouts to measure, in turn (default auto,threads: today's and the one before)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    rows = []
+    for workers in args.workers.split(","):
+        rows += measure(workers, args.requests, args.rounds)
+    table = markdown_table(
+        ["Workers", "Slider", "While", "Requests", "p50 ms", "p95 ms", "max ms",
+         "drag: last move to image, ms (median)", "Server (cores)", "Other procs (cores)"],
+        rows,
+    )  # fmt: skip
+    body = (
+        f"Measured with `python benchmarks/serve_latency.py --requests {args.requests} --rounds {args.rounds} "
+        f"--workers {args.workers}` on {machine_line()}.\n\n{table}\n"
+    )
+    return publish("serve_latency", body, args.write)
 
-    process, base = start_server()
+
+def measure(workers: str, requests: int, rounds: int) -> list[list[str]]:
+    """The table's rows for one layout of the server's workers."""
+    process, base = start_server(workers)
     rows = []
     try:
         for name in ("vae", "gan"):  # warm-up: the VAE's principal directions are computed on first use
@@ -148,21 +175,21 @@ def main(argv: list[str] | None = None) -> int:
                 latencies, drags = [], []
                 server_before, started = process_seconds(process.pid), time.perf_counter()
                 with LoadMeter() as load:
-                    for round_ in range(args.rounds):
+                    for round_ in range(rounds):
                         tag = f"{name}-{beside_chain}-{round_}"
                         if beside_chain:
                             with Chain(base, "chain-tab") as chain:
-                                latencies += burst(base, run, args.requests, tag)
-                                drags.append(drag(base, run, args.requests, tag + "-drag"))
+                                latencies += burst(base, run, requests, tag)
+                                drags.append(drag(base, run, requests, tag + "-drag"))
                                 assert chain.thread.is_alive(), "the chain ended before the burst: lengthen it"
                         else:
-                            latencies += burst(base, run, args.requests, tag)
-                            drags.append(drag(base, run, args.requests, tag + "-drag"))
+                            latencies += burst(base, run, requests, tag)
+                            drags.append(drag(base, run, requests, tag + "-drag"))
                 server_cores = (process_seconds(process.pid) - server_before) / (time.perf_counter() - started)
                 ms = [1000 * value for value in latencies]
                 rows.append([
-                    name, "beside a 1,000-step DDPM chain" if beside_chain else "alone",
-                    f"{len(ms)} ({args.rounds} x {args.requests})", f"{statistics.median(ms):.0f}",
+                    workers, name, "beside a 1,000-step DDPM chain" if beside_chain else "alone",
+                    f"{len(ms)} ({rounds} x {requests})", f"{statistics.median(ms):.0f}",
                     f"**{percentile(ms, 0.95):.0f}**", f"{max(ms):.0f}",
                     f"{1000 * statistics.median(drags):.0f}", f"{server_cores:.2f}",
                     f"{max(0.0, load.other_cores - server_cores):.2f}",
@@ -170,16 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         process.terminate()
         process.wait(timeout=30)
-    table = markdown_table(
-        ["Slider", "While", "Requests", "p50 ms", "p95 ms", "max ms", "drag: last move to image, ms (median)",
-         "Server (cores)", "Other procs (cores)"],
-        rows,
-    )  # fmt: skip
-    body = (
-        f"Measured with `python benchmarks/serve_latency.py --requests {args.requests} --rounds {args.rounds}` on "
-        f"{machine_line()}.\n\n{table}\n"
-    )
-    return publish("serve_latency", body, args.write)
+    return rows
 
 
 if __name__ == "__main__":

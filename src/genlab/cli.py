@@ -378,6 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)",
     )
     serve.add_argument("--port", type=_port, default=8765, help="port to listen on (default 8765; 0 picks a free one)")
+    serve.add_argument(
+        "--workers",
+        choices=("auto", "threads", "processes"),
+        default="auto",
+        help="where each run's model work happens: auto (default) gives a process of its own, at a lower priority, "
+        "to each run whose views run long (diffusion chains, PixelCNN completions, text) and a thread to the others; "
+        "threads keeps every run in the server's process (one copy of each model in memory); processes, every run",
+    )
     serve.set_defaults(handler=_serve)
     return parser
 
@@ -870,10 +878,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise GenlabError(
             f"cannot listen on {args.host}:{args.port} ({error.strerror or error}): choose another --port, or --port 0"
         ) from None
-    app = create_app(args.runs)
-    # The runs' worker threads and the event loop share one interpreter lock: a thread that holds it (a DDPM
-    # chain's Python between its network calls) keeps it up to the switch interval. At 1 ms instead of 5 a
-    # slider's request waits less behind a chain in another tab (benchmarks/serve_latency.py).
+    app = create_app(args.runs, processes={"auto": None, "threads": False, "processes": True}[args.workers])
+    # The worker threads and the event loop share one interpreter lock: a thread that holds it (a chain's Python
+    # between its network calls, with --workers threads) keeps it up to the switch interval. At 1 ms instead of 5
+    # a slider's request waits less behind it (benchmarks/serve_latency.py).
     sys.setswitchinterval(0.001)
     server = ServerThread(app, args.host, args.port).start()
     try:

@@ -35,6 +35,7 @@ from genlab.images import to_uint8
 from genlab.serve import app as serve_app
 from genlab.serve.app import ServerThread, create_app
 from genlab.serve.explorer import Explorer, ImageStore, canvas_of
+from genlab.serve.workers import ProcessWorker, ThreadWorker
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "runs"
 VAE, GAN, DDPM, PIXELCNN, REALNVP = (str(FIXTURES / name) for name in ("vae", "gan", "ddpm", "pixelcnn", "realnvp"))
@@ -340,8 +341,28 @@ def test_serve_refuses_a_missing_run_and_a_busy_port_in_one_line(tmp_path, capsy
     assert error.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in error
 
 
+def children_of(pid: int) -> list[int]:
+    """The live (not zombie) processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_genlab_serve_prints_its_address_serves_and_stops_cleanly_on_ctrl_c():
-    command = [sys.executable, "-m", "genlab", "serve", VAE, "--port", "0"]
+    command = [sys.executable, "-m", "genlab", "serve", VAE, "--port", "0", "--workers", "processes"]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
     try:
@@ -350,18 +371,21 @@ def test_genlab_serve_prints_its_address_serves_and_stops_cleanly_on_ctrl_c():
         url = line.split()[line.split().index("at") + 1]
         with urllib.request.urlopen(url + "api/runs", timeout=30) as reply:
             assert json.loads(reply.read())["runs"][0]["family"] == "vae"
+        workers = children_of(process.pid)
+        assert workers  # --workers processes: the VAE's work in a process of its own (beside spawn's resource tracker)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
     finally:
         process.kill()
     assert process.returncode == 0 and "stopped" in out and "Traceback" not in err
+    assert not any(alive(pid) for pid in workers)
 
 
 def test_the_tickets_remembered_for_cancelling_stay_bounded_whatever_client_ids_come(monkeypatch):
     from starlette.requests import Request
 
     monkeypatch.setattr(serve_app, "MAX_CLIENT_VIEWS", 3)
-    state = serve_app.ExplorerApp([Explorer(0, genlab.load(VAE), ImageStore())])
+    state = serve_app.ExplorerApp([ThreadWorker(Explorer(0, genlab.load(VAE), ImageStore()))])
     worker = state.workers[0]
 
     def request(client: str) -> Request:
@@ -374,3 +398,39 @@ def test_the_tickets_remembered_for_cancelling_stay_bounded_whatever_client_ids_
     for client in "bcdefg":
         state.ticket(request(client), worker, "latent")
     assert len(state._latest) == 3
+
+
+def test_the_long_running_runs_work_in_processes_of_their_own_at_a_lower_priority(server):
+    workers = server.app.state.explorer.workers
+    kinds = [type(worker).__name__ for worker in workers]
+    # vae, gan, ddpm, pixelcnn, realnvp, gpt, conditional ddpm: chains, completions and text run long
+    assert kinds == ["ThreadWorker", "ThreadWorker", "ProcessWorker", "ProcessWorker", "ThreadWorker",
+                     "ProcessWorker", "ProcessWorker"]  # fmt: skip
+    for worker in workers:
+        if isinstance(worker, ProcessWorker):
+            assert worker.process.is_alive() and worker.process.pid != os.getpid()
+            assert os.getpriority(os.PRIO_PROCESS, worker.process.pid) > os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def test_a_worker_process_that_dies_is_one_line_and_the_other_runs_keep_serving():
+    thread = ServerThread(create_app([VAE, DDPM])).start()
+    try:
+        process = thread.app.state.explorer.workers[1].process
+        assert api(thread, "api/runs/1/sample", n=2, steps=2)["images"]
+        process.kill()
+        process.join(timeout=10)
+        status, _, body = get(thread, "api/runs/1/sample", n=2, steps=2)
+        assert status == 503 and "has stopped: restart genlab serve" in json.loads(body)["error"]
+        found = events(get(thread, "api/runs/1/denoise", steps=2)[2])
+        assert found == [("error", {"error": json.loads(body)["error"]})]
+        assert len(api(thread, "api/runs/0/sample", n=2)["images"]) == 2
+    finally:
+        thread.stop()
+
+
+def test_stopping_the_server_ends_its_worker_processes():
+    thread = ServerThread(create_app([VAE, DDPM], processes=True)).start()
+    processes = [worker.process for worker in thread.app.state.explorer.workers]
+    assert api(thread, "api/runs/0/latent", seed=1, offsets="0.5")["image"]["png"].startswith("data:image/png")
+    thread.stop()
+    assert not any(process.is_alive() for process in processes)

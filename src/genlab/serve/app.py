@@ -9,15 +9,12 @@ client picks runs by index among those the server was started with: no path from
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
@@ -28,6 +25,7 @@ from starlette.routing import Route
 
 from genlab.errors import GenlabError
 from genlab.serve.explorer import Explorer, ImageStore, Stopped, Ticket, image_of_canvas
+from genlab.serve.workers import ProcessWorker, ThreadWorker, WorkerGone, runs_long
 
 REQUEST_SECONDS = 120.0  # a request still computing after this is stopped (504, or an `error` event)
 MAX_IMAGES = 256  # n of the sample view
@@ -119,29 +117,29 @@ class Query:
         return values
 
 
-class RunWorker:
-    """One run's explorer and the single thread its model work runs on."""
-
-    def __init__(self, explorer: Explorer):
-        self.explorer = explorer
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"genlab-run-{explorer.index}")
+Worker = ThreadWorker | ProcessWorker
 
 
 class ExplorerApp:
     """The runs, their workers and the tickets of the requests in flight."""
 
-    def __init__(self, explorers: list[Explorer]):
-        self.workers = [RunWorker(explorer) for explorer in explorers]
+    def __init__(self, workers: list[Worker]):
+        self.workers = workers
         self._latest: OrderedDict[tuple[str, int, str], Ticket] = OrderedDict()
         self._lock = threading.Lock()
 
-    def worker(self, request: Request) -> RunWorker:
+    def close(self) -> None:
+        """Stop the runs' workers (their processes end)."""
+        for worker in self.workers:
+            worker.close()
+
+    def worker(self, request: Request) -> Worker:
         raw = request.path_params["run"]
         if not raw.isdigit() or int(raw) >= len(self.workers):
             raise BadRequest(f"no run {raw[:20]!r}: this server shows runs 0 to {len(self.workers) - 1}", 404)
         return self.workers[int(raw)]
 
-    def ticket(self, request: Request, worker: RunWorker, view: str) -> Ticket:
+    def ticket(self, request: Request, worker: Worker, view: str) -> Ticket:
         """A ticket for this request, cancelling the same client's earlier one for this run and view."""
         ticket = Ticket(REQUEST_SECONDS)
         client = request.query_params.get("client", "")[:64]
@@ -156,47 +154,13 @@ class ExplorerApp:
                     self._latest.popitem(last=False)
         return ticket
 
-    async def compute(self, worker: RunWorker, ticket: Ticket, job: Callable[[], Any]) -> Any:
-        """Run `job` on the run's thread (unless its ticket is cancelled while it waits)."""
-
-        def guarded() -> Any:
-            ticket.check()  # superseded while queued: never started
-            return job()
-
-        return await asyncio.get_running_loop().run_in_executor(worker.pool, guarded)
-
-    def stream(self, worker: RunWorker, ticket: Ticket, job: Callable[..., None]) -> StreamingResponse:
-        """Server-sent events from `job(emit, ticket)` run on the run's thread, each sent as it is emitted; the
-        client going away cancels the ticket, which stops the job at its next step."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
-
-        def emit(event: str, data: dict[str, Any]) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (event, data))
-
-        def guarded() -> None:
-            try:
-                ticket.check()
-                job(emit, ticket)
-            except Stopped as stop:
-                emit("error", {"error": str(stop), "stopped": True})
-            except GenlabError as error:
-                emit("error", {"error": str(error)})
-            except Exception:  # a bug: said to the client in one line, told in full on the server's log
-                logging.getLogger("genlab.serve").exception("the %s view failed", worker.explorer.run.name)
-                emit("error", {"error": "the server failed on this request (a bug: please report it)"})
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, None)
+    def stream(self, worker: Worker, ticket: Ticket, method: str, *args: Any) -> StreamingResponse:
+        """Server-sent events of the explorer's streamed `method`, each sent as the run's worker emits it; the
+        client going away cancels the ticket, which stops the work at its next step."""
 
         async def events() -> AsyncIterator[str]:
-            future = loop.run_in_executor(worker.pool, guarded)
-            try:
-                while (item := await queue.get()) is not None:
-                    event, data = item
-                    yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
-            finally:
-                ticket.cancel()  # the client left (or the job ended): stop at the next step
-                future.cancel()  # still queued behind other work of this run: never start
+            async for event, data in worker.stream(ticket, method, *args):
+                yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=SECURITY_HEADERS)
 
@@ -205,16 +169,27 @@ def error_response(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=SECURITY_HEADERS)
 
 
-def create_app(run_specs: list[str]) -> Starlette:
+def create_app(run_specs: list[str], processes: bool | None = None) -> Starlette:
     """The explorer's app over the runs named (run directories or zoo:NAME), each loaded now: a run that
-    cannot be loaded is a GenlabError before the server starts."""
+    cannot be loaded is a GenlabError before the server starts. `processes`: every run's work in a process of
+    its own (True), every run's on a thread (False), or a process for the runs whose views run long (None).
+    `close_app(app)` stops the workers."""
     from genlab.run import Run
 
     if not run_specs:
         raise GenlabError("genlab serve needs at least one run: genlab serve runs/vae zoo:NAME ...")
     store = ImageStore()
     explorers = [Explorer(index, Run.load(spec), store) for index, spec in enumerate(run_specs)]
-    state = ExplorerApp(explorers)
+    workers: list[Worker] = []
+    try:
+        for spec, explorer in zip(run_specs, explorers, strict=True):
+            long_in_a_process = processes if processes is not None else runs_long(explorer)
+            workers.append(ProcessWorker(explorer, spec) if long_in_a_process else ThreadWorker(explorer))
+    except BaseException:
+        for worker in workers:
+            worker.close()
+        raise
+    state = ExplorerApp(workers)
 
     def option_values(query: Query, explorer: Explorer) -> dict[str, Any]:
         """The family's sampler options present in the query, read as their declared types."""
@@ -273,26 +248,26 @@ def create_app(run_specs: list[str]) -> Starlette:
             raise BadRequest(f"no view {name[:40]!r}; the views are {', '.join(VIEWS)}", 404)
         return await handler(worker, explorer, query, request)
 
-    async def sample(worker: RunWorker, explorer: Explorer, query: Query, request: Request) -> Response:
+    async def sample(worker: Worker, explorer: Explorer, query: Query, request: Request) -> Response:
         requires(explorer, "sample")
         n = query.integer("n", 16, 1, MAX_IMAGES)
         seed = query.integer("seed", 0, 0, MAX_SEED)
         label, options = label_of(query, explorer), option_values(query, explorer)
         ticket = state.ticket(request, worker, "sample")
         started = time.perf_counter()
-        images = await state.compute(worker, ticket, lambda: explorer.sample(n, seed, label, options, ticket))
+        images = await worker.call(ticket, "sample", n, seed, label, options)
         return JSONResponse({"images": images, "seconds": time.perf_counter() - started}, headers=SECURITY_HEADERS)
 
-    async def latent(worker: RunWorker, explorer: Explorer, query: Query, request: Request) -> Response:
+    async def latent(worker: Worker, explorer: Explorer, query: Query, request: Request) -> Response:
         requires(explorer, "latent")
         seed = query.integer("seed", 0, 0, MAX_SEED)
         offsets = query.numbers("offsets", 64, MAX_OFFSET)
         label = label_of(query, explorer)
         ticket = state.ticket(request, worker, "latent")
-        image = await state.compute(worker, ticket, lambda: explorer.latent(seed, offsets, label))
+        image = await worker.call(ticket, "latent", seed, offsets, label)
         return JSONResponse({"image": image}, headers=SECURITY_HEADERS)
 
-    async def interpolate(worker: RunWorker, explorer: Explorer, query: Query, request: Request) -> Response:
+    async def interpolate(worker: Worker, explorer: Explorer, query: Query, request: Request) -> Response:
         requires(explorer, "latent")
         seed = query.integer("seed", 0, 0, MAX_SEED)
         n = query.integer("n", 8, 2, MAX_CANDIDATES)
@@ -301,18 +276,18 @@ def create_app(run_specs: list[str]) -> Starlette:
         label = label_of(query, explorer)
         ends = None if a is None or b is None else (a, b)
         ticket = state.ticket(request, worker, "interpolate")
-        found = await state.compute(worker, ticket, lambda: explorer.interpolate(seed, n, ends, steps, label))
+        found = await worker.call(ticket, "interpolate", seed, n, ends, steps, label)
         return JSONResponse(found, headers=SECURITY_HEADERS)
 
-    async def denoise(worker: RunWorker, explorer: Explorer, query: Query, request: Request) -> Response:
+    async def denoise(worker: Worker, explorer: Explorer, query: Query, request: Request) -> Response:
         requires(explorer, "denoise")
         seed = query.integer("seed", 0, 0, MAX_SEED)
         label, options = label_of(query, explorer), option_values(query, explorer)
         explorer.run_options(options)  # a bad option is a 400, before the stream starts
         ticket = state.ticket(request, worker, "denoise")
-        return state.stream(worker, ticket, lambda emit, t: explorer.denoise(seed, label, options, emit, t))
+        return state.stream(worker, ticket, "denoise", seed, label, options)
 
-    async def complete(worker: RunWorker, explorer: Explorer, query: Query, request: Request) -> Response:
+    async def complete(worker: Worker, explorer: Explorer, query: Query, request: Request) -> Response:
         requires(explorer, "complete")
         shape = explorer.model.data.image_shape
         height = shape[1]
@@ -321,24 +296,25 @@ def create_app(run_specs: list[str]) -> Starlette:
         seed = query.integer("seed", 0, 0, MAX_SEED)
         label = label_of(query, explorer)
         if query.has("canvas"):
-            image = image_of_canvas(query.text("canvas", "", shape[0] * shape[1] * shape[2] + 1), shape)
+            canvas = query.text("canvas", "", shape[0] * shape[1] * shape[2] + 1)
+            image_of_canvas(canvas, shape)  # a canvas of the wrong size or with other characters is a 400 now
         elif query.has("test"):
             test = query.integer("test", None, 0, 10**9)
-            found = await state.compute(worker, Ticket(REQUEST_SECONDS), lambda: explorer.test_image(test))
-            image = image_of_canvas(found["canvas"], shape)
+            found = await worker.call(Ticket(REQUEST_SECONDS), "test_image", test)
+            canvas = found["canvas"]
             label = found["label"] if label is None and explorer.model.conditional else label
         else:
             raise BadRequest("complete needs the image to keep rows of: canvas=HEX (one digit a pixel) or test=K")
         ticket = state.ticket(request, worker, "complete")
-        return state.stream(worker, ticket, lambda emit, t: explorer.complete(image, rows, n, seed, label, emit, t))
+        return state.stream(worker, ticket, "complete", canvas, rows, n, seed, label)
 
-    async def test_image(worker: RunWorker, explorer: Explorer, query: Query, request: Request) -> Response:
+    async def test_image(worker: Worker, explorer: Explorer, query: Query, request: Request) -> Response:
         requires(explorer, "complete")
         index = query.integer("index", None, 0, 10**9)
-        found = await state.compute(worker, Ticket(REQUEST_SECONDS), lambda: explorer.test_image(index))
+        found = await worker.call(Ticket(REQUEST_SECONDS), "test_image", index)
         return JSONResponse(found, headers=SECURITY_HEADERS)
 
-    async def text(worker: RunWorker, explorer: Explorer, query: Query, request: Request) -> Response:
+    async def text(worker: Worker, explorer: Explorer, query: Query, request: Request) -> Response:
         requires(explorer, "text")
         prompt = query.text("prompt", "", MAX_PROMPT)
         max_new_tokens = query.integer("max_new_tokens", 100, 1, MAX_NEW_TOKENS)
@@ -347,23 +323,19 @@ def create_app(run_specs: list[str]) -> Starlette:
         top_p = query.number("top_p", 1.0, 1e-6, 1.0) if query.has("top_p") else None
         seed = query.integer("seed", 0, 0, MAX_SEED)
         ticket = state.ticket(request, worker, "text")
-        return state.stream(
-            worker,
-            ticket,
-            lambda emit, t: explorer.text(prompt, max_new_tokens, temperature, top_k, top_p, seed, emit, t),
-        )
+        return state.stream(worker, ticket, "text", prompt, max_new_tokens, temperature, top_k, top_p, seed)
 
-    async def nearest(worker: RunWorker, explorer: Explorer, query: Query, request: Request) -> Response:
+    async def nearest(worker: Worker, explorer: Explorer, query: Query, request: Request) -> Response:
         requires(explorer, "nearest")
         image_id = query.text("image", "", 40)
         if not image_id:
             raise BadRequest("nearest needs image=ID, the id of an image this server drew")
         ticket = state.ticket(request, worker, "nearest")
-        found = await state.compute(worker, ticket, lambda: explorer.nearest(image_id))
+        found = await worker.call(ticket, "nearest", image_id)
         return JSONResponse(found, headers=SECURITY_HEADERS)
 
-    async def facts(worker: RunWorker, explorer: Explorer, query: Query, request: Request) -> Response:
-        found = await state.compute(worker, Ticket(REQUEST_SECONDS), explorer.facts)
+    async def facts(worker: Worker, explorer: Explorer, query: Query, request: Request) -> Response:
+        found = await worker.call(Ticket(REQUEST_SECONDS), "facts")
         return JSONResponse(found, headers=SECURITY_HEADERS)
 
     VIEWS = {
@@ -376,6 +348,8 @@ def create_app(run_specs: list[str]) -> Starlette:
             return error_response(str(error), error.status)
         if isinstance(error, Stopped):
             return error_response(str(error), 504 if error.timed_out else 409)
+        if isinstance(error, WorkerGone):
+            return error_response(str(error), 503)
         if isinstance(error, GenlabError):
             return error_response(str(error), 400)
         return error_response("the server failed on this request (a bug: please report it)", 500)
@@ -395,7 +369,7 @@ def create_app(run_specs: list[str]) -> Starlette:
 
     every_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", get_only(index), methods=every_method),
             Route("/static/{name}", get_only(static), methods=every_method),
@@ -411,6 +385,15 @@ def create_app(run_specs: list[str]) -> Starlette:
             405: not_found,
         },  # fmt: skip
     )
+    app.state.explorer = state
+    return app
+
+
+def close_app(app: Starlette) -> None:
+    """Stop the workers of an app made by `create_app` (their processes end); the app serves no more views."""
+    state = getattr(app.state, "explorer", None)
+    if state is not None:
+        state.close()
 
 
 class ServerThread:
@@ -420,6 +403,7 @@ class ServerThread:
     def __init__(self, app: Starlette, host: str = "127.0.0.1", port: int = 0):
         import uvicorn
 
+        self.app = app
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
         self.thread = threading.Thread(target=self.server.run, name="genlab-serve", daemon=True)
         self.host = host
@@ -445,5 +429,7 @@ class ServerThread:
         return f"http://{self.host}:{self.port}/"
 
     def stop(self) -> None:
+        """Stop serving, then stop the app's workers."""
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        close_app(self.app)

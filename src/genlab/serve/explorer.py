@@ -50,9 +50,25 @@ class Ticket:
         self.deadline = self._clock() + seconds
         self.seconds = seconds
         self.cancelled = threading.Event()
+        self._listeners: list[Callable[[], Any]] = []  # told once, on the first cancel
+        self._lock = threading.Lock()
 
     def cancel(self) -> None:
-        self.cancelled.set()
+        with self._lock:
+            if self.cancelled.is_set():
+                return
+            self.cancelled.set()
+            listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener()
+
+    def on_cancel(self, listener: Callable[[], Any]) -> None:
+        """Call `listener` when this ticket is cancelled (at once if it already is)."""
+        with self._lock:
+            if not self.cancelled.is_set():
+                self._listeners.append(listener)
+                return
+        listener()
 
     def check(self) -> None:
         """Raise `Stopped` if this request should not go on."""
@@ -356,11 +372,13 @@ class Explorer:
         return {"png": data_url(image), "label": label, "canvas": canvas_of(image)}
 
     def complete(
-        self, image: torch.Tensor, rows: int, n: int, seed: int, label: int | None, emit: Emit, ticket: Ticket
+        self, canvas: str, rows: int, n: int, seed: int, label: int | None, emit: Emit, ticket: Ticket
     ) -> None:
-        """n completions of `image` (C, H, W) keeping its top `rows` rows: an event per drawn row."""
+        """n completions of the image drawn on `canvas` (one hex digit a pixel) keeping its top `rows` rows: an
+        event per drawn row."""
         model = self.model
         assert isinstance(model, CanComplete)
+        image = image_of_canvas(canvas, model.data.image_shape)  # (C, H, W)
         if model.conditional and label is None:
             raise GenlabError("a conditional model completes an image of a known class: pick its class (label)")
         kept = image.clone()
