@@ -41,18 +41,31 @@ def load_export(folder: Path) -> tuple[dict, onnxruntime.InferenceSession]:
     return description, session
 
 
-def draw_noise(noise: dict, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n draws of the graph's noise input, (n, *shape) float32, from the distribution the JSON names."""
+def draw_noise(noise: dict, n: int, rng: np.random.Generator, labels: np.ndarray | None = None) -> np.ndarray:
+    """n draws of the graph's noise input, (n, *shape) float32, from the distribution the JSON names (a
+    conditional VAE's per-class mixture: each from its label's)."""
     shape = tuple(noise["shape"])
     if noise["distribution"] == "normal":
         return (rng.standard_normal((n, *shape)) * noise["std"]).astype(np.float32)
     if noise["distribution"] == "gaussian_mixture":  # the VAE's fitted prior: z = mean_k + L_k e
-        weights = np.asarray(noise["weights"], dtype=np.float64)
-        components = rng.choice(len(weights), size=n, p=weights / weights.sum())
-        e = rng.standard_normal((n, shape[0], 1))
-        means, scale_tril = np.asarray(noise["means"]), np.asarray(noise["scale_tril"])
-        return (means[components] + (scale_tril[components] @ e)[:, :, 0]).astype(np.float32)
+        return mixture_draws(noise["weights"], noise["means"], noise["scale_tril"], n, rng)
+    if noise["distribution"] == "class_gaussian_mixture" and labels is not None:  # one mixture per class
+        z = np.empty((n, shape[0]), dtype=np.float32)
+        for label in np.unique(labels):
+            chosen = labels == label
+            weights, means, scale_tril = (noise[key][label] for key in ("weights", "means", "scale_tril"))
+            z[chosen] = mixture_draws(weights, means, scale_tril, int(chosen.sum()), rng)
+        return z
     raise SystemExit(f"cannot draw noise of kind {noise['distribution']!r}")
+
+
+def mixture_draws(weights: list, means: list, scale_tril: list, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n draws (n, D) float32 of a full-covariance Gaussian mixture: z = mean_k + L_k e, k ~ weights."""
+    weights_array = np.asarray(weights, dtype=np.float64)
+    components = rng.choice(len(weights_array), size=n, p=weights_array / weights_array.sum())
+    means_array, tril_array = np.asarray(means), np.asarray(scale_tril)
+    e = rng.standard_normal((n, means_array.shape[1], 1))
+    return (means_array[components] + (tril_array[components] @ e)[:, :, 0]).astype(np.float32)
 
 
 def class_labels(description: dict, n: int, given: list[int] | None) -> np.ndarray | None:
@@ -179,11 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"this example samples latent families and ddpm, not {family}")
     noise = np.load(args.noise).astype(np.float32) if args.noise else None
     n = args.n or (len(noise) if noise is not None else 64)
+    labels = class_labels(description, n, [int(p) for p in args.labels.split(",")] if args.labels else None)
     if noise is None:
-        noise = draw_noise(noise_spec, n, rng)
+        noise = draw_noise(noise_spec, n, rng, labels)
     if noise.shape != (n, *noise_spec["shape"]):
         raise SystemExit(f"--noise holds {noise.shape}, not (n, {', '.join(map(str, noise_spec['shape']))})")
-    labels = class_labels(description, n, [int(p) for p in args.labels.split(",")] if args.labels else None)
 
     if family == "ddpm":
         defaults = description["sampling"]["diffusion"]["sampler_defaults"]

@@ -147,8 +147,11 @@ def test_the_json_describes_the_noise_the_range_and_the_schedule(exported):
 
     vae, vae_folder = exported("vae")
     noise = json.loads((vae_folder / EXPORT_FILE).read_text())["sampling"]["noise"]
-    assert noise["distribution"] == "gaussian_mixture" and len(noise["weights"]) == 3
-    assert np.allclose(noise["means"], vae.model.mixture.means.numpy())
+    # a conditional VAE draws z from its label's own mixture: one per class, each of 3 components
+    assert noise["distribution"] == "class_gaussian_mixture" and np.shape(noise["weights"]) == (10, 3)
+    mixtures = vae.model.mixture.mixtures()
+    assert np.allclose(noise["means"], np.stack([m.means.numpy() for m in mixtures]))
+    assert np.allclose(noise["scale_tril"][7], mixtures[7].scale_tril.numpy())
 
     realnvp, realnvp_folder = exported("realnvp")
     noise = json.loads((realnvp_folder / EXPORT_FILE).read_text())["sampling"]["noise"]

@@ -292,3 +292,69 @@ def test_a_run_written_before_the_mixture_prior_rebuilds_with_the_standard_one()
     assert stored_config("vae", older).prior == "standard"
     assert stored_config("vae", {**older, "prior": "mixture"}).prior == "mixture"
     assert build_model("vae", MNIST_SPEC).config.prior == "mixture"  # a new run's default
+
+
+# ---------------------------------------------------------------- one mixture per class (conditional VAE, issue 20)
+
+
+def test_a_class_mixture_draws_each_latent_from_its_labels_own_mixture():
+    from genlab.models.vae.prior import ClassMixturePrior, MixturePrior
+
+    torch.manual_seed(0)
+    centres = torch.tensor([[4.0, 0.0], [-4.0, 0.0], [0.0, 4.0]])  # class k's encodings sit around centres[k]
+    labels = torch.arange(600) % 3
+    latents = centres[labels] + 0.3 * torch.randn(600, 2)
+    prior = ClassMixturePrior(3, 2, 2)
+    mean_log_density = prior.fit(latents, labels)
+    asked = torch.tensor([2, 0, 1, 1] * 50)
+    draws = prior.sample(asked, torch.Generator().manual_seed(1))
+    assert draws.shape == (200, 2)
+    assert (draws - centres[asked]).norm(dim=1).max() < 2.0  # every draw near its own class's encodings
+    assert torch.equal(draws, prior.sample(asked, torch.Generator().manual_seed(1)))  # seeded
+    # p(z|y) is the class's own mixture, fitted to its latents alone
+    alone = MixturePrior(2, 2)
+    alone.fit(latents[labels == 1])
+    z = torch.randn(5, 2)
+    torch.testing.assert_close(prior.log_density(z, torch.ones(5, dtype=torch.long)), alone.log_density(z))
+    assert mean_log_density == pytest.approx(prior.log_density(latents, labels).mean().item(), abs=1e-3)
+    assert prior.log_density(latents, labels).mean() > prior.log_density(latents, (labels + 1) % 3).mean() + 10
+
+
+def test_a_conditional_vae_defaults_to_one_mixture_per_class_and_an_unconditional_one_cannot_have_it():
+    from genlab.models import stored_config
+    from genlab.models.vae.prior import ClassMixturePrior
+
+    conditional = build_model("vae", MNIST_SPEC, conditional=True)
+    assert conditional.config.prior == "class_mixture" and isinstance(conditional.mixture, ClassMixturePrior)
+    assert len(conditional.mixture.per_class) == 10
+    assert build_model("vae", MNIST_SPEC, conditional=True, prior="mixture").config.prior == "mixture"  # by --set
+    with pytest.raises(GenlabError, match="class_mixture fits one mixture per class: it needs --conditional"):
+        build_model("vae", MNIST_SPEC, prior="class_mixture")
+    # a conditional run written with the pooled mixture keeps it
+    stored = stored_config("vae", {"latent_dim": 2, "hidden_dim": 16, "conditional": True, "prior": "mixture"})
+    assert stored.prior == "mixture"
+
+
+def test_a_trained_conditional_vae_fits_each_class_and_samples_each_label_from_its_own(tmp_path):
+    import genlab
+
+    settings = {"hidden_dim": 32, "latent_dim": 4, "prior_components": 2, "conditional": True}
+    run = genlab.train("vae", "digits", tmp_path / "run", epochs=2, progress=False, sample_every=0,
+                       model_config=settings)  # fmt: skip
+    model = run.model
+    assert all((mixture.weights > 0).sum() == 2 for mixture in model.mixture.mixtures())
+    assert model.mixture.components == 20
+    from genlab.data import load_dataset
+    from genlab.data.transforms import to_unit
+
+    train = load_dataset("digits", "train")
+    x, y = to_unit(train.images[:400]), train.labels[:400]
+    with torch.no_grad():
+        encodings = model.latent_of(x, y)
+    # each class's encodings are likelier under their own class's mixture than under another's
+    assert model.log_prior(encodings, y).mean() > model.log_prior(encodings, (y + 1) % 10).mean()
+    labels = torch.tensor([3] * 6)
+    images = run.sample(6, generator=torch.Generator().manual_seed(3), labels=labels)
+    z = model.mixture.sample(labels, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(images, model.decode(z, labels).cpu())  # z from class 3's own mixture
+    assert torch.isfinite(model.log_likelihood(x[:8], y[:8], k=4)).all()

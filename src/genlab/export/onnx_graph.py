@@ -47,6 +47,7 @@ from genlab.export.folder import (
 from genlab.io import writing
 from genlab.models import GenerativeModel
 from genlab.models.realnvp.losses import inverse_logit_transform
+from genlab.models.vae.prior import ClassMixturePrior
 from genlab.run import Run
 
 ONNX_FILE = "model.onnx"
@@ -169,6 +170,17 @@ def _vae(model: Any) -> Exportable:
     latent = model.config.latent_dim
     if model.mixture is None:
         noise: dict[str, Any] = {"input": "z", "shape": [latent], "distribution": "normal", "std": 1.0}
+    elif isinstance(model.mixture, ClassMixturePrior):  # one mixture per class (ClassMixturePrior.sample)
+        mixtures = model.mixture.mixtures()
+        noise = {
+            "input": "z",
+            "shape": [latent],
+            "distribution": "class_gaussian_mixture",
+            "draw": "for label y: k ~ Categorical(weights[y]); z = means[y][k] + scale_tril[y][k] @ e, e ~ N(0, I)",
+            "weights": [m.weights.double().tolist() for m in mixtures],
+            "means": [m.means.double().tolist() for m in mixtures],
+            "scale_tril": [m.scale_tril.double().tolist() for m in mixtures],
+        }
     else:  # z = means[k] + scale_tril[k] @ N(0, I), k ~ Categorical(weights) (MixturePrior.sample)
         mixture = model.mixture
         noise = {

@@ -10,7 +10,7 @@ from genlab.models.common import check_bool, check_choice, check_int, check_numb
 FAMILY = "VAE"  # the name config errors give
 ARCHITECTURES = ("mlp", "conv")
 MAX_PRIOR_COMPONENTS = 1000  # each holds a latent_dim x latent_dim covariance; EM is slow well before this
-PRIORS = ("standard", "mixture")
+PRIORS = ("standard", "mixture", "class_mixture")
 # beta of the default VAE: with the mixture prior it brings mnist-5k's FID from 102 (beta 1) to 37 after 100
 # epochs and keeps the test bound within 2 nats of beta 1's (benchmarks/README.md, time to quality).
 DEFAULT_KL_WEIGHT = 0.5  # where new latents come from: N(0, I), or a mixture fitted to the encodings
@@ -40,12 +40,16 @@ class VAEConfig:
     kl_weight: float | None = None
     # Sampling: "standard" draws z ~ N(0, I); "mixture" draws from a Gaussian mixture of prior_components
     # full-covariance components fitted after every epoch to the training images' encodings (Ghosh et al.
-    # 2020), which the likelihood bound then uses as p(z). Training is the same either way.
-    prior: str = "mixture"
-    prior_components: int = 20
+    # 2020), which the likelihood bound then uses as p(z); "class_mixture" (conditional models) fits one such
+    # mixture per class to that class's encodings and draws z from the label's own, p(z|y). Training is the same
+    # in every case. None: class_mixture for a conditional model, else mixture (resolved, so run.json holds it).
+    prior: str | None = None
+    prior_components: int = 20  # per class with class_mixture
 
     def __post_init__(self) -> None:
         check_choice(FAMILY, "arch", self.arch, ARCHITECTURES)
+        if self.prior is None:
+            self.prior = "class_mixture" if self.conditional is True else "mixture"
         check_choice(FAMILY, "prior", self.prior, PRIORS)
         if self.lr is None:
             self.lr = DEFAULT_LR[self.arch]
@@ -59,6 +63,10 @@ class VAEConfig:
             check_int(FAMILY, name, value)
         check_int(FAMILY, "prior_components", self.prior_components, maximum=MAX_PRIOR_COMPONENTS)
         check_bool(FAMILY, "conditional", self.conditional)
+        if self.prior == "class_mixture" and not self.conditional:
+            raise GenlabError(
+                f"{FAMILY} prior class_mixture fits one mixture per class: it needs --conditional (or prior=mixture)"
+            )
         check_bool(FAMILY, "binarize", self.binarize)
         check_number(FAMILY, "lr", self.lr, above=0, what="a positive number")
         if self.kl_weight is None:

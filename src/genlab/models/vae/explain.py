@@ -13,6 +13,7 @@ from torch import nn
 from genlab.data.transforms import binarize, flatten
 from genlab.explain.stages import PredictionPass, Stage, example_pixel, format_number, format_pixel, format_values
 from genlab.models.vae.losses import negative_elbo
+from genlab.models.vae.prior import ClassMixturePrior
 
 if TYPE_CHECKING:
     from genlab.models.vae.model import VAE
@@ -100,7 +101,8 @@ def pipeline_stages(
             f"{format_number((loss - kl).mean())} + KL {format_number(kl.mean())}{iwae}",
         )
     )
-    prior = model.sample_latent(len(x), generator)  # (B, latent)
+    sample_labels = model.check_labels(len(x), None)  # a conditional model's classes in turn, as `sample`'s
+    prior = model.sample_latent(len(x), generator, sample_labels)  # (B, latent)
     stages.append(
         Stage.measured(
             "sample latent",
@@ -111,7 +113,7 @@ def pipeline_stages(
             path="generation",
         )
     )
-    images = model.decode(prior, model.check_labels(len(x), None))
+    images = model.decode(prior, sample_labels)
     stages.append(
         Stage.measured(
             "decode",
@@ -129,8 +131,8 @@ def prediction_pass(
     model: VAE, x: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator
 ) -> PredictionPass:
     """The decoder's layers (and the conv VAE's dense layers before them) on latents drawn from the prior."""
-    z = model.sample_latent(len(x), generator)  # (B, latent)
     sample_labels = model.check_labels(len(x), None)
+    z = model.sample_latent(len(x), generator, sample_labels)  # (B, latent)
     parts = ("from_latent", "decoder")  # the modules that decode_logits runs, in order
     decoder = nn.ModuleDict({name: module for name, module in model.coder.named_children() if name in parts})
     return PredictionPass(
@@ -148,6 +150,8 @@ def prior_name(model: VAE) -> str:
     """What new latents are drawn from, in a few words."""
     if model.mixture is None:
         return "N(0, I)"
+    if isinstance(model.mixture, ClassMixturePrior):
+        return f"the fitted mixture of each image's class ({model.mixture.components} components in all)"
     return f"the fitted {int((model.mixture.weights > 0).sum())}-component mixture"
 
 
@@ -155,6 +159,12 @@ def prior_description(model: VAE) -> str:
     """The generation path's first stage: where z comes from, and why."""
     if model.mixture is None:
         return "draw z from the prior N(0, I)"
+    if isinstance(model.mixture, ClassMixturePrior):
+        return (
+            f"draw z from the Gaussian mixture of its label's class ({model.config.prior_components} full-covariance "
+            "components per class, fitted after each epoch to that class's encodings): the latent agrees with the "
+            "label the decoder is given (until the first epoch ends, every component is N(0, I))"
+        )
     return (
         f"draw z from a Gaussian mixture of {model.config.prior_components} full-covariance components, fitted after "
         "each epoch to the training images' encodings (Ghosh et al. 2020): latents land where the decoder learned "

@@ -20,7 +20,7 @@ from genlab.models.vae.losses import (
     negative_elbo,
 )
 from genlab.models.vae.networks import ConvCoder, MLPCoder
-from genlab.models.vae.prior import MixturePrior
+from genlab.models.vae.prior import ClassMixturePrior, MixturePrior
 
 
 class VAE(GenerativeModel, HasLikelihood, HasEncoder, CanReconstruct):
@@ -47,8 +47,13 @@ class VAE(GenerativeModel, HasLikelihood, HasEncoder, CanReconstruct):
     def __init__(self, config: VAEConfig, data: DataSpec):
         super().__init__(config, data)
         self.coder = (MLPCoder if config.arch == "mlp" else ConvCoder)(config, data)
-        # The ex-post prior (config.prior "mixture"): refitted at each epoch's end, saved with the weights.
-        self.mixture = MixturePrior(config.prior_components, config.latent_dim) if config.prior == "mixture" else None
+        # The ex-post prior (config.prior "mixture", or one per class): refitted at each epoch's end, saved with
+        # the weights.
+        self.mixture: MixturePrior | ClassMixturePrior | None = None
+        if config.prior == "mixture":
+            self.mixture = MixturePrior(config.prior_components, config.latent_dim)
+        elif config.prior == "class_mixture":
+            self.mixture = ClassMixturePrior(data.num_classes, config.prior_components, config.latent_dim)
 
     @property
     def binary_pixels(self) -> bool:
@@ -85,17 +90,39 @@ class VAE(GenerativeModel, HasLikelihood, HasEncoder, CanReconstruct):
         """Decode the mean of q(z|x): the model's deterministic reconstruction, in [0, 1]."""
         return self.decode(self.latent_of(x, labels), labels)
 
-    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n draws from the prior, (n, latent_dim): z ~ N(0, I), or the fitted mixture."""
+    def sample_latent(
+        self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """n draws from the prior, (n, latent_dim): z ~ N(0, I), or the fitted mixture. With one mixture per
+        class, each from its label's (labels (n,)), or without labels from a class drawn uniformly for each."""
         if self.mixture is None:
             return self.randn(n, self.config.latent_dim, generator=generator)
+        if isinstance(self.mixture, ClassMixturePrior):
+            if labels is None:
+                device = generator.device if generator is not None else torch.device("cpu")
+                labels = torch.randint(self.data.num_classes, (n,), generator=generator, device=device)
+            return self.mixture.sample(labels, generator).to(self.device)
         return self.mixture.sample(n, generator).to(self.device)
 
-    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z) in nats, (B,) for z (B, latent_dim): the density new latents are drawn from."""
+    @torch.no_grad()
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """n images (n, C, H, W) in [0, 1]: the decoder's means for n latents from the prior (a conditional
+        model's with one mixture per class: each from its label's)."""
+        labels = self.check_labels(n, labels)
+        return self.decode(self.sample_latent(n, generator, labels), labels)
+
+    def log_prior(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(z) in nats, (B,) for z (B, latent_dim): the density new latents are drawn from (p(z|y) with one
+        mixture per class)."""
         if self.mixture is None:
             zeros = torch.zeros_like(z)
             return gaussian_log_density(z, zeros, zeros)
+        if isinstance(self.mixture, ClassMixturePrior):
+            given = self.condition(labels)
+            assert given is not None
+            return self.mixture.log_density(z, given)
         return self.mixture.log_density(z)
 
     @torch.no_grad()
@@ -104,6 +131,10 @@ class VAE(GenerativeModel, HasLikelihood, HasEncoder, CanReconstruct):
         weights alone, so a resumed run refits the same); record their mean log density under it."""
         if self.mixture is None:
             return {}
+        if isinstance(self.mixture, ClassMixturePrior):
+            pairs = [(self.latent_of(x, labels), labels) for x, labels in batches]
+            latents = torch.cat([latent for latent, _ in pairs])  # (N, latent_dim)
+            return {"prior_log_density": self.mixture.fit(latents, torch.cat([labels for _, labels in pairs]))}
         latents = torch.cat([self.latent_of(x, labels) for x, labels in batches])  # (N, latent_dim)
         return {"prior_log_density": self.mixture.fit(latents)}
 
@@ -147,7 +178,11 @@ class VAE(GenerativeModel, HasLikelihood, HasEncoder, CanReconstruct):
 
     @property
     def likelihood_kind(self) -> str:
-        prior = "" if self.mixture is None else ", p(z) the fitted mixture prior"
+        prior = {
+            "standard": "",
+            "mixture": ", p(z) the fitted mixture prior",
+            "class_mixture": ", p(z|y) the fitted mixture prior of the image's class",
+        }[str(self.config.prior)]
         return f"bound: importance-weighted (Burda et al. 2016), k = {self.config.iw_samples}{prior}"
 
     @property
@@ -178,7 +213,7 @@ class VAE(GenerativeModel, HasLikelihood, HasEncoder, CanReconstruct):
         for _ in range(k):  # one importance sample per pass keeps memory at one batch
             z = mean + torch.randn_like(mean) * std  # (B, latent)
             log_p_x_given_z = bernoulli_log_likelihood(self.coder.decode_logits(z, onehot), x)
-            log_p_z = self.log_prior(z)
+            log_p_z = self.log_prior(z, labels)
             log_q_z = gaussian_log_density(z, mean, logvar)
             log_weights.append(log_p_x_given_z + log_p_z - log_q_z)
         return mean, logvar, torch.stack(log_weights)

@@ -78,3 +78,64 @@ class MixturePrior(nn.Module):
         dims = z.shape[1]
         log_normal = -0.5 * (solved.pow(2).sum(-1) + dims * math.log(2 * math.pi)) - log_det  # (B, K)
         return torch.logsumexp(log_normal + weights.log(), dim=1)
+
+
+class ClassMixturePrior(nn.Module):
+    """One `MixturePrior` per class, each fitted to the encodings of that class's training images: p(z|y).
+
+    A conditional VAE's encodings still carry the class (its encoder sees the image), so a latent drawn from a
+    mixture over every class's encodings often belongs to another class than the label the decoder is given, and
+    the image follows the latent: on mnist-5k 58% of such samples read as their label. Drawn from the label's own
+    mixture, 99% do, and FID falls from 80 to 30 (benchmarks/README.md, time to quality).
+    """
+
+    def __init__(self, classes: int, components: int, latent_dim: int):
+        super().__init__()
+        self.per_class = nn.ModuleList(MixturePrior(components, latent_dim) for _ in range(classes))
+
+    @property
+    def components(self) -> int:
+        """Components with weight, over every class."""
+        return sum(int((prior.weights > 0).sum()) for prior in self.mixtures())
+
+    def mixtures(self) -> list[MixturePrior]:
+        """The classes' mixtures, class 0 first."""
+        return [self._mixture(index) for index in range(len(self.per_class))]
+
+    def _mixture(self, index: int) -> MixturePrior:
+        prior = self.per_class[index]
+        assert isinstance(prior, MixturePrior)
+        return prior
+
+    @torch.no_grad()
+    def fit(self, latents: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> float:
+        """Fit each class's mixture to its latents (N, D) with labels (N,); return the mean log density of the
+        latents under their own class's mixture, in nats. A class with fewer than 2 latents keeps its mixture."""
+        labels = labels.to(latents.device)
+        total = 0.0
+        for index in range(len(self.per_class)):
+            chosen = latents[labels == index]
+            if len(chosen):
+                total += self._mixture(index).fit(chosen, seed) * len(chosen)
+        return total / max(len(latents), 1)
+
+    def sample(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One latent (len(labels), D) per label, drawn from that class's mixture on the generator's device."""
+        device = generator.device if generator is not None else torch.device("cpu")
+        mixtures = self.mixtures()
+        weights = torch.stack([m.weights for m in mixtures]).to(device)  # (C, K)
+        means = torch.stack([m.means for m in mixtures]).to(device)  # (C, K, D)
+        scale_tril = torch.stack([m.scale_tril for m in mixtures]).to(device)  # (C, K, D, D)
+        labels = labels.to(device)
+        component = torch.multinomial(weights[labels], 1, generator=generator).squeeze(1)  # (n,)
+        noise = torch.randn(len(labels), means.shape[2], 1, generator=generator, device=device)  # (n, D, 1)
+        return means[labels, component] + (scale_tril[labels, component] @ noise).squeeze(-1)
+
+    def log_density(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """log p(z|y), (B,) for z (B, D) and labels (B,): each latent under its own class's mixture."""
+        labels = labels.to(z.device)
+        out = z.new_empty(len(z))
+        for index in labels.unique().tolist():
+            chosen = labels == index
+            out[chosen] = self._mixture(index).log_density(z[chosen])
+        return out
