@@ -367,8 +367,12 @@ class HasLatentSpace(abc.ABC):
     """A family whose images are a function of a latent drawn from a prior: draw, decode, interpolate."""
 
     @abc.abstractmethod
-    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n draws from the prior over the latent space, (n, *latent_shape)."""
+    def sample_latent(
+        self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """n draws from the prior over the latent space, (n, *latent_shape). `labels` (n,): a conditional model
+        whose prior depends on the class (the VAE's per-class mixture) draws each from its label's; the others
+        ignore them."""
 
     @abc.abstractmethod
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -383,10 +387,12 @@ class HasLatentSpace(abc.ABC):
         Families whose latent is not Gaussian-like, or who prefer spherical paths, override this.
         """
         assert isinstance(self, GenerativeModel)
-        z0, z1 = self.sample_latent(2, generator)
+        path_labels = self.check_labels(steps, labels)
+        ends = None if path_labels is None else path_labels[[0, -1]]  # each end from its label's prior
+        z0, z1 = self.sample_latent(2, generator, ends)
         weights = torch.linspace(0.0, 1.0, steps, device=z0.device).reshape(-1, *([1] * z0.dim()))
         z = (1 - weights) * z0 + weights * z1  # (steps, *latent_shape)
-        return self.decode(z, self.check_labels(steps, labels))
+        return self.decode(z, path_labels)
 
 
 class HasEncoder(HasLatentSpace):

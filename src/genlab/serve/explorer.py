@@ -310,11 +310,11 @@ class Explorer:
         directions = self.directions()
         if len(offsets) > len(directions):
             raise GenlabError(f"offsets: at most {len(directions)} values (one per slider), got {len(offsets)}")
-        z = model.sample_latent(1, seeded_generator(seed))  # (1, ...)
+        labels = model.check_labels(1, label)
+        z = model.sample_latent(1, seeded_generator(seed), labels)  # (1, ...)
         moved = z.flatten(1).cpu() + sum(
             (value * directions[i] for i, value in enumerate(offsets)), torch.zeros(z[0].numel())
         )
-        labels = model.check_labels(1, label)
         with torch.no_grad():
             image = model.decode(moved.reshape(z.shape).to(model.device), labels).cpu()[0]
         return self.image(image, label)
@@ -325,8 +325,8 @@ class Explorer:
         """n candidates decoded from z(seed) (n latents), and the straight path from candidate a to b."""
         model = self.model
         assert isinstance(model, HasLatentSpace)
-        z = model.sample_latent(n, seeded_generator(seed))
         labels = model.check_labels(n, label)
+        z = model.sample_latent(n, seeded_generator(seed), labels)
         with torch.no_grad():
             candidates = model.decode(z, labels).cpu()
             path: list[dict[str, Any]] = []

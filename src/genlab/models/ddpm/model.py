@@ -311,8 +311,10 @@ class DDPM(GenerativeModel, HasLikelihood, HasLatentSpace, HasSamplerOptions, Sh
 
     # ---------------------------------------------------------------- the latent: x_T
 
-    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """x_T ~ N(0, I) (n, C, H, W): DDIM with eta 0 maps it to one image."""
+    def sample_latent(
+        self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x_T ~ N(0, I) (n, C, H, W), whatever the labels: DDIM with eta 0 maps it to one image."""
         return self.randn(n, *self.data.image_shape, generator=generator)
 
     def interpolate(

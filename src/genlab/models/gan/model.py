@@ -243,7 +243,9 @@ class GAN(GenerativeModel, HasLatentSpace):
         """The network samples come from: the EMA generator when there is one."""
         return self.ema_generator if self.ema_generator is not None else self.generator
 
-    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_latent(
+        self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.randn(n, self.config.latent_dim, generator=generator)  # (n, latent)
 
     @torch.no_grad()

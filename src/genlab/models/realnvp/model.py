@@ -69,8 +69,10 @@ class RealNVP(GenerativeModel, HasLikelihood, HasEncoder):
         y = self.flow.inverse(z.to(self.device), self.condition(labels))
         return inverse_logit_transform(y, self.config.alpha).clamp(0, 1)
 
-    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """z ~ N(0, temperature^2 I) of the image's shape (n, C, H, W)."""
+    def sample_latent(
+        self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """z ~ N(0, temperature^2 I) of the image's shape (n, C, H, W), whatever the labels."""
         return self.randn(n, *self.data.image_shape, generator=generator) * self.config.temperature
 
     def log_density(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
