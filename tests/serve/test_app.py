@@ -434,3 +434,29 @@ def test_stopping_the_server_ends_its_worker_processes():
     assert api(thread, "api/runs/0/latent", seed=1, offsets="0.5")["image"]["png"].startswith("data:image/png")
     thread.stop()
     assert not any(process.is_alive() for process in processes)
+
+
+def test_a_request_superseded_while_queued_in_a_worker_process_never_runs(server):
+    long_chain = {"seed": 1, "steps": 1000, "sampler": "ddim", "client": "queue-chain"}
+    chain = threading.Thread(target=get, args=(server, "api/runs/2/denoise"), kwargs=long_chain)
+    chain.start()
+    try:
+        time.sleep(1.0)  # the chain holds the DDPM's process
+        answers: dict[str, tuple] = {}
+        first = threading.Thread(
+            target=lambda: answers.setdefault("first", get(server, "api/runs/2/sample", n=1, steps=2, client="q"))
+        )
+        first.start()
+        time.sleep(0.5)  # queued behind the chain
+        second = threading.Thread(
+            target=lambda: answers.setdefault("second", get(server, "api/runs/2/sample", n=1, steps=2, client="q"))
+        )
+        second.start()
+        first.join(timeout=30)
+        status, _, body = answers["first"]
+        assert status == 409 and "superseded" in json.loads(body)["error"]
+    finally:
+        get(server, "api/runs/2/denoise", seed=1, steps=1, client="queue-chain")  # supersedes the long chain
+        chain.join(timeout=60)
+    second.join(timeout=60)
+    assert answers["second"][0] == 200

@@ -182,9 +182,9 @@ class ProcessWorker:
             if self._gone is not None:
                 raise WorkerGone(self._gone)
             self._waiting[request_id] = (asyncio.get_running_loop(), deliver)
-        ticket.on_cancel(lambda: self._send(("cancel", request_id)))
         seconds_left = max(ticket.deadline - time.monotonic(), 0.0)
         self._send(("call", request_id, method, list(args), seconds_left, streamed))
+        ticket.on_cancel(lambda: self._send(("cancel", request_id)))  # after the call: a cancel before it is lost
         return request_id
 
     def _forget(self, request_id: int) -> None:
