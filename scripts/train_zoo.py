@@ -67,6 +67,12 @@ RECIPES = {
         weaknesses="Samples are the decoder's mean image, so strokes are blurred and recall is low; its "
         "likelihood is a bound (importance-weighted), not exact.",
     ),
+    "vae-mnist5k-cond": Recipe(
+        "vae", "mnist-5k", "Conditional VAE at its defaults: z from a mixture fitted to its class's encodings",
+        settings={"conditional": True},
+        weaknesses="Blurred strokes, as every VAE's mean image; within a class its samples vary less than real "
+        "digits do (recall is low). Its likelihood is a bound.",
+    ),
     "gan-mnist5k": Recipe(
         "gan", "mnist-5k", "The study pages' MLP GAN at its defaults: D dropout 0.3, an EMA of G",
         weaknesses="An MLP generator: strokes are sometimes broken or speckled; no likelihood.",

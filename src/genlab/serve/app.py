@@ -1,7 +1,8 @@
 """The explorer's HTTP side: a Starlette app over the views of `genlab.serve.explorer`, served by uvicorn.
 
-Every run gets one worker thread, so a long DDPM chain queues behind nothing but its own run's work and never
-blocks a VAE's slider. Each request holds a `Ticket`; a newer request of the same client, run and view cancels
+Every run gets one worker (`genlab.serve.workers`: a thread, or a process of its own for a run whose views run
+long), so a long DDPM chain queues behind nothing but its own run's work and never blocks a VAE's slider. Each
+request holds a `Ticket`; a newer request of the same client, run and view cancels
 the one before it (a slider dragged fast keeps only the newest), as does a client that goes away, and every
 request stops at REQUEST_SECONDS. Every number from the client is bounded here before any model sees it, and the
 client picks runs by index among those the server was started with: no path from the client reaches the disk.
