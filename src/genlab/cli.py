@@ -380,11 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=8765, help="port to listen on (default 8765; 0 picks a free one)")
     serve.add_argument(
         "--workers",
-        choices=("auto", "threads", "processes"),
-        default="auto",
-        help="where each run's model work happens: auto (default) gives a process of its own, at a lower priority, "
-        "to each run whose views run long (diffusion chains, PixelCNN completions, text) and a thread to the others; "
-        "threads keeps every run in the server's process (one copy of each model in memory); processes, every run",
+        choices=("threads", "auto", "processes"),
+        default="threads",
+        help="where each run's model work happens: threads (default) keeps every run on a thread of the server's "
+        "process (one copy of each model; the quickest sliders on 2 cores); auto gives a process of its own, at idle "
+        "priority, to each run whose views run long (diffusion chains, PixelCNN completions, text), so that a crash "
+        "or the memory of one cannot take the server down; processes gives every run one",
     )
     serve.set_defaults(handler=_serve)
     return parser

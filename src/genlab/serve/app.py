@@ -170,10 +170,11 @@ def error_response(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=SECURITY_HEADERS)
 
 
-def create_app(run_specs: list[str], processes: bool | None = None) -> Starlette:
+def create_app(run_specs: list[str], processes: bool | None = False) -> Starlette:
     """The explorer's app over the runs named (run directories or zoo:NAME), each loaded now: a run that
-    cannot be loaded is a GenlabError before the server starts. `processes`: every run's work in a process of
-    its own (True), every run's on a thread (False), or a process for the runs whose views run long (None).
+    cannot be loaded is a GenlabError before the server starts. `processes`: every run's work on a thread
+    (False, the default), every run's in a process of its own (True), or a process at idle priority for the runs
+    whose views run long (None, `--workers auto`).
     `close_app(app)` stops the workers."""
     from genlab.run import Run
 
@@ -184,8 +185,9 @@ def create_app(run_specs: list[str], processes: bool | None = None) -> Starlette
     workers: list[Worker] = []
     try:
         for spec, explorer in zip(run_specs, explorers, strict=True):
-            long_in_a_process = processes if processes is not None else runs_long(explorer)
-            workers.append(ProcessWorker(explorer, spec) if long_in_a_process else ThreadWorker(explorer))
+            long = runs_long(explorer)
+            in_a_process = processes if processes is not None else long
+            workers.append(ProcessWorker(explorer, spec, background=long) if in_a_process else ThreadWorker(explorer))
     except BaseException:
         for worker in workers:
             worker.close()

@@ -1,15 +1,17 @@
 """Where a run's model work happens: a worker thread in the server's process, or a worker process of its own.
 
 A run whose views run long (a diffusion chain, a PixelCNN completion, generated text: `runs_long`) gets a
-process, at a lower CPU priority, so that its chain shares neither the interpreter lock nor the first call on
-the cores with the event loop and the quick runs' sliders. A quick run (VAE, GANs, RealNVP) keeps a thread: no
-copy of the model, no pipe between a slider and its image. Both take the same calls: an explorer method's name
-and its arguments (plain values: numbers, strings, lists, dicts), `call` for one answer, `stream` for events.
+process, at idle CPU priority on half the cores, so that its chain shares neither the interpreter lock nor the
+first call on the cores with the event loop and the quick runs' sliders. A quick run (VAE, GANs, RealNVP) keeps
+a thread: no copy of the model, no pipe between a slider and its image. Both take the same calls: an explorer
+method's name and its arguments (plain values: numbers, strings, lists, dicts), `call` for one answer, `stream`
+for events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import multiprocessing
@@ -29,7 +31,6 @@ from genlab.serve.explorer import Emit, Explorer, ImageStore, Stopped, Ticket
 
 STREAMED = ("denoise", "complete", "text")  # explorer methods that take (..., emit, ticket)
 TICKETED = ("sample",)  # explorer methods that take (..., ticket) and answer once
-LONG_NICENESS = 10  # how much lower a long-running run's process is scheduled than the server
 START_SECONDS = 120.0  # a worker process that has not loaded its run by then is a failure
 FAILED = "the server failed on this request (a bug: please report it)"
 
@@ -118,12 +119,13 @@ class ProcessWorker:
     ("error", id, kind, message, timed out) with kind "stopped", "refused" or "bug".
     """
 
-    def __init__(self, explorer: Explorer, spec: str):
+    def __init__(self, explorer: Explorer, spec: str, background: bool):
+        """`background`: the process runs at idle priority on half the cores (a run whose views run long)."""
         self.explorer = explorer  # the server's own copy: what the page is told, and the checks of a request
         context = multiprocessing.get_context("spawn")  # never fork a process whose torch has threads running
         self.connection, child_end = context.Pipe()
         self.process = context.Process(
-            target=serve_in_process, args=(spec, explorer.index, child_end),
+            target=serve_in_process, args=(spec, explorer.index, child_end, background),
             name=f"genlab-run-{explorer.index}", daemon=True,
         )  # fmt: skip
         self.process.start()
@@ -242,14 +244,23 @@ class ProcessWorker:
         self.connection.close()
 
 
-def serve_in_process(spec: str, index: int, connection: Any) -> None:
+def serve_in_process(spec: str, index: int, connection: Any, background: bool) -> None:
     """A worker process's life: load the run, say ready, then run its requests one at a time until the pipe
     closes. One thread reads the pipe (so a cancel reaches a running request); the main thread computes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle; it closes the pipe
-    try:
-        os.nice(LONG_NICENESS)
-    except OSError:  # not allowed here: the same work at the same priority
-        pass
+    import torch
+
+    if background:
+        # Idle priority: the chain runs on the cores nothing else wants, and the server's threads take a core from
+        # it at once. Nice 10 was not enough: p95 of a VAE slider's burst beside a chain 157-185 ms, against
+        # 49-111 ms with this (benchmarks/README.md, the explorer's slider).
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except (OSError, AttributeError):  # not allowed, or not Linux: the lowest niceness instead
+            with contextlib.suppress(OSError):
+                os.nice(19)
+        # Half the cores: a chain on all of them (spinning at OpenMP's barriers) held up the server's decode more.
+        torch.set_num_threads(max(1, torch.get_num_threads() // 2))
     from genlab.run import Run
 
     try:
