@@ -304,7 +304,7 @@ def test_dcgan_starts_from_the_papers_initialisation():
     assert scales.mean().item() == pytest.approx(1.0, abs=0.01) and 0.01 < scales.std().item() < 0.03
 
 
-def test_dcgan_normalises_d_spectrally_by_default_and_wgan_gp_does_not():
+def test_dcgan_normalises_d_spectrally_by_default_unless_conditional_and_wgan_gp_does_not():
     from torch.nn.utils import parametrize
 
     dcgan, wgan = build_model("dcgan", MNIST), build_model("wgan-gp", MNIST)
@@ -312,6 +312,13 @@ def test_dcgan_normalises_d_spectrally_by_default_and_wgan_gp_does_not():
     assert d_layers and all(parametrize.is_parametrized(m, "weight") for m in d_layers)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in dcgan.discriminator.modules())
     assert not any(parametrize.is_parametrized(m) for m in wgan.discriminator.modules())
+    # a conditional DCGAN's D keeps the paper's BatchNorm (its auxiliary classifier learns the classes there)
+    conditional = build_model("dcgan", MNIST, conditional=True)
+    assert conditional.config.spectral_norm is False
+    assert not any(parametrize.is_parametrized(m) for m in conditional.discriminator.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in conditional.discriminator.modules())
+    assert build_model("dcgan", MNIST, conditional=True, spectral_norm=True).config.spectral_norm is True  # --set
+    assert build_model("wgan-gp", MNIST, conditional=True).config.spectral_norm is False
 
 
 def test_ema_follows_the_generator_with_warm_up_and_is_sampled_from():

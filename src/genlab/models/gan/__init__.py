@@ -6,8 +6,8 @@ scores images as real or generated. D learns to tell them apart, G learns to foo
 
 - `gan`: MLP generator and discriminator, the non-saturating loss (G maximises log D(G(z))).
 - `dcgan`: convolutional G (transposed convolutions) and D (strided convolutions), sized from
-  the data (Radford et al. 2016); D is spectrally normalised by default (Miyato et al. 2018;
-  `spectral_norm=False`: the paper's BatchNorm).
+  the data (Radford et al. 2016); an unconditional model's D is spectrally normalised by default (Miyato
+  et al. 2018), a conditional one's keeps the paper's BatchNorm (`spectral_norm` sets either).
 - `wgan-gp`: a critic without normalisation layers trained to estimate the Wasserstein
   distance, with a gradient penalty of weight 10 and 2 critic steps per generator step
   (Gulrajani et al. 2017 use 5).
