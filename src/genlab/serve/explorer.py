@@ -39,6 +39,7 @@ PCA_IMAGES = 5000  # training images (a seeded subset of larger splits) whose la
 GREY_LEVELS = 15  # a canvas pixel is one hex digit: level / 15
 
 Emit = Callable[[str, dict[str, Any]], None]  # (event name, its JSON data)
+SUPERSEDED = "superseded by a newer request"  # why a cancelled request stopped
 
 
 class Ticket:
@@ -73,7 +74,7 @@ class Ticket:
     def check(self) -> None:
         """Raise `Stopped` if this request should not go on."""
         if self.cancelled.is_set():
-            raise Stopped("superseded by a newer request", timed_out=False)
+            raise Stopped(SUPERSEDED, timed_out=False)
         if self._clock() > self.deadline:
             raise Stopped(f"stopped after the {self.seconds:g} s a request may take", timed_out=True)
 

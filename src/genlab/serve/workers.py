@@ -27,7 +27,7 @@ from typing import Any
 
 from genlab.errors import GenlabError
 from genlab.models.base import CanComplete, GeneratesText, ShowsSamplingChain
-from genlab.serve.explorer import Emit, Explorer, ImageStore, Stopped, Ticket
+from genlab.serve.explorer import SUPERSEDED, Emit, Explorer, ImageStore, Stopped, Ticket
 
 STREAMED = ("denoise", "complete", "text")  # explorer methods that take (..., emit, ticket)
 TICKETED = ("sample",)  # explorer methods that take (..., ticket) and answer once
@@ -35,6 +35,11 @@ START_SECONDS = 120.0  # a worker process that has not loaded its run by then is
 FAILED = "the server failed on this request (a bug: please report it)"
 
 Event = tuple[str, dict[str, Any]]
+
+
+def settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class WorkerGone(GenlabError):
@@ -83,7 +88,15 @@ class ThreadWorker:
             ticket.check()  # superseded while queued: never started
             return perform(self.explorer, method, list(args), ticket)
 
-        return await asyncio.get_running_loop().run_in_executor(self.pool, guarded)
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(self.pool, guarded)
+        superseded: asyncio.Future[None] = loop.create_future()
+        ticket.on_cancel(lambda: loop.call_soon_threadsafe(settle, superseded))
+        await asyncio.wait({work, superseded}, return_when=asyncio.FIRST_COMPLETED)
+        if work.done():
+            return work.result()
+        work.cancel()  # still queued: never starts (a running one stops at its next check)
+        raise Stopped(SUPERSEDED, timed_out=False)  # answered now, not when the run's queue reaches it
 
     async def stream(self, ticket: Ticket, method: str, *args: Any) -> AsyncIterator[Event]:
         loop = asyncio.get_running_loop()
@@ -201,6 +214,9 @@ class ProcessWorker:
                 answer.set_result(message)
 
         request_id = self._start(ticket, method, args, False, deliver)
+        loop = asyncio.get_running_loop()  # superseded: answered now, not when the process's queue reaches it
+        stopped = ("error", request_id, "stopped", SUPERSEDED, False)
+        ticket.on_cancel(lambda: loop.call_soon_threadsafe(deliver, stopped))
         try:
             message = await answer
         finally:
