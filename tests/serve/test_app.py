@@ -375,7 +375,7 @@ def test_genlab_serve_prints_its_address_serves_and_stops_cleanly_on_ctrl_c():
         workers = children_of(process.pid)
         assert workers  # --workers processes: the VAE's work in a process of its own (beside spawn's resource tracker)
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        out, err = process.communicate(timeout=90)  # a loaded machine: the server, then its worker, must end
     finally:
         process.kill()
     assert process.returncode == 0 and "stopped" in out and "Traceback" not in err

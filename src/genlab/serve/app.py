@@ -130,7 +130,9 @@ class ExplorerApp:
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        """Stop the runs' workers (their processes end)."""
+        """Stop the runs' workers (their processes end, all asked at once)."""
+        for worker in self.workers:
+            worker.stop()
         for worker in self.workers:
             worker.close()
 

@@ -119,6 +119,9 @@ class ThreadWorker:
             ticket.cancel()  # the client left (or the job ended): stop at the next step
             future.cancel()  # still queued behind other work of this run: never start
 
+    def stop(self) -> None:
+        """Nothing to ask: `close` ends the thread's queue."""
+
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -183,12 +186,14 @@ class ProcessWorker:
                 waiting = self._waiting.get(message[1])
             if waiting is not None:
                 loop, deliver = waiting
-                loop.call_soon_threadsafe(deliver, message)
+                with contextlib.suppress(RuntimeError):  # the server's loop has already closed: nobody waits
+                    loop.call_soon_threadsafe(deliver, message)
         with self._lock:
             self._gone = f"the worker process for {self.explorer.run.name} has stopped: restart genlab serve"
             everyone = list(self._waiting.items())
         for request_id, (loop, deliver) in everyone:
-            loop.call_soon_threadsafe(deliver, ("error", request_id, "gone", self._gone, False))
+            with contextlib.suppress(RuntimeError):  # the server's loop has already closed: nobody waits
+                loop.call_soon_threadsafe(deliver, ("error", request_id, "gone", self._gone, False))
 
     def _start(self, ticket: Ticket, method: str, args: tuple[Any, ...], streamed: bool,
                deliver: Callable[[tuple[Any, ...]], None]) -> int:  # fmt: skip
@@ -248,15 +253,19 @@ class ProcessWorker:
             ticket.cancel()  # the client left (or the job ended): stop at the next step, or never start
             self._forget(request_id)
 
-    def close(self) -> None:
-        """Stop the process: its running request is cancelled, and it ends (killed if it has not in 5 s)."""
+    def stop(self) -> None:
+        """Ask the process to end (its running request is cancelled); `close` waits for it."""
         self._send(("stop",))  # not a close of our end: our reader blocked on it would keep it open
         with self._lock:
             self._gone = self._gone or "the server is stopping"
-        self.process.join(timeout=5)
+
+    def close(self) -> None:
+        """Stop the process and wait for it to end (killed if it has not in 3 s)."""
+        self.stop()
+        self.process.join(timeout=3)
         if self.process.is_alive():
             self.process.kill()
-            self.process.join(timeout=5)
+            self.process.join(timeout=3)
         self.connection.close()
 
 
