@@ -651,7 +651,6 @@ def _write_text(run, args: argparse.Namespace, modes: list[str]) -> int:
     from genlab.errors import GenlabError
     from genlab.io import atomic_write_bytes
     from genlab.outputs import check_output, naming, text_kind
-    from genlab.run import load_tokenizer
 
     image_flags = modes + [flag for flag, given in (("--labels", args.labels), ("--format", args.format)) if given]
     if image_flags and isinstance(args.prompt, str):
@@ -663,7 +662,7 @@ def _write_text(run, args: argparse.Namespace, modes: list[str]) -> int:
     context = run.text_model().context
     out = check_output(args.out, text_kind(args.out), run=run.path) if args.out else None
     prompt = args.prompt or ""
-    prompt_tokens = len(load_tokenizer(run.path).encode(prompt))
+    prompt_tokens = len(run.tokenizer.encode(prompt))
     if prompt_tokens > context - 1:
         print(
             f"note: the prompt is {prompt_tokens:,} tokens; the model reads its last {context - 1:,} (its context)",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -721,7 +722,7 @@ class Run:
         from genlab.memory import check_fits
 
         model = self.text_model()
-        tokenizer = load_tokenizer(self.path)
+        tokenizer = self.tokenizer
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise GenlabError(f"--n must be a positive integer, got {n!r}")
         ids = tokenizer.encode(prompt or DOCUMENT_SEPARATOR)
@@ -752,6 +753,12 @@ class Run:
                 "image data or metrics measures its bits per byte, copies and diversity"
             )
         return self
+
+    @functools.cached_property
+    def tokenizer(self) -> Any:
+        """A text run's tokenizer, read from its directory and checked once (load_tokenizer)."""
+        self.text_model()  # a text run, or one clear error
+        return load_tokenizer(self.path)
 
     def text_model(self) -> GeneratesText:
         """The model of a text run; an image run raises one clear error (--prompt needs a text run)."""

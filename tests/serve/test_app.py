@@ -342,10 +342,8 @@ def test_serve_refuses_a_missing_run_and_a_busy_port_in_one_line(tmp_path, capsy
     assert error.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in error
 
 
-@pytest.mark.skip(reason="hangs past 90 s after SIGINT in full-suite runs from a fresh clone since 2026-12-06 "
-                  "(passes alone in 4 s); under investigation, see the session note")
 def test_genlab_serve_prints_its_address_serves_and_stops_cleanly_on_ctrl_c():
-    command = [sys.executable, "-m", "genlab", "serve", VAE, "--port", "0"]
+    command = [sys.executable, "-X", "faulthandler", "-m", "genlab", "serve", VAE, "--port", "0"]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
     try:
@@ -355,7 +353,12 @@ def test_genlab_serve_prints_its_address_serves_and_stops_cleanly_on_ctrl_c():
         with urllib.request.urlopen(url + "api/runs", timeout=30) as reply:
             assert json.loads(reply.read())["runs"][0]["family"] == "vae"
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=90)  # a loaded machine: the server, then its worker, must end
+        try:
+            out, err = process.communicate(timeout=90)  # a loaded machine: the server, then its worker, must end
+        except subprocess.TimeoutExpired:  # where it waits: faulthandler prints every thread's stack on SIGABRT
+            process.send_signal(signal.SIGABRT)
+            out, err = process.communicate(timeout=30)
+            pytest.fail(f"genlab serve did not end within 90 s of Ctrl-C; its threads:\n{err[-8000:]}")
     finally:
         process.kill()
     assert process.returncode == 0 and "stopped" in out and "Traceback" not in err
@@ -380,7 +383,11 @@ def test_the_tickets_remembered_for_cancelling_stay_bounded_whatever_client_ids_
     assert len(state._latest) == 3
 
 
-def test_the_long_running_runs_work_in_processes_of_their_own_at_idle_priority(server):
+def niceness(pid: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, pid)
+
+
+def test_the_long_running_runs_work_in_processes_of_their_own_at_a_lower_priority(server):
     workers = server.app.state.explorer.workers
     kinds = [type(worker).__name__ for worker in workers]
     # vae, gan, ddpm, pixelcnn, realnvp, gpt, conditional ddpm: chains, completions and text run long
@@ -389,7 +396,7 @@ def test_the_long_running_runs_work_in_processes_of_their_own_at_idle_priority(s
     for worker in workers:
         if isinstance(worker, ProcessWorker):
             assert worker.process.is_alive() and worker.process.pid != os.getpid()
-            assert os.sched_getscheduler(worker.process.pid) == os.SCHED_IDLE  # the cores nothing else wants
+            assert niceness(worker.process.pid) == min(niceness(0) + 10, 19)  # the server's threads come first
 
 
 def test_a_worker_process_that_dies_is_one_line_and_the_other_runs_keep_serving():
@@ -411,8 +418,8 @@ def test_a_worker_process_that_dies_is_one_line_and_the_other_runs_keep_serving(
 def test_stopping_the_server_ends_its_worker_processes():
     thread = ServerThread(create_app([VAE, DDPM], processes=True)).start()
     processes = [worker.process for worker in thread.app.state.explorer.workers]
-    # every run in a process: the quick VAE's at normal priority, the DDPM's at idle
-    assert [os.sched_getscheduler(process.pid) for process in processes] == [os.SCHED_OTHER, os.SCHED_IDLE]
+    # every run in a process: the quick VAE's at the server's priority, the DDPM's lower
+    assert [niceness(process.pid) for process in processes] == [niceness(0), min(niceness(0) + 10, 19)]
     assert api(thread, "api/runs/0/latent", seed=1, offsets="0.5")["image"]["png"].startswith("data:image/png")
     thread.stop()
     assert not any(process.is_alive() for process in processes)

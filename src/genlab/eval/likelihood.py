@@ -193,7 +193,6 @@ def text_likelihoods(runs: Sequence) -> LikelihoodTable:
     tokenizers (nats per token x tokens per byte)."""
     from genlab.data.tokens import load_token_splits
     from genlab.eval.text import windows_bits_per_byte  # here: genlab.eval.text imports the registry, which imports us
-    from genlab.run import load_tokenizer
 
     specs = {run.info["data"]["spec"] for run in runs}
     if len(specs) > 1:
@@ -203,7 +202,7 @@ def text_likelihoods(runs: Sequence) -> LikelihoodTable:
     rows = []
     for run in runs:
         started = time.perf_counter()
-        _, test = load_token_splits(spec, load_tokenizer(run.path), run.model.context)
+        _, test = load_token_splits(spec, run.tokenizer, run.model.context)
         with eval_mode(run.model):
             bits = windows_bits_per_byte(run.model, test)
         rows.append(

@@ -248,7 +248,7 @@ def evaluate_text(
     real continuations of those prompts (the floor). The same seed gives the same numbers."""
     from genlab.data.tokenization import encode_corpus
     from genlab.data.tokens import TokenDataset
-    from genlab.run import Run, load_tokenizer
+    from genlab.run import Run
 
     started = time.perf_counter()
     run = source if isinstance(source, Run) else Run.load(source)
@@ -259,7 +259,7 @@ def evaluate_text(
         raise GenlabError(f"--n must be 2 or more continuations for a text run, got {count!r}")
     spec = run.info["data"]["spec"]
     train, test = load_text_splits(spec)
-    tokenizer = load_tokenizer(run.path)
+    tokenizer = run.tokenizer
     test_bytes, train_bytes = test.text.encode("utf-8"), train.text.encode("utf-8")
 
     windows = TokenDataset(encode_corpus(test, tokenizer), run.text_model().context, len(test_bytes), spec, tokenizer)

@@ -27,7 +27,7 @@ from genlab.models import GPTModel, build_model, make_config
 from genlab.models.common import eval_mode
 from genlab.models.gpt import explain as gpt_explain
 from genlab.models.gpt.explain import LensRow, NextToken, shown
-from genlab.run import Run, load_tokenizer
+from genlab.run import Run
 
 DEFAULT_DATA = "fortunes"
 DEFAULT_PROMPT = "The secret of life is"
@@ -155,7 +155,7 @@ def explain_text_run(
     assert isinstance(model, GPTModel)
     if data is not None and not isinstance(data, str):
         raise GenlabError(f"a text run is explained on text: --data fortunes or text:PATH, not {type(data).__name__}")
-    train, _ = load_token_splits(data or run.info["data"]["spec"], load_tokenizer(run.path), model.context)
+    train, _ = load_token_splits(data or run.info["data"]["spec"], run.tokenizer, model.context)
     epochs = run.info["epochs_completed"]
     weights = f"trained ({epochs} epoch{'s' if epochs != 1 else ''}, {run.path})"
     return _explain_text(model, train, batch_size, seed, prompt, {"weights": weights, "run": run.name})

@@ -27,7 +27,7 @@ from genlab.errors import GenlabError
 from genlab.export.folder import EXPORT_FILE, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, check_export_out, move_into_place
 from genlab.io import writing
 from genlab.models.gpt import GPTModel
-from genlab.run import Run, load_tokenizer
+from genlab.run import Run
 
 # Everything the exporter writes (save_pretrained's files and genlab's description); --overwrite replaces only these.
 EXPORT_ENTRIES = (
@@ -49,7 +49,7 @@ def export_transformers(run_path: str | Path, out_dir: str | Path, overwrite: bo
     model = run.model
     if not isinstance(model, GPTModel):
         raise GenlabError(f"--format transformers exports text runs (gpt); {run.name} is a {run.family} run")
-    tokenizer = load_tokenizer(run.path)
+    tokenizer = run.tokenizer
     with writing(out):
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = out.parent / f".{out.name}.{secrets.token_hex(6)}.tmp"

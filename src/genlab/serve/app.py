@@ -162,8 +162,13 @@ class ExplorerApp:
         client going away cancels the ticket, which stops the work at its next step."""
 
         async def events() -> AsyncIterator[str]:
-            async for event, data in worker.stream(ticket, method, *args):
-                yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
+            stream = worker.stream(ticket, method, *args)
+            try:
+                async for event, data in stream:
+                    yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
+            finally:
+                ticket.cancel()  # the client left (or the job ended): stop at the next step, or never start
+                await stream.aclose()  # the worker's own cleanup, now rather than when the generator is collected
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=SECURITY_HEADERS)
 
@@ -175,7 +180,7 @@ def error_response(message: str, status: int) -> JSONResponse:
 def create_app(run_specs: list[str], processes: bool | None = False) -> Starlette:
     """The explorer's app over the runs named (run directories or zoo:NAME), each loaded now: a run that
     cannot be loaded is a GenlabError before the server starts. `processes`: every run's work on a thread
-    (False, the default), every run's in a process of its own (True), or a process at idle priority for the runs
+    (False, the default), every run's in a process of its own (True), or a process at a lower priority for the runs
     whose views run long (None, `--workers auto`).
     `close_app(app)` stops the workers."""
     from genlab.run import Run

@@ -29,7 +29,7 @@ from genlab.models.base import (
     HasSamplerOptions,
     ShowsSamplingChain,
 )
-from genlab.run import Run, WholeCharacters, load_tokenizer
+from genlab.run import Run, WholeCharacters
 
 LATENT_DIRECTIONS = 8  # sliders in the latent view
 NEIGHBOURS = 5  # training images shown by the nearest view
@@ -423,7 +423,7 @@ class Explorer:
 
         model = self.model
         assert isinstance(model, GeneratesText)
-        tokenizer = load_tokenizer(self.run.path)
+        tokenizer = self.run.tokenizer
         ids = tokenizer.encode(prompt or DOCUMENT_SEPARATOR)
         written = WholeCharacters(tokenizer)
 

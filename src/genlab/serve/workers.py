@@ -1,7 +1,7 @@
 """Where a run's model work happens: a worker thread in the server's process, or a worker process of its own.
 
 A run whose views run long (a diffusion chain, a PixelCNN completion, generated text: `runs_long`) gets a
-process, at idle CPU priority on half the cores, so that its chain shares neither the interpreter lock nor the
+process, at a lower CPU priority on half the cores, so that its chain shares neither the interpreter lock nor the
 first call on the cores with the event loop and the quick runs' sliders. A quick run (VAE, GANs, RealNVP) keeps
 a thread: no copy of the model, no pipe between a slider and its image. Both take the same calls: an explorer
 method's name and its arguments (plain values: numbers, strings, lists, dicts), `call` for one answer, `stream`
@@ -20,7 +20,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import count
 from typing import Any
@@ -31,6 +31,7 @@ from genlab.serve.explorer import SUPERSEDED, Emit, Explorer, ImageStore, Stoppe
 
 STREAMED = ("denoise", "complete", "text")  # explorer methods that take (..., emit, ticket)
 TICKETED = ("sample",)  # explorer methods that take (..., ticket) and answer once
+BACKGROUND_NICENESS = 10  # a long run's process: the server's threads first, the chain still moving
 START_SECONDS = 120.0  # a worker process that has not loaded its run by then is a failure
 FAILED = "the server failed on this request (a bug: please report it)"
 
@@ -62,18 +63,36 @@ def perform(explorer: Explorer, method: str, args: list[Any], ticket: Ticket, em
     return function(*args)
 
 
+def failure_of(error: Exception, explorer: Explorer, method: str) -> tuple[str, str, bool]:
+    """Why a view gave no answer, in plain values that cross a pipe: (kind, one line, timed out), kind "stopped",
+    "refused" or "bug". A bug is told in full on the server's log; the client gets one line."""
+    if isinstance(error, Stopped):
+        return "stopped", str(error), error.timed_out
+    if isinstance(error, GenlabError):
+        return "refused", str(error), False
+    logging.getLogger("genlab.serve").error("the %s view of %s failed", method, explorer.run.name, exc_info=error)
+    return "bug", FAILED, False
+
+
+def error_of(kind: str, text: str, timed_out: bool) -> Exception:
+    """The exception a `failure_of` (or a gone process, kind "gone") stands for, on the server's side."""
+    if kind == "stopped":
+        return Stopped(text, timed_out)
+    if kind == "refused":
+        return GenlabError(text)
+    if kind == "gone":
+        return WorkerGone(text)
+    return RuntimeError(text)
+
+
 def perform_stream(explorer: Explorer, method: str, args: list[Any], ticket: Ticket, emit: Emit) -> None:
     """A streamed view whose every ending is an event: a stop, a refusal or a bug becomes an `error` event."""
     try:
         ticket.check()  # superseded while queued: never started
         perform(explorer, method, args, ticket, emit)
-    except Stopped as stop:
-        emit("error", {"error": str(stop), "stopped": True})
-    except GenlabError as error:
-        emit("error", {"error": str(error)})
-    except Exception:  # a bug: said to the client in one line, told in full on the server's log
-        logging.getLogger("genlab.serve").exception("the %s view of %s failed", method, explorer.run.name)
-        emit("error", {"error": FAILED})
+    except Exception as error:
+        kind, text, _ = failure_of(error, explorer, method)
+        emit("error", {"error": text, "stopped": True} if kind == "stopped" else {"error": text})
 
 
 class ThreadWorker:
@@ -98,7 +117,7 @@ class ThreadWorker:
         work.cancel()  # still queued: never starts (a running one stops at its next check)
         raise Stopped(SUPERSEDED, timed_out=False)  # answered now, not when the run's queue reaches it
 
-    async def stream(self, ticket: Ticket, method: str, *args: Any) -> AsyncIterator[Event]:
+    async def stream(self, ticket: Ticket, method: str, *args: Any) -> AsyncGenerator[Event, None]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event | None] = asyncio.Queue()
 
@@ -115,8 +134,7 @@ class ThreadWorker:
         try:
             while (item := await events.get()) is not None:
                 yield item
-        finally:
-            ticket.cancel()  # the client left (or the job ended): stop at the next step
+        finally:  # the caller cancels the ticket, which stops a running job at its next step
             future.cancel()  # still queued behind other work of this run: never start
 
     def stop(self) -> None:
@@ -136,7 +154,7 @@ class ProcessWorker:
     """
 
     def __init__(self, explorer: Explorer, spec: str, background: bool):
-        """`background`: the process runs at idle priority on half the cores (a run whose views run long)."""
+        """`background`: the process runs at a lower priority on half the cores (a run whose views run long)."""
         self.explorer = explorer  # the server's own copy: what the page is told, and the checks of a request
         context = multiprocessing.get_context("spawn")  # never fork a process whose torch has threads running
         self.connection, child_end = context.Pipe()
@@ -228,16 +246,9 @@ class ProcessWorker:
             self._forget(request_id)
         if message[0] == "done":
             return message[2]
-        _, _, kind, text, timed_out = message
-        if kind == "stopped":
-            raise Stopped(text, timed_out)
-        if kind == "refused":
-            raise GenlabError(text)
-        if kind == "gone":
-            raise WorkerGone(text)
-        raise RuntimeError(text)
+        raise error_of(*message[2:])
 
-    async def stream(self, ticket: Ticket, method: str, *args: Any) -> AsyncIterator[Event]:
+    async def stream(self, ticket: Ticket, method: str, *args: Any) -> AsyncGenerator[Event, None]:
         events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         try:
             request_id = self._start(ticket, method, args, True, events.put_nowait)
@@ -249,8 +260,7 @@ class ProcessWorker:
                 yield message[2], message[3]
             if message[0] == "error":  # the process went away mid-stream
                 yield "error", {"error": message[3]}
-        finally:
-            ticket.cancel()  # the client left (or the job ended): stop at the next step, or never start
+        finally:  # the caller cancels the ticket, which tells the process
             self._forget(request_id)
 
     def stop(self) -> None:
@@ -269,23 +279,24 @@ class ProcessWorker:
         self.connection.close()
 
 
+def run_in_background() -> None:
+    """This process at a lower CPU priority (BACKGROUND_NICENESS more) on half the cores: the server's threads win
+    a core from its chain, and the chain still moves on a machine busy with other work (beside a training job, it
+    runs at about a tenth of its speed)."""
+    import torch
+
+    # Idle scheduling (SCHED_IDLE) starved it instead: beside two busy processes on 2 cores, loading a PixelCNN took
+    # over 120 s and its completions timed out. Half the cores: a chain on all of them (spinning at OpenMP's
+    # barriers) held up the server's decode more (benchmarks/README.md, the explorer's slider).
+    with contextlib.suppress(OSError):
+        os.nice(BACKGROUND_NICENESS)
+    torch.set_num_threads(max(1, torch.get_num_threads() // 2))
+
+
 def serve_in_process(spec: str, index: int, connection: Any, background: bool) -> None:
     """A worker process's life: load the run, say ready, then run its requests one at a time until the pipe
     closes. One thread reads the pipe (so a cancel reaches a running request); the main thread computes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle; it closes the pipe
-    import torch
-
-    if background:
-        # Idle priority: the chain runs on the cores nothing else wants, and the server's threads take a core from
-        # it at once. Nice 10 was not enough: p95 of a VAE slider's burst beside a chain 157-185 ms, against
-        # 49-111 ms with this (benchmarks/README.md, the explorer's slider).
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        except (OSError, AttributeError):  # not allowed, or not Linux: the lowest niceness instead
-            with contextlib.suppress(OSError):
-                os.nice(19)
-        # Half the cores: a chain on all of them (spinning at OpenMP's barriers) held up the server's decode more.
-        torch.set_num_threads(max(1, torch.get_num_threads() // 2))
     from genlab.run import Run
 
     try:
@@ -293,6 +304,8 @@ def serve_in_process(spec: str, index: int, connection: Any, background: bool) -
     except Exception as error:  # said to the server, which refuses to start with it
         connection.send(("failed", str(error).splitlines()[0] if str(error) else type(error).__name__))
         return
+    if background:  # after loading, which then takes its share of a busy machine
+        run_in_background()
     connection.send(("ready",))
     sending = threading.Lock()
     tickets: dict[int, Ticket] = {}
@@ -344,10 +357,5 @@ def answer_of(explorer: Explorer, request_id: int, method: str, args: list[Any],
     try:
         ticket.check()  # superseded while queued: never started
         return ("done", request_id, perform(explorer, method, args, ticket))
-    except Stopped as stop:
-        return ("error", request_id, "stopped", str(stop), stop.timed_out)
-    except GenlabError as error:
-        return ("error", request_id, "refused", str(error), False)
-    except Exception:  # a bug: said to the client in one line, told in full on the server's log
-        logging.getLogger("genlab.serve").exception("the %s view of %s failed", method, explorer.run.name)
-        return ("error", request_id, "bug", FAILED, False)
+    except Exception as error:
+        return ("error", request_id, *failure_of(error, explorer, method))
