@@ -690,7 +690,7 @@ class Run:
         """
         options = check_sampler_options(self.model, options)
         batch_size = batch_size or self.model.sample_batch_size
-        self._check_size(n, batch_size)
+        self.check_size(n, batch_size)
         labels = self.model.check_labels(n, labels)
         images = torch.empty((0, *self.model.data.image_shape))
         with torch.no_grad():
@@ -782,7 +782,7 @@ class Run:
             )
         options = check_sampler_options(model, options)
         steps = options.get("steps") or model.chain_steps
-        self._check_size(n * (steps // every + 2))  # x_T, a state every `every` steps, and x_0
+        self.check_size(n * (steps // every + 2))  # x_T, a state every `every` steps, and x_0
         labels = model.check_labels(n, labels)
         with torch.no_grad():
             _, chain = model.sample_chain(n, every, generator=generator, labels=labels, **options)
@@ -796,7 +796,7 @@ class Run:
         model = self.model
         if not isinstance(model, HasLatentSpace):
             raise GenlabError(f"the {self.family} family has no latent space to interpolate in")
-        self._check_size(strips * steps)
+        self.check_size(strips * steps)
         labels = model.check_labels(strips, labels)
         with torch.no_grad():
             images = torch.cat(
@@ -829,7 +829,7 @@ class Run:
                 f"a {self.family} run cannot complete an image (it does not draw pixel by pixel); "
                 f"use a {' or '.join(completers)} run"
             )
-        self._check_size(n)
+        self.check_size(n)
         if model.conditional and labels is None:
             raise GenlabError("a conditional model completes an image of a known class: pass its label (--labels K)")
         labels = model.check_labels(n, labels)
@@ -846,10 +846,15 @@ class Run:
                 )
         return torch.cat(chunks)
 
-    def _check_size(self, n: int, batch_size: int | None = None) -> None:
-        """Refuse `n` images that would not fit in memory, before drawing any: what `genlab sample` holds is
-        the float32 images, one batch in flight, and (the default output) their PNG grid; an .npz is
-        streamed from the images and needs less."""
+    def check_size(
+        self,
+        n: int,
+        batch_size: int | None = None,
+        hint: str = "draw fewer at a time (--n), e.g. into several --format npz files",
+    ) -> None:
+        """Refuse `n` images that would not fit in memory, before drawing any, with `hint` (what to do): what
+        `genlab sample` holds is the float32 images, one batch in flight, and (the default output) their PNG
+        grid; an .npz is streamed from the images and needs less."""
         from genlab.images import grid_bytes
         from genlab.memory import check_fits
 
@@ -859,7 +864,7 @@ class Run:
         check_fits(
             floats + grid_bytes(n, data.channels, data.height, data.width),
             f"drawing {n:,} images of {data.channels}x{data.height}x{data.width}",
-            "draw fewer at a time (--n), e.g. into several --format npz files",
+            hint,
         )
 
     def __repr__(self) -> str:

@@ -146,6 +146,10 @@ def test_augmentation_is_measured_by_name_only_with_its_headline_in_the_table(mn
         (["eval", "zoo:ddpm-mnist5k-cond", "--metrics", "augmentation", "--real-sizes", "150"], "in (0, 100]"),
         (["augment", VAE_FIXTURE, "--per-class", "5", "--out", "x.npz"], "is not conditional"),
         (["augment", COND_DDPM_FIXTURE, "--per-class", "0", "--out", "x.npz"], "must be a positive integer"),
+        (["augment", COND_DDPM_FIXTURE, "--per-class", "100000000", "--out", "x.npz"],
+         "ask for fewer samples of each class (--per-class)"),
+        (["augment", COND_DDPM_FIXTURE, "--per-class", "2", "--out", "x.png"],
+         "must end in .npz (genlab augment writes an .npz of images there)"),
     ],
 )
 def test_bad_augmentation_input_is_one_line_and_exit_2(args, words, capsys, tmp_path, monkeypatch):

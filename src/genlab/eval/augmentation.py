@@ -16,6 +16,7 @@ overlap, and none where they do.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
@@ -337,8 +338,9 @@ def write_augmented(
             f"{loaded.name} is not conditional: augmenting a labelled training set needs samples of a class on "
             f"demand; train one with --conditional (genlab train {loaded.family} --conditional ...)"
         )
-    path = check_output(out, NPZ_ARRAYS, run=loaded.path)
+    path = check_output(out, dataclasses.replace(NPZ_ARRAYS, writer="genlab augment"), run=loaded.path)
     classes = model.data.num_classes
+    loaded.check_size(classes * per_class, hint="ask for fewer samples of each class (--per-class)")
     labels = torch.arange(classes).repeat_interleave(per_class)  # (classes * per_class,): class by class
     started = time.perf_counter()
     images = loaded.sample(len(labels), generator=torch.Generator().manual_seed(seed), labels=labels, **sample_options)
