@@ -403,7 +403,7 @@ def _port(text: str) -> int:
 
 
 def _add_sampler_options(parser: argparse.ArgumentParser, steps_help: str = "") -> None:
-    """--steps, --sampler, --eta, --guidance: how a diffusion run draws its images."""
+    """--steps, --sampler, --eta, --guidance: how a diffusion run draws its images; --truncation: a GAN's."""
     parser.add_argument(
         "--steps",
         type=_positive_int,
@@ -422,6 +422,12 @@ def _add_sampler_options(parser: argparse.ArgumentParser, steps_help: str = "") 
         "--guidance",
         type=float,
         help="conditional diffusion: classifier-free guidance scale (0 unconditional, 1 conditional)",
+    )
+    parser.add_argument(
+        "--truncation",
+        type=float,
+        help="GANs: z ~ N(0, truncation² I) (the truncation trick; default the run's, 1 for new runs: off; "
+        "below 1 more typical and less varied images)",
     )
 
 
@@ -748,7 +754,9 @@ def _eval(args: argparse.Namespace) -> int:
     source = args.run or args.samples
     options = _sampler_options(args)
     if options and not args.run:
-        raise GenlabError("--sampler, --steps, --eta and --guidance choose how a run draws its images: give a run")
+        raise GenlabError(
+            "--sampler, --steps, --eta, --guidance and --truncation choose how a run draws its images: give a run"
+        )
     out = args.out or (
         (zoo.local_output(args.run, "_eval") if zoo.is_zoo_spec(args.run) else args.run)
         if args.run

@@ -12,4 +12,4 @@ DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm++", "dpm++sde")
 EMA_FAMILIES = ("gan", "dcgan", "wgan-gp", "ddpm")
 # The flags of `genlab sample`/`genlab eval` that go to a family's sampler: every option any
 # family declares (`HasSamplerOptions.sampler_options`), by its keyword name.
-SAMPLER_OPTIONS = ("sampler", "steps", "eta", "guidance")
+SAMPLER_OPTIONS = ("sampler", "steps", "eta", "guidance", "truncation")

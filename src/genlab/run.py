@@ -43,7 +43,7 @@ from genlab.io import (
     save_tensors,
     writing,
 )
-from genlab.models import GenerativeModel, build_model, families_with, stored_config
+from genlab.models import GenerativeModel, build_model, families_with, model_class, stored_config
 from genlab.models.base import (
     CanComplete,
     GeneratesText,
@@ -584,10 +584,14 @@ def check_sampler_options(model: GenerativeModel, options: dict[str, Any]) -> di
     if isinstance(model, HasSamplerOptions):
         return model.check_sampler_options(options)
     if options:
-        takers = families_with(HasSamplerOptions)
+        takers = [
+            name
+            for name in families_with(HasSamplerOptions)
+            if any(option.name in options for option in getattr(model_class(name), "sampler_options", ()))
+        ]
         raise GenlabError(
             f"the {model.family} family samples without {flag_list(list(options))}; "
-            f"only {', '.join(takers)} models take sampler options"
+            f"only {', '.join(takers) or 'other'} models take {'it' if len(options) == 1 else 'them'}"
         )
     return {}
 

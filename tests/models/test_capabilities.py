@@ -35,9 +35,9 @@ CAPABILITIES = (
 )
 DECLARED = {
     "vae": {HasLikelihood, HasLatentSpace, HasEncoder, CanReconstruct},
-    "gan": {HasLatentSpace},
-    "dcgan": {HasLatentSpace},
-    "wgan-gp": {HasLatentSpace},
+    "gan": {HasLatentSpace, HasSamplerOptions},
+    "dcgan": {HasLatentSpace, HasSamplerOptions},
+    "wgan-gp": {HasLatentSpace, HasSamplerOptions},
     "ddpm": {HasLikelihood, HasLatentSpace, HasSamplerOptions, ShowsSamplingChain},
     "pixelcnn": {HasLikelihood, CanComplete},
     "realnvp": {HasLikelihood, HasLatentSpace, HasEncoder},
@@ -61,7 +61,7 @@ def test_a_run_that_cannot_complete_names_the_families_that_can():
 
 
 def test_sampler_options_go_only_to_families_that_declare_them():
-    with pytest.raises(GenlabError, match="vae family samples without --steps; only ddpm models take"):
+    with pytest.raises(GenlabError, match="vae family samples without --steps; only ddpm models take it"):
         Run.load(FIXTURES / "vae").sample(2, steps=3)
     with pytest.raises(GenlabError, match="--eta must be from 0 to 1"):
         Run.load(FIXTURES / "ddpm").sample(2, eta=2.0)

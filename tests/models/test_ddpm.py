@@ -221,7 +221,7 @@ def test_sampling_options_from_the_command_line(tmp_path, capsys):
     vae = tmp_path / "vae"
     assert main(["train", "vae", "--data", "digits", "--epochs", "1", "--quiet", "--out", str(vae)]) == 0
     assert main(["sample", str(vae), "--sampler", "ddim"]) == 2
-    assert "the vae family samples without --sampler; only ddpm models take" in capsys.readouterr().err
+    assert "the vae family samples without --sampler; only ddpm models take it" in capsys.readouterr().err
 
 
 def test_eval_draws_with_the_sampler_options_it_is_given(tmp_path, capsys):

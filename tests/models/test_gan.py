@@ -477,3 +477,46 @@ def test_discriminator_dropout_is_the_mlp_default_and_keeps_older_layouts():
     assert sum(isinstance(m, torch.nn.Dropout) for m in conv.discriminator.modules()) == 2  # one per conv stage
     with pytest.raises(GenlabError, match="dropout"):
         build_model("gan", MNIST, dropout=1.0)
+
+
+def test_truncation_narrows_the_sampling_prior_only_and_is_a_sampler_option(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = build_model("dcgan", MNIST, channels=8, latent_dim=8, ema=0.0)
+    assert model.config.truncation == 1.0 and [o.name for o in model.sampler_options] == ["truncation"]
+    z = model.sample_latent(6, torch.Generator().manual_seed(3))
+    assert torch.equal(model.sample(6, torch.Generator().manual_seed(3)), model.decode(z))  # 1: the plain prior
+    narrowed = model.sample(6, torch.Generator().manual_seed(3), truncation=0.5)
+    assert torch.allclose(narrowed, model.decode(0.5 * z), atol=1e-6)
+    truncated = build_model("dcgan", MNIST, channels=8, latent_dim=8, ema=0.0, truncation=0.5)
+    truncated.load_state_dict(model.state_dict())
+    assert torch.allclose(truncated.sample_latent(6, torch.Generator().manual_seed(3)), 0.5 * z)  # the run's default
+    assert torch.allclose(truncated.sample(6, torch.Generator().manual_seed(3)), narrowed, atol=1e-6)
+    # training draws z ~ N(0, I) whatever the truncation: the same seed, the same step, the same weights
+    batch = (torch.rand(8, 1, 28, 28), None)
+    for candidate in (model, truncated):
+        torch.manual_seed(1)
+        candidate.training_step(batch, candidate.configure_optimizers())
+    for a, b in zip(model.generator.parameters(), truncated.generator.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(GenlabError, match="truncation must be a number >= 0"):
+        build_model("gan", MNIST, truncation=-0.1)
+    with pytest.raises(GenlabError, match="--steps is not an option of this sampler; it takes --truncation"):
+        model.check_sampler_options({"steps": 3})
+
+
+def test_genlab_sample_and_eval_take_truncation_for_a_gan_run_and_refuse_it_elsewhere(tmp_path, capsys):
+    from pathlib import Path
+
+    import numpy as np
+
+    from genlab.cli import main
+
+    fixtures = Path(__file__).parents[1] / "fixtures" / "runs"
+    out = tmp_path / "narrow.npz"
+    assert main(["sample", str(fixtures / "gan"), "--n", "5", "--seed", "2", "--truncation", "0.6", "--out", str(out)]) == 0
+    run = genlab.load(fixtures / "gan")
+    expected = run.model.sample(5, torch.Generator().manual_seed(2), truncation=0.6)
+    assert np.allclose(np.load(out)["images"], expected.numpy(), atol=1e-6)
+    capsys.readouterr()
+    assert main(["sample", str(fixtures / "vae"), "--truncation", "0.6", "--out", str(tmp_path / "v.png")]) == 2
+    assert "the vae family samples without --truncation; only gan, dcgan, wgan-gp models take it" in capsys.readouterr().err

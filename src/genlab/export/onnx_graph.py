@@ -208,7 +208,8 @@ def _gan(model: Any) -> Exportable:
         [GraphInput("z", (latent,), torch.float32, "latent z ~ N(0, I)"), *_labels_input(model)],
         _images_output(model, "the generator's images (tanh)", TANH_PIXELS),
         {
-            "noise": {"input": "z", "shape": [latent], "distribution": "normal", "std": 1.0},
+            # std: the run's truncation (z ~ N(0, truncation² I)), as its `sample` draws
+            "noise": {"input": "z", "shape": [latent], "distribution": "normal", "std": model.config.truncation},
             "network": "ema_generator" if model.ema_generator is not None else "generator",
         },
     )

@@ -44,6 +44,11 @@ class GANConfig:
     # 0.3 for the MLP GAN (mnist-5k, 325 epochs: FID 26.2 and falling, against 36 at best without, which rose
     # again past 275 epochs); 0 for the convolutional variants (not measured there).
     dropout: float = 0.3
+    # Sampling only (training draws z ~ N(0, I) whatever this is): z ~ N(0, truncation² I), the truncation trick
+    # in StyleGAN's form (Karras et al. 2019, psi, about a mean latent of 0). Below 1, samples more typical of
+    # their class and less varied: the conditional DCGAN on fashion-mnist (29 epochs, 1,000 samples) labelled
+    # 93.5% right at 1 (FID 50.6), 97.0% at 0.8 (FID 54.7), 98.9% at 0.6 (FID 66.1). 1: off.
+    truncation: float = 1.0
 
     def __post_init__(self) -> None:
         title = self.title
@@ -62,6 +67,7 @@ class GANConfig:
             raise GenlabError(f"condition_ramp must be two steps 0 <= start <= end, got {self.condition_ramp!r}")
         self.condition_ramp = (ramp[0], ramp[1])
         check_number(title, "dropout", self.dropout, 0.0, below=1.0, what="in [0, 1) (0: off)")
+        check_number(title, "truncation", self.truncation, 0.0, what="a number >= 0 (1: off; 0.7 is typical)")
         self.augment = tuple(self.augment)  # a list when read back from run.json
         for name in self.augment:
             check_choice(title, "augment", name, AUGMENTATIONS)

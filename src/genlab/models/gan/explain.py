@@ -64,7 +64,7 @@ def pipeline_stages(
                 f"{format_number(model.discriminator.condition_weight)} = {format_number(weighted)}",
             )
         )
-    z = model.sample_latent(len(x), generator)  # (B, latent)
+    z = model.randn(len(x), model.config.latent_dim, generator=generator)  # (B, latent): training's noise
     stages.append(
         Stage.measured(
             "sample noise",
@@ -108,7 +108,7 @@ def pipeline_stages(
     stages.append(
         Stage.measured(
             "sample noise",
-            "z ~ N(0, I), one vector per image",
+            f"{sampling_noise(model)}, one vector per image",
             None,
             prior,
             f"z[0, :3] = {format_values(prior[0, :3])}",
@@ -238,17 +238,23 @@ def critic_losses(
     )
 
 
+def sampling_noise(model: GAN) -> str:
+    """How `sample` draws z, in words: the prior, or the prior narrowed by the run's truncation."""
+    psi = model.config.truncation
+    return "z ~ N(0, I)" if psi == 1 else f"z ~ N(0, {psi:g}² I) (truncation {psi:g}: more typical, less varied)"
+
+
 def prediction_pass(
     model: GAN, x: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator
 ) -> PredictionPass:
-    """The sampling generator's layers on z ~ N(0, I), for a batch of len(x)."""
+    """The sampling generator's layers on the sampling noise (z ~ N(0, truncation² I)), for a batch of len(x)."""
     z = model.sample_latent(len(x), generator)  # (B, latent)
     sampling_labels = model.check_labels(len(x), None)
     name = "EMA generator" if model.ema_generator is not None else "generator"
     return PredictionPass(
         name,
         model.sampler(),
-        "noise z ~ N(0, I)",
+        f"noise {sampling_noise(model)}",
         z,
         lambda: model.decode(z, sampling_labels),
         "image = (tanh output + 1) / 2",

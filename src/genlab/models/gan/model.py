@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.data.transforms import from_symmetric, to_symmetric
-from genlab.models.base import Batch, DataSpec, GenerativeModel, HasLatentSpace
+from genlab.models.base import Batch, DataSpec, GenerativeModel, HasLatentSpace, HasSamplerOptions, SamplerOption
 from genlab.models.common import ema_copy, eval_mode, update_ema
 from genlab.models.gan import explain
 from genlab.models.gan.augment import augment
@@ -37,7 +37,7 @@ from genlab.models.gan.networks import (
 )
 
 
-class GAN(GenerativeModel, HasLatentSpace):
+class GAN(GenerativeModel, HasLatentSpace, HasSamplerOptions):
     """The classic MLP GAN with the non-saturating loss; the base of DCGAN and WGAN-GP."""
 
     family = "gan"
@@ -52,6 +52,17 @@ class GAN(GenerativeModel, HasLatentSpace):
     )  # fmt: skip
     monitor = "g_loss"
     absent_in_older_runs = {"dropout": 0.0}  # runs written before D had dropout
+    # What `sample` takes beyond n, generator and labels; each run's default is its config field.
+    sampler_options = (
+        SamplerOption(
+            "truncation",
+            float,
+            "GANs: z ~ N(0, truncation² I) when sampling (the truncation trick; 1: off, below 1 more typical and "
+            "less varied images)",
+            config_field="truncation",
+            minimum=0.0,
+        ),
+    )
     observer = "contest"  # the GAN rules of genlab.explain.observations
     judge: ClassVar[str] = "discriminator"  # what `genlab explain` calls the network that scores images
     # The contest's loss: "non-saturating" (D's score is a logit of "real") or "wasserstein" (a critic's
@@ -246,7 +257,24 @@ class GAN(GenerativeModel, HasLatentSpace):
     def sample_latent(
         self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return self.randn(n, self.config.latent_dim, generator=generator)  # (n, latent)
+        return self.truncated_latent(n, generator, self.config.truncation)
+
+    def truncated_latent(self, n: int, generator: torch.Generator | None, truncation: float) -> torch.Tensor:
+        """n latents (n, latent) ~ N(0, truncation² I): the prior, narrowed below 1 (the truncation trick)."""
+        z = self.randn(n, self.config.latent_dim, generator=generator)
+        return z if truncation == 1 else z * truncation
+
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        truncation: float | None = None,
+    ) -> torch.Tensor:
+        """n images (n, C, H, W) in [0, 1] from z ~ N(0, truncation² I) (default the run's `truncation`)."""
+        labels = self.check_labels(n, labels)
+        psi = self.config.truncation if truncation is None else float(truncation)
+        return self.decode(self.truncated_latent(n, generator, psi), labels)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
