@@ -57,6 +57,9 @@ class Recipe:
     settings: dict[str, Any] = field(default_factory=dict)  # model config fields (genlab train --set)
     seed: int = 0
     weaknesses: str = ""  # the card's "known weaknesses", from looking at the samples and numbers
+    # Config fields that only change how the packaged model samples (a GAN's truncation), set in its run.json at
+    # packaging: the trained weights are the same whatever they are.
+    sampling: dict[str, Any] = field(default_factory=dict)
 
 
 # The budgets: the families' defaults where those are the best measured in minutes (benchmarks/README.md, time to
@@ -119,10 +122,14 @@ RECIPES = {
         weaknesses="Guidance 2 trades variety for class fidelity (`--guidance 1` draws more varied garments, less "
         "surely of the asked-for class); fine textures are smoothed over.",
     ),
+    # Truncation 0.8: at 1 it labelled 93.5% of its samples right (29 epochs, 1,000 samples; the real test images
+    # score 93.1%), at 0.8 97.0%, for 4 points of FID.
     "dcgan-fashion-cond": Recipe(
-        "dcgan", "fashion-mnist", "Conditional DCGAN: BatchNorm D with an auxiliary classifier, 48 epochs",
-        epochs=48, settings={"conditional": True},
-        weaknesses="Less varied within a class than real garments; textures are coarse; no likelihood.",
+        "dcgan", "fashion-mnist", "Conditional DCGAN: BatchNorm D with an auxiliary classifier, 48 epochs, "
+        "truncation 0.8",
+        epochs=48, settings={"conditional": True}, sampling={"truncation": 0.8},
+        weaknesses="Less varied within a class than real garments (truncation 0.8 narrows it further: "
+        "`--truncation 1` draws more varied ones, less surely of their class); textures are coarse; no likelihood.",
     ),
     "pixelcnn-mnist5k": Recipe(
         "pixelcnn", "mnist-5k", "Gated PixelCNN, 15 epochs",
@@ -173,6 +180,10 @@ def package(name: str, recipe: Recipe, run_dir: Path, threads: int, samples: int
     (staging / SAMPLES_DIR).mkdir(parents=True)
     for file in (RUN_FILE, HISTORY_FILE):
         shutil.copyfile(run_dir / file, staging / file)
+    if recipe.sampling:
+        info = read_json(staging / RUN_FILE, "the run's run.json")
+        info["model"]["config"].update(recipe.sampling)
+        atomic_write_json(staging / RUN_FILE, info)
     save_half_precision_model(staging, run_dir)
     grids = sorted((run_dir / SAMPLES_DIR).glob("epoch_*.png"))
     if grids:
@@ -215,6 +226,8 @@ def model_card(name, recipe, info, measured, train_seconds, eval_seconds, thread
         if isinstance(value, (int, float))
     )  # fmt: skip
     settings = ", ".join(f"{k}={v}" for k, v in recipe.settings.items()) or "the family's defaults"
+    if recipe.sampling:
+        settings += "; sampling with " + ", ".join(f"{k}={v}" for k, v in recipe.sampling.items())
     return f"""# zoo:{name}
 
 {recipe.summary}.

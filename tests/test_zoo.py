@@ -60,6 +60,16 @@ def test_the_script_packages_a_checked_run_without_optimizer_state(packaged):
     assert {"fid", "precision", "recall"} <= set(metrics["metrics"]) <= set(metrics["floor"]) | {"label_accuracy"}
 
 
+def test_a_recipes_sampling_settings_go_into_the_packaged_run_only(packaged):
+    script = load_script()
+    recipe = script.Recipe("vae", "mnist-5k", "a test VAE", epochs=1, settings=SMALL, sampling={"iw_samples": 7})
+    script.package("tiny-vae-measured", recipe, packaged, threads=1, samples=300)
+    shipped = zoo.ZOO_DIR / "tiny-vae-measured"
+    assert json.loads((shipped / "run.json").read_text())["model"]["config"]["iw_samples"] == 7
+    assert json.loads((packaged / "run.json").read_text())["model"]["config"]["iw_samples"] == 100  # untouched
+    assert "sampling with iw_samples=7" in (shipped / "card.md").read_text()
+
+
 def test_half_precision_weights_load_as_float32_and_sample_like_the_original(packaged):
     shipped = genlab.load("zoo:tiny-vae")
     original = Run.load(packaged)
