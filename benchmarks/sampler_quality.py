@@ -320,10 +320,11 @@ def main(argv=None) -> int:
         print(f"[{time.perf_counter() - began:6.0f} s] {text}", file=sys.stderr, flush=True)
 
     log(machine_line())
-    missing = diffusers_missing() if any(s.side == "diffusers" for s in settings) else None
+    wants_diffusers = any(s.side == "diffusers" for s in settings)
+    missing = diffusers_missing() if wants_diffusers else None
     if missing:
         log(f"skipping the diffusers rows: {missing}")
-    else:
+    elif wants_diffusers:
         import diffusers
 
         log(f"diffusers {diffusers.__version__}")
