@@ -160,6 +160,27 @@ def test_gradient_penalty_of_a_linear_critic_is_exact():
                             torch.rand(5, 1, 1, 1)).item() == pytest.approx(0.0, abs=1e-10)
 
 
+def test_r1_of_a_linear_discriminator_is_its_squared_weight_norm_and_trains_d():
+    from genlab.models.gan.losses import r1_penalty
+
+    weight = torch.randn(1, 2, 3, 3)
+    real = torch.rand(5, 2, 3, 3).requires_grad_(True)
+    logits = (real * weight).flatten(1).sum(1)  # D(x) = <w, x>: its gradient is w for every image
+    assert r1_penalty(real, logits).item() == pytest.approx(weight.pow(2).sum().item(), rel=1e-5)
+    torch.manual_seed(0)
+    model = build_model("dcgan", MNIST, channels=8, latent_dim=8, ema=0.0, r1=10.0, d_lr=4e-4, lr=1e-4)
+    optimizers = model.configure_optimizers()
+    assert optimizers["discriminator"].param_groups[0]["lr"] == 4e-4 and optimizers["generator"].param_groups[0]["lr"] == 1e-4
+    stats = model.training_step((torch.rand(8, 1, 28, 28), None), optimizers)
+    assert stats["r1_penalty"] > 0 and math.isfinite(stats["d_loss"])
+    plain = build_model("dcgan", MNIST, channels=8, latent_dim=8, ema=0.0)
+    assert "r1_penalty" not in plain.training_step((torch.rand(8, 1, 28, 28), None), plain.configure_optimizers())
+    with pytest.raises(GenlabError, match="r1 is for gan and dcgan"):
+        build_model("wgan-gp", MNIST, r1=1.0)
+    with pytest.raises(GenlabError, match="d_lr must be a positive number"):
+        build_model("gan", MNIST, d_lr=0.0)
+
+
 def test_projection_discriminator_adds_the_label_inner_product():
     spec = DataSpec(1, 8, 8, 3, ("a", "b", "c"))
     torch.manual_seed(0)

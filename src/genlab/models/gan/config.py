@@ -22,7 +22,8 @@ class GANConfig:
     latent_dim: int = 100  # z ~ N(0, I) of this size
     conditional: bool = False  # class-conditional G and D
     conditioning: str = "projection"  # how D sees the label: "projection" or "concat"
-    lr: float = 2e-4  # Adam step of both networks
+    lr: float = 2e-4  # Adam step of both networks (of G alone when d_lr is given)
+    d_lr: float | None = None  # Adam step of D (the two time-scale rule, Heusel et al. 2017); None: lr
     beta1: float = 0.5  # Adam betas (0.5, 0.999), as DCGAN
     beta2: float = 0.999
     # Decay of an exponential moving average of G's weights, sampled from (0: none). On by default: the MLP GAN
@@ -49,6 +50,9 @@ class GANConfig:
     # their class and less varied: the conditional DCGAN on fashion-mnist (29 epochs, 1,000 samples) labelled
     # 93.5% right at 1 (FID 50.6), 97.0% at 0.8 (FID 54.7), 98.9% at 0.6 (FID 66.1). 1: off.
     truncation: float = 1.0
+    # Weight gamma of the R1 penalty, gamma / 2 * E||grad D(x_real)||^2, added to D's loss (Mescheder et al. 2018);
+    # 0: off. Not for WGAN-GP, whose critic has its gradient penalty.
+    r1: float = 0.0
 
     def __post_init__(self) -> None:
         title = self.title
@@ -56,6 +60,9 @@ class GANConfig:
         check_int(title, "latent_dim", self.latent_dim)
         check_bool(title, "conditional", self.conditional)
         check_number(title, "lr", self.lr, above=0, what="a positive number")
+        if self.d_lr is not None:
+            check_number(title, "d_lr", self.d_lr, above=0, what="a positive number (or None: lr)")
+        check_number(title, "r1", self.r1, 0.0, what="a number >= 0 (0: off)")
         for name, value in (("beta1", self.beta1), ("beta2", self.beta2)):
             check_number(title, name, value, 0.0, below=1.0, what="in [0, 1)")
         check_number(title, "ema", self.ema, 0.0, below=1.0, what="in [0, 1) (0: off; 0.999 is typical)")
@@ -116,4 +123,6 @@ class WGANGPConfig(DCGANConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_int(self.title, "n_critic", self.n_critic)
+        if self.r1:
+            raise GenlabError("WGAN-GP's critic has its gradient penalty (gp_weight): r1 is for gan and dcgan")
         check_number(self.title, "gp_weight", self.gp_weight, 0.0)

@@ -51,6 +51,15 @@ def gradient_penalty(
     return (gradient.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
+def r1_penalty(real: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
+    """E[||grad_x D(x)||_2^2] on real images x (Mescheder et al. 2018, R1), the graph kept so it trains D.
+
+    `real` must have required grad when D scored it into `real_logits` (B,).
+    """
+    (gradient,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)  # (B, C, H, W)
+    return gradient.flatten(1).pow(2).sum(dim=1).mean()
+
+
 def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """1 / (|G(z1, y) - G(z2, y)| / |z1 - z2|) over the pairs (i, half + i) (Mao et al. 2019, MSGAN).
 

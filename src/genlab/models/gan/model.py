@@ -22,6 +22,7 @@ from genlab.models.gan.losses import (
     mode_seeking_loss,
     nonsaturating_discriminator_loss,
     nonsaturating_generator_loss,
+    r1_penalty,
     wasserstein_estimate,
     wasserstein_generator_loss,
 )
@@ -102,7 +103,7 @@ class GAN(GenerativeModel, HasLatentSpace, HasSamplerOptions):
         betas = (self.config.beta1, self.config.beta2)
         return {
             "generator": self.adam(self.generator.parameters(), self.config.lr, betas),
-            "discriminator": self.adam(self.discriminator.parameters(), self.config.lr, betas),
+            "discriminator": self.adam(self.discriminator.parameters(), self.config.d_lr or self.config.lr, betas),
         }
 
     # ---------------------------------------------------------------- training
@@ -163,14 +164,20 @@ class GAN(GenerativeModel, HasLatentSpace, HasSamplerOptions):
         """Non-saturating loss: BCE(D(real), 1) + BCE(D(fake), 0)."""
         fake_labels = labels if fake_labels is None else fake_labels
         real, fake = self.judged(real), self.judged(fake)
+        if self.config.r1:
+            real = real.detach().requires_grad_(True)  # R1 differentiates D's score with respect to its input
         # Real and fake in separate passes: D's BatchNorm then sees the same all-fake batches here
         # as in G's step, so both steps judge fakes alike (as the DCGAN reference code does).
         real_logits, real_classes = self.discriminator.score_and_classify(real, labels)
         fake_logits = self.discriminator(fake, fake_labels)
         loss = self.discriminator_loss(real_logits, fake_logits)
-        class_stats = {}
+        more_stats = {}
+        if self.config.r1:
+            penalty = r1_penalty(real, real_logits)
+            loss = loss + self.config.r1 / 2 * penalty
+            more_stats["r1_penalty"] = penalty.item()
         if real_classes is not None and labels is not None:
-            class_loss, class_stats["d_class_loss"] = self.auxiliary_class_loss(real_classes, labels)
+            class_loss, more_stats["d_class_loss"] = self.auxiliary_class_loss(real_classes, labels)
             loss = loss + class_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -186,7 +193,7 @@ class GAN(GenerativeModel, HasLatentSpace, HasSamplerOptions):
             "d_real": d_real.item(),
             "d_fake": d_fake.item(),
             "d_grad_norm": grad_norm,
-            **class_stats,
+            **more_stats,
         }
 
     def judged(self, images: torch.Tensor) -> torch.Tensor:
