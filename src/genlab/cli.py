@@ -381,11 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         choices=("threads", "auto", "processes"),
-        default="threads",
-        help="where each run's model work happens: threads (default) keeps every run on a thread of the server's "
-        "process (one copy of each model; the quickest sliders on 2 cores); auto gives a process of its own, at idle "
-        "priority, to each run whose views run long (diffusion chains, PixelCNN completions, text), so that a crash "
-        "or the memory of one cannot take the server down; processes gives every run one",
+        default="auto",
+        help="where each run's model work happens: auto (default) gives a process of its own, at a lower priority on "
+        "half the cores, to each run whose views run long (diffusion chains, PixelCNN completions, text), so that "
+        "its chain holds up no slider and a crash or its memory cannot take the server down, and a thread to the "
+        "others; threads keeps every run on a thread of the server's process (one copy of each model, less "
+        "memory); processes gives every run a process",
     )
     serve.set_defaults(handler=_serve)
     return parser
