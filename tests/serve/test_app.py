@@ -342,8 +342,15 @@ def test_serve_refuses_a_missing_run_and_a_busy_port_in_one_line(tmp_path, capsy
     assert error.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in error
 
 
+def spawned_workers(pid: int) -> list[int]:
+    """The multiprocessing workers (spawned interpreters) among process `pid`'s children, from /proc."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
 def test_genlab_serve_prints_its_address_serves_and_stops_cleanly_on_ctrl_c():
-    command = [sys.executable, "-X", "faulthandler", "-m", "genlab", "serve", VAE, "--port", "0"]
+    # The default layout (--workers auto): the DDPM's work in a process of its own, which Ctrl-C ends too
+    command = [sys.executable, "-X", "faulthandler", "-m", "genlab", "serve", VAE, DDPM, "--port", "0"]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
     try:
@@ -351,7 +358,9 @@ def test_genlab_serve_prints_its_address_serves_and_stops_cleanly_on_ctrl_c():
         assert "http://127.0.0.1:" in line, line + process.stderr.read()
         url = line.split()[line.split().index("at") + 1]
         with urllib.request.urlopen(url + "api/runs", timeout=30) as reply:
-            assert json.loads(reply.read())["runs"][0]["family"] == "vae"
+            assert [run["family"] for run in json.loads(reply.read())["runs"]] == ["vae", "ddpm"]
+        workers = spawned_workers(process.pid)
+        assert len(workers) == 1  # the DDPM's; the VAE keeps a thread
         process.send_signal(signal.SIGINT)
         try:
             out, err = process.communicate(timeout=90)  # a loaded machine: the server, then its worker, must end
@@ -362,6 +371,7 @@ def test_genlab_serve_prints_its_address_serves_and_stops_cleanly_on_ctrl_c():
     finally:
         process.kill()
     assert process.returncode == 0 and "stopped" in out and "Traceback" not in err
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
 def test_the_tickets_remembered_for_cancelling_stay_bounded_whatever_client_ids_come(monkeypatch):
