@@ -49,6 +49,7 @@ from genlab.models.base import (
     GeneratesText,
     HasLatentSpace,
     HasSamplerOptions,
+    SamplerOption,
     ShowsSamplingChain,
     flag_list,
     spec_from_dict,
@@ -578,6 +579,15 @@ def truncate_history(path: str | Path, epochs: int) -> None:
 # ---------------------------------------------------------------- the loaded run
 
 
+def sampler_options_of(family: type[GenerativeModel]) -> tuple[SamplerOption, ...]:
+    """The sampler options a family declares (its class attribute), none for a family that declares none."""
+    if not issubclass(family, HasSamplerOptions):
+        return ()
+    declared = family.sampler_options
+    assert isinstance(declared, tuple)  # set on the class; the base declares it as an abstract property
+    return declared
+
+
 def check_sampler_options(model: GenerativeModel, options: dict[str, Any]) -> dict[str, Any]:
     """The sampler options (e.g. --sampler, --guidance) as the family declares them; a family that declares
     none refuses any, naming the families that take them."""
@@ -587,7 +597,7 @@ def check_sampler_options(model: GenerativeModel, options: dict[str, Any]) -> di
         takers = [
             name
             for name in families_with(HasSamplerOptions)
-            if any(option.name in options for option in getattr(model_class(name), "sampler_options", ()))
+            if any(option.name in options for option in sampler_options_of(model_class(name)))
         ]
         raise GenlabError(
             f"the {model.family} family samples without {flag_list(list(options))}; "
