@@ -314,6 +314,15 @@ def test_explain_says_when_d_is_spectrally_normalised(mnist):
         explanation = explain_model(family, mnist, seed=0, model_config={**TINY[family], **settings})
         return next(s for s in explanation.stages if s.name.endswith("on real")).what
 
-    assert "spectrally normalised" in d_stage("dcgan")  # the default
-    assert "spectrally normalised" not in d_stage("dcgan", spectral_norm=False)
+    assert "spectrally normalised" in d_stage("dcgan", spectral_norm=True)
+    assert "spectrally normalised" not in d_stage("dcgan")  # the default: BatchNorm, with R1
     assert "spectrally normalised" not in d_stage("gan")
+
+
+def test_explain_names_the_r1_penalty_in_ds_loss(mnist):
+    def losses(family, **settings):
+        explanation = explain_model(family, mnist, seed=0, model_config={**TINY[family], **settings})
+        return next(s for s in explanation.stages if s.name == "losses").example
+
+    assert "R1 1.00/2 x 4 x E||grad D(real)||^2 every 4th D step" in losses("dcgan")  # the default
+    assert "R1" not in losses("dcgan", r1=0.0) and "R1" not in losses("gan")

@@ -168,10 +168,12 @@ def test_r1_of_a_linear_discriminator_is_its_squared_weight_norm_and_trains_d():
     logits = (real * weight).flatten(1).sum(1)  # D(x) = <w, x>: its gradient is w for every image
     assert r1_penalty(real, logits).item() == pytest.approx(weight.pow(2).sum().item(), rel=1e-5)
     torch.manual_seed(0)
-    model = build_model("dcgan", MNIST, channels=8, latent_dim=8, ema=0.0, r1=10.0, d_lr=4e-4, lr=1e-4)
+    model = build_model("dcgan", MNIST, channels=8, latent_dim=8, ema=0.0, r1=10.0, r1_every=2, d_lr=4e-4, lr=1e-4)
     optimizers = model.configure_optimizers()
     assert optimizers["discriminator"].param_groups[0]["lr"] == 4e-4 and optimizers["generator"].param_groups[0]["lr"] == 1e-4
-    stats = model.training_step((torch.rand(8, 1, 28, 28), None), optimizers)
+    batch = (torch.rand(8, 1, 28, 28), None)
+    assert "r1_penalty" not in model.training_step(batch, optimizers)  # lazy: every second D step
+    stats = model.training_step(batch, optimizers)
     assert stats["r1_penalty"] > 0 and math.isfinite(stats["d_loss"])
     plain = build_model("dcgan", MNIST, channels=8, latent_dim=8, ema=0.0)
     assert "r1_penalty" not in plain.training_step((torch.rand(8, 1, 28, 28), None), plain.configure_optimizers())
@@ -325,21 +327,27 @@ def test_dcgan_starts_from_the_papers_initialisation():
     assert scales.mean().item() == pytest.approx(1.0, abs=0.01) and 0.01 < scales.std().item() < 0.03
 
 
-def test_dcgan_normalises_d_spectrally_by_default_unless_conditional_and_wgan_gp_does_not():
+def test_dcgan_keeps_batchnorm_in_d_with_r1_when_unconditional_and_wgan_gp_has_neither():
     from torch.nn.utils import parametrize
 
     dcgan, wgan = build_model("dcgan", MNIST), build_model("wgan-gp", MNIST)
-    d_layers = [m for m in dcgan.discriminator.features if isinstance(m, nn.Conv2d)]
-    assert d_layers and all(parametrize.is_parametrized(m, "weight") for m in d_layers)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in dcgan.discriminator.modules())
-    assert not any(parametrize.is_parametrized(m) for m in wgan.discriminator.modules())
-    # a conditional DCGAN's D keeps the paper's BatchNorm (its auxiliary classifier learns the classes there)
+    assert dcgan.config.spectral_norm is False and dcgan.config.r1 == 1.0 and dcgan.config.r1_every == 4
+    assert not any(parametrize.is_parametrized(m) for m in dcgan.discriminator.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in dcgan.discriminator.modules())
+    assert not any(parametrize.is_parametrized(m) for m in wgan.discriminator.modules()) and wgan.config.r1 == 0.0
+    # a conditional DCGAN's D keeps BatchNorm without R1 (its auxiliary classifier learns the classes there)
     conditional = build_model("dcgan", MNIST, conditional=True)
-    assert conditional.config.spectral_norm is False
-    assert not any(parametrize.is_parametrized(m) for m in conditional.discriminator.modules())
+    assert conditional.config.spectral_norm is False and conditional.config.r1 == 0.0
     assert any(isinstance(m, nn.BatchNorm2d) for m in conditional.discriminator.modules())
-    assert build_model("dcgan", MNIST, conditional=True, spectral_norm=True).config.spectral_norm is True  # --set
+    spectral = build_model("dcgan", MNIST, spectral_norm=True, r1=0.0)  # --set: the default before R1
+    d_layers = [m for m in spectral.discriminator.features if isinstance(m, nn.Conv2d)]
+    assert d_layers and all(parametrize.is_parametrized(m, "weight") for m in d_layers)
     assert build_model("wgan-gp", MNIST, conditional=True).config.spectral_norm is False
+    # a run.json written before R1 and spectral normalisation rebuilds as it was trained
+    from genlab.models import stored_config
+
+    older = stored_config("dcgan", {"latent_dim": 100, "channels": 32})
+    assert older.r1 == 0.0 and older.spectral_norm is False
 
 
 def test_ema_follows_the_generator_with_warm_up_and_is_sampled_from():

@@ -204,9 +204,20 @@ def contest_losses(
         d_loss,
         g_loss,
         (
-            f"D loss {format_number(d_loss)} = BCE(D(real), 1) + BCE(D(fake), 0); "
+            f"D loss {format_number(d_loss)} = BCE(D(real), 1) + BCE(D(fake), 0){r1_note(model)}; "
             f"G loss {format_number(g_loss)} = BCE(D(G(z)), 1) (non-saturating)"
         ),
+    )
+
+
+def r1_note(model: GAN) -> str:
+    """The R1 term of D's loss in words, when the model has one (on real images, every r1_every-th D step)."""
+    config = model.config
+    if not config.r1:
+        return ""
+    return (
+        f", plus R1 {format_number(config.r1)}/2 x {config.r1_every} x E||grad D(real)||^2 every "
+        f"{config.r1_every}th D step (lazy: not in this number)"
     )
 
 
