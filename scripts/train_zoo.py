@@ -81,8 +81,7 @@ RECIPES = {
         weaknesses="An MLP generator: strokes are sometimes broken or speckled; no likelihood.",
     ),
     "dcgan-mnist5k": Recipe(
-        "dcgan", "mnist-5k", "DCGAN with a spectrally normalised D, 400 epochs",
-        epochs=400,
+        "dcgan", "mnist-5k", "DCGAN at its defaults: BatchNorm D with lazy R1, 240 epochs",
         weaknesses="Some digits are malformed; no likelihood.",
     ),
     "dcgan-mnist5k-cond": Recipe(
