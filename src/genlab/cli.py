@@ -755,9 +755,9 @@ def _eval(args: argparse.Namespace) -> int:
     source = args.run or args.samples
     options = _sampler_options(args)
     if options and not args.run:
-        raise GenlabError(
-            "--sampler, --steps, --eta, --guidance and --truncation choose how a run draws its images: give a run"
-        )
+        from genlab.models.base import flag_list
+
+        raise GenlabError(f"{flag_list(list(SAMPLER_OPTIONS))} choose how a run draws its images: give a run")
     out = args.out or (
         (zoo.local_output(args.run, "_eval") if zoo.is_zoo_spec(args.run) else args.run)
         if args.run

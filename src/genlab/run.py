@@ -43,13 +43,12 @@ from genlab.io import (
     save_tensors,
     writing,
 )
-from genlab.models import GenerativeModel, build_model, families_with, model_class, stored_config
+from genlab.models import GenerativeModel, build_model, families_taking, families_with, stored_config
 from genlab.models.base import (
     CanComplete,
     GeneratesText,
     HasLatentSpace,
     HasSamplerOptions,
-    SamplerOption,
     ShowsSamplingChain,
     flag_list,
     spec_from_dict,
@@ -579,26 +578,13 @@ def truncate_history(path: str | Path, epochs: int) -> None:
 # ---------------------------------------------------------------- the loaded run
 
 
-def sampler_options_of(family: type[GenerativeModel]) -> tuple[SamplerOption, ...]:
-    """The sampler options a family declares (its class attribute), none for a family that declares none."""
-    if not issubclass(family, HasSamplerOptions):
-        return ()
-    declared = family.sampler_options
-    assert isinstance(declared, tuple)  # set on the class; the base declares it as an abstract property
-    return declared
-
-
 def check_sampler_options(model: GenerativeModel, options: dict[str, Any]) -> dict[str, Any]:
     """The sampler options (e.g. --sampler, --guidance) as the family declares them; a family that declares
     none refuses any, naming the families that take them."""
     if isinstance(model, HasSamplerOptions):
         return model.check_sampler_options(options)
     if options:
-        takers = [
-            name
-            for name in families_with(HasSamplerOptions)
-            if any(option.name in options for option in sampler_options_of(model_class(name)))
-        ]
+        takers = families_taking(options)
         raise GenlabError(
             f"the {model.family} family samples without {flag_list(list(options))}; "
             f"only {', '.join(takers) or 'other'} models take {'it' if len(options) == 1 else 'them'}"

@@ -70,6 +70,19 @@ def families_with(capability: type) -> list[str]:
     return [name for name, family in MODELS.items() if issubclass(family, capability)]
 
 
+def families_taking(options: typing.Iterable[str]) -> list[str]:
+    """Registry names of the families whose sampler declares any of `options` (by keyword name), for messages."""
+    wanted = set(options)
+    takers = []
+    for name, family in MODELS.items():
+        declared: tuple[SamplerOption, ...] = ()
+        if issubclass(family, HasSamplerOptions):
+            declared = family.sampler_options  # type: ignore[assignment]  # a class attribute, declared abstractly
+        if any(option.name in wanted for option in declared):
+            takers.append(name)
+    return takers
+
+
 def make_config(name: str, overrides: dict[str, Any] | None = None):
     """The family's config dataclass with `overrides` applied (strings are parsed to the field's type)."""
     config_class = model_class(name).config_class
