@@ -183,6 +183,28 @@ def test_r1_of_a_linear_discriminator_is_its_squared_weight_norm_and_trains_d():
         build_model("gan", MNIST, d_lr=0.0)
 
 
+def test_a_linear_schedule_falls_from_lr_to_zero_over_the_planned_d_steps():
+    model = build_model("wgan-gp", MNIST, channels=8, latent_dim=8, lr_schedule="linear", d_lr=4e-4, lr=1e-4)
+    model.plan_steps(4)
+    assert model.config.decay_steps == 4  # planned: recorded in run.json
+    optimizers = model.configure_optimizers()
+    rates = []
+    for _ in range(5):
+        model.training_step((torch.rand(4, 1, 28, 28), None), optimizers)
+        rates.append((optimizers["generator"].param_groups[0]["lr"], optimizers["discriminator"].param_groups[0]["lr"]))
+    assert rates == [(pytest.approx(1e-4 * f), pytest.approx(4e-4 * f)) for f in (1, 0.75, 0.5, 0.25, 0)]
+    constant = build_model("wgan-gp", MNIST, channels=8, latent_dim=8)
+    constant.plan_steps(4)
+    assert constant.config.decay_steps is None and constant.config.lr_schedule == "constant"
+    given = build_model("gan", MNIST, latent_dim=8, lr_schedule="linear", decay_steps=10)
+    given.plan_steps(4)
+    assert given.config.decay_steps == 10  # a decay the user set is kept
+    with pytest.raises(GenlabError, match="lr_schedule 'cosine'; choose one of constant, linear"):
+        build_model("gan", MNIST, lr_schedule="cosine")
+    with pytest.raises(GenlabError, match="decay_steps must be a positive integer"):
+        build_model("gan", MNIST, lr_schedule="linear", decay_steps=0)
+
+
 def test_projection_discriminator_adds_the_label_inner_product():
     spec = DataSpec(1, 8, 8, 3, ("a", "b", "c"))
     torch.manual_seed(0)
@@ -401,11 +423,13 @@ def test_bad_settings_are_named():
 
 
 @pytest.mark.parametrize("family, settings", [("dcgan", {"channels": 8, "ema": 0.99, "augment": ("translation", "cutout")}),
-                                              ("wgan-gp", {"channels": 8, "n_critic": 3})])
+                                              ("wgan-gp", {"channels": 8, "n_critic": 3, "lr_schedule": "linear"})])
 def test_resume_repeats_the_straight_run_bit_for_bit(tmp_path, family, settings):
     kwargs = dict(epochs=3, seed=2, progress=False, sample_every=0, model_config={**settings, "latent_dim": 8})
-    genlab.train(family, "digits", tmp_path / "straight", **kwargs)
-    genlab.train(family, "digits", tmp_path / "resumed", **{**kwargs, "epochs": 2})
+    planned = genlab.train(family, "digits", tmp_path / "straight", **kwargs).info["model"]["config"]["decay_steps"]
+    # The run stopped after 2 epochs planned 3 (a linear schedule's decay over 3 epochs' steps, as the straight run)
+    config = {**kwargs["model_config"], "decay_steps": planned}
+    genlab.train(family, "digits", tmp_path / "resumed", **{**kwargs, "epochs": 2, "model_config": config})
     genlab.train(family, "digits", tmp_path / "resumed", resume=True, epochs=3, progress=False, sample_every=0)
     for name in ("model.safetensors", "state.safetensors"):
         assert (tmp_path / "straight" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes(), name

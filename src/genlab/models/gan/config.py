@@ -9,6 +9,7 @@ from genlab.errors import GenlabError
 from genlab.models.common import check_bool, check_choice, check_int, check_number
 from genlab.models.gan.augment import AUGMENTATIONS
 
+LR_SCHEDULES = ("constant", "linear")  # the learning rate over training: kept, or falling linearly to 0
 CONDITIONING = ("projection", "concat")  # how D sees the label
 GENERATOR_CONDITIONING = ("input", "batchnorm")  # how the convolutional G does
 
@@ -24,6 +25,10 @@ class GANConfig:
     conditioning: str = "projection"  # how D sees the label: "projection" or "concat"
     lr: float = 2e-4  # Adam step of both networks (of G alone when d_lr is given)
     d_lr: float | None = None  # Adam step of D (the two time-scale rule, Heusel et al. 2017); None: lr
+    # "linear": both learning rates fall linearly from lr (d_lr) at the first D step to 0 at decay_steps, as
+    # WGAN-GP's own CIFAR-10 models train (Gulrajani et al. 2017); "constant": kept.
+    lr_schedule: str = "constant"
+    decay_steps: int | None = None  # D steps of the linear schedule; None: the run's planned steps, set when it starts
     beta1: float = 0.5  # Adam betas (0.5, 0.999), as DCGAN
     beta2: float = 0.999
     # Decay of an exponential moving average of G's weights, sampled from (0: none). On by default: the MLP GAN
@@ -60,6 +65,9 @@ class GANConfig:
     def __post_init__(self) -> None:
         title = self.title
         check_choice(title, "conditioning", self.conditioning, CONDITIONING)
+        check_choice(title, "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.decay_steps is not None:
+            check_int(title, "decay_steps", self.decay_steps)
         check_int(title, "latent_dim", self.latent_dim)
         check_bool(title, "conditional", self.conditional)
         check_number(title, "lr", self.lr, above=0, what="a positive number")

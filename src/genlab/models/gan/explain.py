@@ -205,7 +205,7 @@ def contest_losses(
         g_loss,
         (
             f"D loss {format_number(d_loss)} = BCE(D(real), 1) + BCE(D(fake), 0){r1_note(model)}; "
-            f"G loss {format_number(g_loss)} = BCE(D(G(z)), 1) (non-saturating)"
+            f"G loss {format_number(g_loss)} = BCE(D(G(z)), 1) (non-saturating){schedule_note(model)}"
         ),
     )
 
@@ -219,6 +219,15 @@ def r1_note(model: GAN) -> str:
         f", plus R1 {format_number(config.r1)}/2 x {config.r1_every} x E||grad D(real)||^2 every "
         f"{config.r1_every}th D step (lazy: not in this number)"
     )
+
+
+def schedule_note(model: GAN) -> str:
+    """How the learning rates move over training, when they do (config.lr_schedule)."""
+    config = model.config
+    if config.lr_schedule == "constant":
+        return ""
+    steps = "the run's planned" if config.decay_steps is None else f"{config.decay_steps:,}"
+    return f"; both learning rates fall linearly to 0 over {steps} D steps"
 
 
 def critic_losses(
@@ -244,7 +253,7 @@ def critic_losses(
         (
             f"critic loss {format_number(d_loss)} = -W estimate {format_number(wasserstein)} + "
             f"{model.config.gp_weight:g} x gradient penalty {format_number(penalty)}; "
-            f"G loss {format_number(g_loss)} = -mean C(G(z))"
+            f"G loss {format_number(g_loss)} = -mean C(G(z)){schedule_note(model)}"
         ),
     )
 

@@ -53,6 +53,7 @@ class GAN(GenerativeModel, HasLatentSpace, HasSamplerOptions):
     )  # fmt: skip
     monitor = "g_loss"
     absent_in_older_runs = {"dropout": 0.0}  # runs written before D had dropout
+    planned_settings = ("decay_steps",)
     # What `sample` takes beyond n, generator and labels; each run's default is its config field.
     sampler_options = (
         SamplerOption(
@@ -108,11 +109,31 @@ class GAN(GenerativeModel, HasLatentSpace, HasSamplerOptions):
 
     # ---------------------------------------------------------------- training
 
+    def plan_steps(self, steps: int) -> None:
+        """A linear schedule falls to 0 over the `steps` D steps a new run plans (unless decay_steps is set)."""
+        if self.config.lr_schedule == "linear" and self.config.decay_steps is None:
+            self.config.decay_steps = max(1, steps)
+
+    def set_learning_rates(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        """Both Adam steps at this D step (self.steps, counted from 1) under config.lr_schedule.
+
+        Read from the step buffer, which the weights file keeps: a resumed run continues the schedule exactly.
+        """
+        config = self.config
+        if config.lr_schedule == "constant":
+            return
+        left = max(0.0, 1.0 - (int(self.steps) - 1) / (config.decay_steps or 1))  # 1 at the first step, 0 at the end
+        rates = {"generator": config.lr, "discriminator": config.d_lr or config.lr}
+        for name, optimizer in optimizers.items():
+            for group in optimizer.param_groups:
+                group["lr"] = rates[name] * left
+
     def training_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, float]:
         x, batch_labels = batch
         real = to_symmetric(x)  # (B, C, H, W) in [-1, 1], G's range
         labels = self.condition(batch_labels)
         self.steps += 1
+        self.set_learning_rates(optimizers)
         if self.conditional:
             self.set_condition_weight()
         update_generator = self.generator_update_due()
@@ -130,6 +151,8 @@ class GAN(GenerativeModel, HasLatentSpace, HasSamplerOptions):
         # Steps without a G update (WGAN-GP's critic steps) report G's latest numbers, kept in a
         # buffer so that a resumed run reports exactly what the straight run does.
         g_loss, g_grad_norm = self.last_generator_stats.tolist()
+        if self.config.lr_schedule != "constant":  # the epoch's mean joins history, as the text family's
+            stats["lr"] = optimizers["generator"].param_groups[0]["lr"]
         return {**stats, "g_loss": g_loss, "g_grad_norm": g_grad_norm}
 
     def generator_update_due(self) -> bool:
