@@ -92,6 +92,8 @@ class TestConditionalGANAuxiliaryClassifier(GANConformance):
 
 class TestConditionalWGANGPAuxiliaryClassifier(GANConformance):
     family, settings = "wgan-gp", {**TINY_CONV, "n_critic": 2, "lr": 1e-3, "conditional": True, "class_loss": 1.0}
+    # From G's N(0, 0.02) start the gap shrinks slowly at first: 0.443 -> 0.402 after 200 steps, 0.265 after 500.
+    contest_steps = 500
 
 
 class TestWGANGP(GANConformance):

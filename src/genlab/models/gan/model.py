@@ -343,12 +343,14 @@ class DCGAN(GAN):
 
 
 class WGANGP(DCGAN):
-    """Wasserstein GAN with gradient penalty (Gulrajani et al. 2017): a critic, lambda = 10, n_critic = 2 (the
+    """Wasserstein GAN with gradient penalty (Gulrajani et al. 2017): a critic, lambda = 10, n_critic = 1 (the
     paper's 5 leaves G too few steps in a CPU budget)."""
 
     family = "wgan-gp"
     config_class = WGANGPConfig
-    default_steps = 12_600  # critic steps (6,300 of G at n_critic 2): 200 epochs of mnist-5k
+    # Critic steps (as many of G at n_critic 1): 190 epochs of mnist-5k, FID 34.0 (1,000 samples), about 9.5 minutes
+    # on 2 CPU cores. At n_critic 2, 200 epochs (12,600 critic steps) gave 43.8 in 8.7 minutes.
+    default_steps = 11_970
     trace_columns = (
         ("d_loss", "Critic loss"), ("g_loss", "G loss"), ("wasserstein", "W estimate"),
         ("d_accuracy", "Ranking acc."), ("diversity", "Diversity"),
@@ -365,7 +367,10 @@ class WGANGP(DCGAN):
     def build_networks(self) -> tuple[Generator, Discriminator]:
         stages = conv_stages(self.data, self.family)
         norm = "spectral" if self.config.spectral_norm else "none"
-        return ConvGenerator(self.config, self.data, stages), conv_discriminator(self.config, self.data, stages, norm)
+        # G starts as the DCGAN's (N(0, 0.02) weights): on mnist-5k at n_critic 1, FID 34.0 after 190 epochs against
+        # 38.5 from PyTorch's default initialisation (72.3 against 86.1 after 38). The critic keeps PyTorch's.
+        generator = dcgan_init(ConvGenerator(self.config, self.data, stages))
+        return generator, conv_discriminator(self.config, self.data, stages, norm)
 
     def compile_targets(self) -> list[nn.Module]:
         return [self.generator]  # the gradient penalty differentiates the critic twice: it stays eager
