@@ -9,7 +9,7 @@ A model is a zoo name (`zoo:ddpm-mnist5k-cond`) or `FAMILY@DATA`: that family tr
 its default budget (seed 0) into --keep (reused when there), its training wall time recorded.
 
     .venv/bin/python benchmarks/augmentation_table.py [--models zoo:ddpm-mnist5k-cond,vae@mnist-5k,...]
-        [--keep DIR] [--threads N] [--write]
+        [--real-sizes 1,5,10,25] [--keep DIR] [--threads N] [--write]
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated (default {DEFAULT_MODELS})")
     parser.add_argument("--keep", default="augmentation-runs", help="folder of the trained runs (reused)")
+    parser.add_argument("--real-sizes", help="real-set sizes, percent of the training split (default 1,5,10,25)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--write", action="store_true", help="replace the section of benchmarks/README.md")
     args = parser.parse_args(argv)
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         run, train_seconds = model_run(spec, keep)
         with LoadMeter() as load:
             started = time.perf_counter()
-            result = evaluate(run, metrics="augmentation,label_accuracy,fid", n=1000, seed=0)
+            measures = "augmentation,label_accuracy,fid"
+            result = evaluate(run, metrics=measures, n=1000, seed=0, real_sizes=args.real_sizes)
             seconds = time.perf_counter() - started
         grid = result.details["augmentation"]
         metrics = result.metrics
@@ -85,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         rows,
     )  # fmt: skip
     body = (
-        f"Measured with `python benchmarks/augmentation_table.py --models {args.models} --threads {args.threads}` "
+        f"Measured with `python benchmarks/augmentation_table.py --models {args.models} --threads {args.threads}"
+        + (f" --real-sizes {args.real_sizes}" if args.real_sizes else "")
+        + "` "
         f"on {machine_line()}.\n\n{table}\n\n" + "\n".join(grids)
     )
     return publish("augmentation", body, args.write)

@@ -22,7 +22,9 @@ class RealNVPConfig:
     conditional: bool = False  # a class embedding added inside every coupling network
     alpha: float = 0.05  # logit transform y = logit(alpha + (1 - 2 alpha) x), as in the paper
     temperature: float = 1.0  # sampling draws z ~ N(0, temperature^2 I)
-    lr: float = 1e-3  # Adam
+    # Adam's step. 3e-3: on mnist-5k at the default budget (20 epochs, 1 thread beside another job) FID 114.8 and
+    # recall 0.535 against 155.8 and 0.390 at 1e-3, test bits/dim 1.861 against 1.839 (it wobbles more per epoch).
+    lr: float = 3e-3
     weight_decay: float = 0.0  # L2 penalty in Adam (the paper: 5e-5 on weight-norm scales)
     grad_clip: float = 100.0  # largest gradient norm per step (0: no clipping); tames rare spikes
 
