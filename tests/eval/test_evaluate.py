@@ -240,6 +240,16 @@ def test_more_samples_than_the_file_holds(digits, tmp_path, capsys):
     assert code == 2 and "pass --n 10 or fewer" in err
 
 
+@pytest.mark.parametrize("option", [["--truncation", "0.7"], ["--guidance", "2"], ["--steps", "10"]])
+def test_sampler_options_without_a_run_are_refused(digits, tmp_path, capsys, option):
+    """Images from a file were drawn already: how a run would draw them cannot apply, and nothing is written."""
+    train, _ = digits
+    path = save_npz(tmp_path / "ten.npz", train.images[:10])
+    code, _, err = run_cli(capsys, "eval", "--samples", path, "--data", "mnist-5k", "--n", "10", *option)
+    assert code == 2 and "--truncation" in err and "choose how a run draws its images: give a run" in err
+    assert len(err.strip().splitlines()) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["ten.npz"]
+
+
 def test_run_without_weights_and_missing_arguments(vae_run, tmp_path, capsys):
     broken = tmp_path / "broken"
     broken.mkdir()
