@@ -328,12 +328,14 @@ def test_explain_names_the_r1_penalty_in_ds_loss(mnist):
     assert "R1" not in losses("dcgan", r1=0.0) and "R1" not in losses("gan")
 
 
-def test_explain_names_a_falling_learning_rate_in_the_losses(mnist):
+def test_explain_names_the_learning_rate_schedule_and_critic_steps_in_the_losses(mnist):
     def losses(family, **settings):
         explanation = explain_model(family, mnist, seed=0, model_config={**TINY[family], **settings})
         return next(s for s in explanation.stages if s.name == "losses").example
 
     assert "fall linearly to 0 over 1,000 D steps" in losses("wgan-gp", lr_schedule="linear", decay_steps=1000)
+    assert "one G step after every critic step" in losses("wgan-gp", n_critic=1)
+    assert "one G step after every 5 critic steps" in losses("wgan-gp", n_critic=5)
     assert "fall linearly to 0 over 500 D steps" in losses("gan", lr_schedule="linear", decay_steps=500)
     assert "over the run's planned D steps" in losses("dcgan", lr_schedule="linear")  # planned when it trains
     assert "fall linearly" not in losses("dcgan")

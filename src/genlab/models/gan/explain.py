@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from genlab.data.transforms import to_symmetric
 from genlab.explain.stages import PredictionPass, Stage, example_pixel, format_number, format_pixel, format_values
-from genlab.models.gan.config import DCGANConfig
+from genlab.models.gan.config import DCGANConfig, WGANGPConfig
 from genlab.models.gan.losses import critic_loss, gradient_penalty, wasserstein_estimate
 
 if TYPE_CHECKING:
@@ -221,6 +221,12 @@ def r1_note(model: GAN) -> str:
     )
 
 
+def critic_steps(model: GAN) -> str:
+    """How many critic steps come before each G step, in words."""
+    n_critic = model.config.n_critic if isinstance(model.config, WGANGPConfig) else 1
+    return "critic step" if n_critic == 1 else f"{n_critic} critic steps"
+
+
 def schedule_note(model: GAN) -> str:
     """How the learning rates move over training, when they do (config.lr_schedule)."""
     config = model.config
@@ -253,7 +259,8 @@ def critic_losses(
         (
             f"critic loss {format_number(d_loss)} = -W estimate {format_number(wasserstein)} + "
             f"{model.config.gp_weight:g} x gradient penalty {format_number(penalty)}; "
-            f"G loss {format_number(g_loss)} = -mean C(G(z)){schedule_note(model)}"
+            f"G loss {format_number(g_loss)} = -mean C(G(z)), one G step after every {critic_steps(model)}"
+            f"{schedule_note(model)}"
         ),
     )
 
