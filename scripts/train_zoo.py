@@ -140,7 +140,7 @@ RECIPES = {
     ),
     "realnvp-mnist5k": Recipe(
         "realnvp", "mnist-5k", "Real NVP, 100 epochs",
-        epochs=100, settings={"lr": 1e-3},  # trained before the default became 3e-3
+        epochs=100,
         weaknesses="Samples are noisy and often not digits, the usual weakness of a small flow; exact likelihood.",
     ),
 }  # fmt: skip

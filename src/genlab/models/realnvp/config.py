@@ -22,9 +22,9 @@ class RealNVPConfig:
     conditional: bool = False  # a class embedding added inside every coupling network
     alpha: float = 0.05  # logit transform y = logit(alpha + (1 - 2 alpha) x), as in the paper
     temperature: float = 1.0  # sampling draws z ~ N(0, temperature^2 I)
-    # Adam's step. 3e-3: on mnist-5k at the default budget (20 epochs, 1 thread beside another job) FID 114.8 and
-    # recall 0.535 against 155.8 and 0.390 at 1e-3, test bits/dim 1.861 against 1.839 (it wobbles more per epoch).
-    lr: float = 3e-3
+    # Adam's step. 3e-3 is no better: on mnist-5k at the default budget it gave FID 114.8 on one thread and 164.1 on
+    # two (the same seed; its test bits/dim wobble between epochs), against 155.8 at 1e-3 (benchmarks/README.md).
+    lr: float = 1e-3
     weight_decay: float = 0.0  # L2 penalty in Adam (the paper: 5e-5 on weight-norm scales)
     grad_clip: float = 100.0  # largest gradient norm per step (0: no clipping); tames rare spikes
 
