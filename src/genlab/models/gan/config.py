@@ -136,7 +136,8 @@ class WGANGPConfig(DCGANConfig):
     spectral_norm: bool | None = False  # the critic is constrained by the gradient penalty, not normalised
     # Critic steps per generator step. 1, not the paper's 5: in a CPU budget of ~12,000 critic steps G needs its
     # share. On mnist-5k (1 thread beside another job): FID 848 after 30 epochs at 5 (64 channels); 43.8 after 200
-    # at 2 (8.7 min on 2 cores); 38.5 after 190 at 1 in about the same time, 34.0 with G's DCGAN initialisation.
+    # at 2 (8.7 min on 2 cores); 38.5 after 190 at 1 in about the same time on one thread, 34.0 with G's DCGAN
+    # initialisation (36.2 on 2 threads, 34.0 after 210 epochs there).
     n_critic: int = 1
 
     def __post_init__(self) -> None:
