@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from genlab.names import DIFFUSION_SAMPLERS, EMA_FAMILIES, FAMILIES, SAMPLER_OPTIONS
@@ -869,13 +868,14 @@ def _augment(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import signal
+    import ipaddress
     import socket
+    import time
 
     from genlab.errors import GenlabError
 
     try:
-        import genlab.serve.app  # noqa: F401  (the extra's packages, checked before anything starts)
+        from genlab.serve.app import ServerThread, create_app
     except ImportError as missing:
         raise GenlabError(
             f"genlab serve needs the serve extra ({missing.name} is not installed): pip install 'genlab[serve]'"
@@ -887,29 +887,6 @@ def _serve(args: argparse.Namespace) -> int:
         raise GenlabError(
             f"cannot listen on {args.host}:{args.port} ({error.strerror or error}): choose another --port, or --port 0"
         ) from None
-    # Ctrl-C is taken by this thread itself: SIGINT is blocked before any thread starts (every thread the server,
-    # its workers and torch start inherits the mask) and waited for below. Left to Python's handler, a SIGINT the
-    # kernel gave another thread reached this one only through the interpreter's pending-signal flag, and in a
-    # full test run it once never did (the server ran on for 90 s). sigtimedwait is not on macOS or Windows:
-    # there the handler stays.
-    wait_for_signal = getattr(signal, "sigtimedwait", None)
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if wait_for_signal else None
-    try:
-        return _run_server(args, wait_for_signal)
-    finally:
-        if blocked is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-
-
-def _run_server(args: argparse.Namespace, wait_for_signal: Callable[..., object] | None) -> int:
-    """Load the runs, serve them until Ctrl-C (`wait_for_signal`: signal.sigtimedwait, or None to sleep and let
-    KeyboardInterrupt come), then stop the server and its workers."""
-    import ipaddress
-    import signal
-    import time
-
-    from genlab.serve.app import ServerThread, create_app
-
     app = create_app(args.runs, processes={"auto": None, "threads": False, "processes": True}[args.workers])
     # The worker threads and the event loop share one interpreter lock: a thread that holds it (a chain's Python
     # between its network calls, with --workers threads) keeps it up to the switch interval. At 1 ms instead of 5
@@ -925,10 +902,7 @@ def _run_server(args: argparse.Namespace, wait_for_signal: Callable[..., object]
         print(f"genlab serve: listening on {args.host}: anyone who can reach this machine can use the explorer")
     try:
         while server.thread.is_alive():
-            if wait_for_signal is None:
-                time.sleep(0.2)
-            elif wait_for_signal({signal.SIGINT}, 0.2) is not None:
-                raise KeyboardInterrupt
+            time.sleep(0.2)
     except KeyboardInterrupt:
         server.stop()
         print("genlab serve: stopped")

@@ -352,7 +352,11 @@ def test_genlab_serve_prints_its_address_serves_and_stops_cleanly_on_ctrl_c():
     # The default layout (--workers auto): the DDPM's work in a process of its own, which Ctrl-C ends too
     command = [sys.executable, "-X", "faulthandler", "-m", "genlab", "serve", VAE, DDPM, "--port", "0"]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    # A shell without job control starts background commands with SIGINT ignored, and Python keeps an ignored SIGINT
+    # ignored (no KeyboardInterrupt): a `make test &` would pass that on to the server. The child starts with
+    # Ctrl-C's default, as a terminal's foreground command does.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         line = process.stdout.readline()
         assert "http://127.0.0.1:" in line, line + process.stderr.read()
