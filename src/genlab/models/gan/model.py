@@ -102,10 +102,15 @@ class GAN(GenerativeModel, HasLatentSpace, HasSamplerOptions):
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         betas = (self.config.beta1, self.config.beta2)
+        rates = self.learning_rates()
         return {
-            "generator": self.adam(self.generator.parameters(), self.config.lr, betas),
-            "discriminator": self.adam(self.discriminator.parameters(), self.config.d_lr or self.config.lr, betas),
+            "generator": self.adam(self.generator.parameters(), rates["generator"], betas),
+            "discriminator": self.adam(self.discriminator.parameters(), rates["discriminator"], betas),
         }
+
+    def learning_rates(self) -> dict[str, float]:
+        """Each optimizer's Adam step before any schedule: lr for G, d_lr (or lr) for D."""
+        return {"generator": self.config.lr, "discriminator": self.config.d_lr or self.config.lr}
 
     # ---------------------------------------------------------------- training
 
@@ -123,7 +128,7 @@ class GAN(GenerativeModel, HasLatentSpace, HasSamplerOptions):
         if config.lr_schedule == "constant":
             return
         left = max(0.0, 1.0 - (int(self.steps) - 1) / (config.decay_steps or 1))  # 1 at the first step, 0 at the end
-        rates = {"generator": config.lr, "discriminator": config.d_lr or config.lr}
+        rates = self.learning_rates()
         for name, optimizer in optimizers.items():
             for group in optimizer.param_groups:
                 group["lr"] = rates[name] * left
