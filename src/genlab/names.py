@@ -9,7 +9,7 @@ from __future__ import annotations
 
 FAMILIES = ("vae", "gan", "dcgan", "wgan-gp", "ddpm", "pixelcnn", "realnvp", "gpt")
 DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm++", "dpm++sde")
-EMA_FAMILIES = ("gan", "dcgan", "wgan-gp", "ddpm")
+EMA_FAMILIES = ("gan", "dcgan", "wgan-gp", "ddpm", "realnvp")
 # The flags of `genlab sample`/`genlab eval` that go to a family's sampler: every option any
 # family declares (`HasSamplerOptions.sampler_options`), by its keyword name.
 SAMPLER_OPTIONS = ("sampler", "steps", "eta", "guidance", "truncation")

@@ -216,7 +216,7 @@ def _gan(model: Any) -> Exportable:
 
 
 def _realnvp(model: Any) -> Exportable:
-    flow, alpha = model.flow, model.config.alpha
+    flow, alpha = model.sampling_flow(), model.config.alpha
 
     def decode(z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return inverse_logit_transform(flow.inverse(z, labels), alpha).clamp(0, 1)  # as RealNVP.decode
@@ -227,7 +227,10 @@ def _realnvp(model: Any) -> Exportable:
         LatentDecoder(decode, [flow]),
         [GraphInput("z", shape, torch.float32, "latent of the image's shape"), *_labels_input(model)],
         _images_output(model, "x = f^-1(z), the logit transform undone and clamped", UNIT_PIXELS),
-        {"noise": {"input": "z", "shape": list(shape), "distribution": "normal", "std": temperature}},
+        {
+            "noise": {"input": "z", "shape": list(shape), "distribution": "normal", "std": temperature},
+            "network": "ema_flow" if model.ema_flow is not None else "flow",
+        },
     )
 
 

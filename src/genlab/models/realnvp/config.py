@@ -27,6 +27,9 @@ class RealNVPConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0  # L2 penalty in Adam (the paper: 5e-5 on weight-norm scales)
     grad_clip: float = 100.0  # largest gradient norm per step (0: no clipping); tames rare spikes
+    # A moving average of the flow's weights, used for sampling, encoding and the test likelihood (0: the raw
+    # weights). The flow has no batch statistics, so the average is of parameters only.
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         check_int(FAMILY, "hidden_channels", self.hidden_channels)
@@ -41,6 +44,7 @@ class RealNVPConfig:
         check_number(FAMILY, "lr", self.lr, above=0, what="a positive number")
         check_number(FAMILY, "weight_decay", self.weight_decay, minimum=0, what="a number >= 0")
         check_number(FAMILY, "grad_clip", self.grad_clip, minimum=0, what="a number >= 0 (0: off)")
+        check_number(FAMILY, "ema", self.ema, minimum=0, below=1, what="in [0, 1) (0: off; 0.999 is typical)")
 
 
 def count_scales(scales: int | None, height: int, width: int) -> int:

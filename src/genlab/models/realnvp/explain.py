@@ -53,13 +53,18 @@ def pipeline_stages(
             f"pixel {pixel} {format_number(dequantized[pixel])} becomes {format_number(y[pixel])}",
         )
     )
-    z, log_det_flow = model.flow(y, labels)  # (B, C, H, W), (B,)
-    couplings = model.flow.count_couplings()
+    z, log_det_flow = model.sampling_flow()(y, labels)  # (B, C, H, W), (B,)
+    couplings = model.sampling_flow().count_couplings()
     stages.append(
         Stage.measured(
             "flow",
             f"{couplings} affine couplings over {model.config.scales} scales (2x2 squeezes, half the channels "
-            "set aside per scale): an invertible map to a latent of the image's shape",
+            "set aside per scale): an invertible map to a latent of the image's shape"
+            + (
+                f"; the moving average of the trained weights (decay {model.config.ema:g}) samples and is scored"
+                if model.ema_flow is not None
+                else ""
+            ),
             y,
             z,
             f"z at pixel {pixel} = {format_number(z[pixel])}; log |det| of image 0 = "
@@ -92,7 +97,7 @@ def pipeline_stages(
             path="generation",
         )
     )
-    y = model.flow.inverse(prior, generation_labels)
+    y = model.sampling_flow().inverse(prior, generation_labels)
     stages.append(
         Stage.measured(
             "inverse flow",
@@ -128,12 +133,13 @@ def prediction_pass(
     dequantized = dequantize(x, model.rand(*x.shape, generator=generator))  # (B, C, H, W)
     y, _ = logit_transform(dequantized, model.config.alpha)
     flow_labels = model.condition(labels)
+    flow = model.sampling_flow()
     return PredictionPass(
-        "flow",
-        model.flow,
+        "EMA flow" if model.ema_flow is not None else "flow",
+        flow,
         "y = logit(dequantized real images)",
         y,
-        lambda: model.flow(y, flow_labels)[0],
+        lambda: flow(y, flow_labels)[0],
         "latent z of the image's shape",
         f"the flow's forward pass, image -> z, on the {len(y)} real images (sampling runs the same couplings "
         "backwards, z -> image, with the same parameters)",

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import cast
 
 import torch
 from torch import nn
 
 from genlab.models.base import Batch, DataSpec, GenerativeModel, HasEncoder, HasLikelihood, bits_per_dim
+from genlab.models.common import ema_copy, update_ema
 from genlab.models.realnvp import explain
 from genlab.models.realnvp.config import RealNVPConfig, count_scales
 from genlab.models.realnvp.losses import (
@@ -39,6 +41,7 @@ class RealNVP(GenerativeModel, HasLikelihood, HasEncoder):
         "backwards on a latent drawn from N(0, I)."
     )
     config: RealNVPConfig
+    updates: torch.Tensor  # () long, only with EMA: steps taken, for the warm-up of the average's decay
 
     def __init__(self, config: RealNVPConfig, data: DataSpec):
         # the scales resolved for this size, so run.json holds the number
@@ -47,14 +50,27 @@ class RealNVP(GenerativeModel, HasLikelihood, HasEncoder):
         super().__init__(config, data)
         num_classes = data.num_classes if config.conditional else 0
         self.flow = Flow(data.channels, scales, config.hidden_channels, config.res_blocks, num_classes)
+        # The moving average of the flow's weights (config.ema > 0), saved with the weights; `updates` counts
+        # its updates for the warm-up of its decay. Neither exists without EMA, so runs saved before it load.
+        self.ema_flow: Flow | None = None
+        if config.ema:
+            self.ema_flow = cast(Flow, ema_copy(self.flow))
+            self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
-    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sampling_flow(self) -> Flow:
+        """The flow that samples, encodes and is scored: the EMA copy where there is one, else the trained flow."""
+        return self.ema_flow if self.ema_flow is not None else self.flow
+
+    def encode(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, flow: Flow | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """z = f(x) for x (B, C, H, W) in [0, 1] (not dequantized here), and log |det dz/dx| per image (B,).
 
-        The log-det counts the logit transform and every coupling layer.
+        The log-det counts the logit transform and every coupling layer. `flow` defaults to the sampling flow.
         """
+        flow = flow or self.sampling_flow()
         y, log_det_logit = logit_transform(x.to(self.device), self.config.alpha)
-        z, log_det_flow = self.flow(y, self.condition(labels))
+        z, log_det_flow = flow(y, self.condition(labels))
         return z, log_det_logit + log_det_flow
 
     forward = encode
@@ -66,7 +82,7 @@ class RealNVP(GenerativeModel, HasLikelihood, HasEncoder):
 
     def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """x = f^-1(z): images (B, C, H, W) in [0, 1] from latents of the image's shape."""
-        y = self.flow.inverse(z.to(self.device), self.condition(labels))
+        y = self.sampling_flow().inverse(z.to(self.device), self.condition(labels))
         return inverse_logit_transform(y, self.config.alpha).clamp(0, 1)
 
     def sample_latent(
@@ -75,13 +91,13 @@ class RealNVP(GenerativeModel, HasLikelihood, HasEncoder):
         """z ~ N(0, temperature^2 I) of the image's shape (n, C, H, W), whatever the labels."""
         return self.randn(n, *self.data.image_shape, generator=generator) * self.config.temperature
 
-    def log_density(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def log_density(self, x: torch.Tensor, labels: torch.Tensor | None, flow: Flow | None = None) -> torch.Tensor:
         """log p of one dequantization of x (k/255 pixels) on the 8-bit scale [0, 256)^D, (B,); keeps the graph.
 
-        The noise u ~ U[0, 1) comes from torch's global generator.
+        The noise u ~ U[0, 1) comes from torch's global generator; `flow` defaults to the sampling flow.
         """
         x = x.to(self.device)
-        z, log_det = self.encode(dequantize(x, torch.rand_like(x)), labels)
+        z, log_det = self.encode(dequantize(x, torch.rand_like(x)), labels, flow)
         # v = 256 * dequantized in [0, 256): dv/d(dequantized) = 256 per dimension
         return standard_normal_log_density(z) + log_det - self.data.num_pixels * math.log(256)
 
@@ -97,7 +113,7 @@ class RealNVP(GenerativeModel, HasLikelihood, HasEncoder):
         return self.log_density(x, labels)
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        optimizer = self.adam(self.parameters(), lr=self.config.lr)
+        optimizer = self.adam(self.flow.parameters(), lr=self.config.lr)
         for group in optimizer.param_groups:  # Adam's L2 penalty, off by default
             group["weight_decay"] = self.config.weight_decay
         return {"model": optimizer}
@@ -110,13 +126,16 @@ class RealNVP(GenerativeModel, HasLikelihood, HasEncoder):
 
     def training_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, float]:
         x, labels = batch
-        nll = -self.log_density(x, labels)  # (B,) nats per image
+        nll = -self.log_density(x, labels, self.flow)  # (B,) nats per image, of the trained flow
         optimizer = optimizers["model"]
         optimizer.zero_grad(set_to_none=True)
         nll.mean().backward()
         if self.config.grad_clip:
-            nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip)
+            nn.utils.clip_grad_norm_(self.flow.parameters(), self.config.grad_clip)
         optimizer.step()
+        if self.ema_flow is not None:
+            self.updates += 1
+            update_ema(self.ema_flow, self.flow, self.config.ema, int(self.updates))
         return self._numbers(nll)
 
     @torch.no_grad()
