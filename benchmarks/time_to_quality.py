@@ -31,6 +31,13 @@ For each family in --families and each dataset in --data:
                count, EMA); samples from its EMA UNet with DDPMPipeline, 50 ancestral steps (genlab's
                default sampler). diffusers is a benchmark-only dependency: without it the row is skipped.
     pixelcnn, realnvp  no external reference: genlab's row only.
+  baseline   with --baseline DIR: genlab as an earlier checkout of it (DIR holds its src/) trains the
+             family with *its* defaults, `python -m genlab train FAMILY --data DATA` in a process of its
+             own on the same threads, for the same W seconds (its imports not counted): then Ctrl-C, at
+             which that trainer saves the step it reached (a run that ends sooner keeps its own end).
+             That checkout draws N samples (`genlab sample --format npz`, its default sampler) and they
+             are scored here as the reference's are. Issue 20 asks the defaults on fashion-mnist to reach
+             at most half the FID the defaults of the time (checkout 47b2353) reach in the same time.
   Every reference is fed as its example feeds it: a per-sample DataLoader(shuffle=True, num_workers=0)
   through torchvision's ToTensor (+ Normalize(0.5, 0.5) for the GANs and diffusers), restated in
   _common.py / gan_quality.py. A generator with BatchNorm is scored two ways: as its example draws
@@ -55,6 +62,8 @@ import json
 import multiprocessing
 import os
 import re
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -86,6 +95,8 @@ TARGETS = {
     "ddpm": (25.0, 0.50),
 }  # mnist-5k: (FID <=, recall >=)
 WALL_GOAL_MINUTES = {"mnist-5k": 10, "fashion-mnist": 30}
+BASELINE_SIDE = "genlab before: the defaults of an earlier checkout"
+BASELINE_FID_RATIO = 0.5  # issue 20 on fashion-mnist: at most half the FID of the earlier defaults in the same time
 NZ = 100  # every reference GAN's z
 TIMING_SUFFIX = ".timing.json"  # beside a run (genlab refuses to overwrite a run holding foreign files): for --reuse
 
@@ -465,6 +476,8 @@ def run_family(family: str, data: str, folder: Path, args, log) -> list[dict]:
             "side_by_side": timing.get("side_by_side", False)})  # fmt: skip
         log(f"  genlab {family}: FID {result.metrics.get('fid', float('nan')):.2f}, eval {seconds:.0f} s")
 
+    if args.baseline and timing is not None and not args.reference_only:
+        rows.append(run_baseline(family, data, folder, args, timing["wall"], log))
     if reference is None:
         return rows
     if skip_reason:
@@ -513,6 +526,80 @@ def run_family(family: str, data: str, folder: Path, args, log) -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------- baseline: genlab's earlier defaults
+
+
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C's default action, so that Python there turns it into KeyboardInterrupt
+    (a shell without job control starts background commands with SIGINT ignored, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _checkout_python(source: Path, threads: int | None, *arguments: str) -> tuple[list[str], dict]:
+    """The command and environment that run `python -m genlab ARGUMENTS` from the checkout at `source`."""
+    env = {**os.environ, "PYTHONPATH": str(source / "src")}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return [sys.executable, "-m", "genlab", *arguments], env
+
+
+def _import_seconds(source: Path, threads: int | None) -> float:
+    """How long the checkout's CLI takes to start (python, torch, genlab): not counted in its training time."""
+    command, env = _checkout_python(source, threads, "--version")
+    start = time.perf_counter()
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def run_baseline(family: str, data: str, folder: Path, args, limit: float, log) -> dict:
+    """The earlier checkout's defaults trained for `limit` seconds, sampled by it and scored here: one table row."""
+    source = Path(args.baseline)
+    out = folder / f"baseline_{family}"
+    side = f"{BASELINE_SIDE} ({args.baseline_label})"
+    startup = _import_seconds(source, args.threads)
+    command, env = _checkout_python(source, args.threads, "train", family, "--data", data, "--out", str(out),
+                                    "--seed", str(args.seed), "--sample-every", "0", "--quiet", "--overwrite")  # fmt: skip
+    log(f"  baseline {family}: {limit:.0f} s (+{startup:.0f} s to start) from {source}")
+    with open(folder / f"baseline_{family}.log", "w") as output, LoadMeter() as load:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                   preexec_fn=_default_sigint)  # fmt: skip
+        while process.poll() is None and time.perf_counter() - start < limit + startup:
+            time.sleep(0.2)
+        interrupted = process.poll() is None
+        if interrupted:
+            process.send_signal(signal.SIGINT)  # the trainer saves the step it reached, then exits
+        process.wait()
+        wall = time.perf_counter() - start - startup
+    info = json.loads((out / "run.json").read_text())
+    status, message = info.get("status"), info.get("message") or ""
+    if interrupted and status != "interrupted":
+        return {"family": family, "data": data, "side": side, "skipped": f"stopped at {wall:.0f} s: {status}"}
+    if not interrupted and status != "completed":
+        return {"family": family, "data": data, "side": side, "skipped": f"ended {status}: {message}"}
+    samples = folder / f"baseline_{family}.npz"
+
+    def make_source() -> str:
+        sample, sample_env = _checkout_python(source, args.threads, "sample", str(out), "--n", str(args.n),
+                                              "--seed", "0", "--format", "npz", "--out", str(samples))  # fmt: skip
+        subprocess.run(sample, env=sample_env, check=True, capture_output=True)
+        return str(samples)
+
+    result, seconds = timed_eval(make_source, data, args.n)
+    train = info["train"]
+    images = len(genlab.load_dataset(data, split="train"))
+    per_epoch = -(-images // train["batch_size"])
+    done = re.search(r"epoch (\d+), step (\d+)", message)  # "interrupted in epoch E, step S" (S within E)
+    epochs = int(info.get("epochs_completed") or 0)
+    steps = (int(done.group(1)) - 1) * per_epoch + int(done.group(2)) if done else epochs * per_epoch
+    log(f"  baseline {family}: {status} after {steps:,} steps ({message or 'its own end'}); "
+        f"FID {result.metrics.get('fid', float('nan')):.2f}, eval {seconds:.0f} s")  # fmt: skip
+    return {"family": family, "data": data, "side": side, "budget": {"steps": steps, "epochs": steps / per_epoch,
+            "default_steps": None, "batch_size": train["batch_size"], "planned_epochs": train["epochs"]},
+            "wall": wall, "eval": seconds, "result": result, "other": load.other_cores, "threads": args.threads,
+            "reused": False, "side_by_side": False, "matched": limit}  # fmt: skip
+
+
 def _planned_epochs(family: str, train_set, args) -> int:
     """The epochs genlab's default budget plans (the diffusers loop plans its cosine schedule over them)."""
     model = MODELS[family]
@@ -556,6 +643,8 @@ def score_table(rows: list[dict]) -> str:
         budget = f"{b['steps']:,} steps ({b['epochs']:.1f} epochs, batch {b['batch_size']})"
         if b.get("default_steps"):
             budget += f"; default {b['default_steps']:,}"
+        if b.get("planned_epochs"):
+            budget += f" of its {b['planned_epochs']} planned"
         covered = ("-" if "classes_covered" not in r.metrics else
                    f"{r.metrics['classes_covered']:.0f}/{r.metrics.get('num_classes', 0):.0f}")  # fmt: skip
         marks = (" *" if row["reused"] else "") + (" †" if row["side_by_side"] else "")
@@ -593,6 +682,8 @@ def verdicts(rows: list[dict], data: str) -> list[str]:
     for family in dict.fromkeys(r["family"] for r in rows):
         ours = next((r for r in rows if r["family"] == family and r["side"] == "genlab defaults"), None)
         theirs = [r for r in rows if r["family"] == family and r["side"].startswith("reference") and "result" in r]
+        before = next((r for r in rows if r["family"] == family and r["side"].startswith(BASELINE_SIDE)
+                       and "result" in r), None)  # fmt: skip
         skipped = [r for r in rows if r["family"] == family and "skipped" in r]
         parts = []
         if ours is not None:
@@ -607,6 +698,11 @@ def verdicts(rows: list[dict], data: str) -> list[str]:
                 parts.append(f"genlab FID {fid:.2f}; reference skipped ({skipped[0]['skipped']})")
             else:
                 parts.append(f"genlab FID {fid:.2f} (no external reference)")
+            if before is not None:
+                earlier = before["result"].metrics["fid"]
+                met = fid <= BASELINE_FID_RATIO * earlier
+                parts.append(f"against the earlier defaults' FID {earlier:.2f} in the same time ({before['wall']:.0f} "
+                             f"s): {fid / earlier:.2f}x (goal <= {BASELINE_FID_RATIO:g}x): {'met' if met else 'NOT met'}")  # fmt: skip
             if data == "mnist-5k" and family in TARGETS:
                 fid_target, recall_target = TARGETS[family]
                 recall = ours["result"].metrics.get("recall", float("nan"))
@@ -669,6 +765,13 @@ def main(argv=None) -> int:
         help="with --keep: score a finished genlab run found there (same family, seed and budget) "
         "instead of training it again; its wall time is the one recorded then",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also train the defaults of an earlier genlab checkout in DIR (its src/) for the same wall time, "
+        "sampled by it and scored here (e.g. `git worktree add DIR 47b2353`, the defaults before issue 20)",
+    )
+    parser.add_argument("--baseline-label", default="47b2353", help="what --baseline is, for the table")
     parser.add_argument("--epochs", type=int, help=argparse.SUPPRESS)  # testing only: not the default budget
     parser.add_argument("--write", action="store_true", help=f"replace the {SECTION} section of benchmarks/README.md")
     args = parser.parse_args(argv)
@@ -676,6 +779,8 @@ def main(argv=None) -> int:
     datasets = _names(args.data, DATASETS, "dataset", parser)
     if (args.reuse or args.reference_only) and not args.keep:
         parser.error("--reuse and --reference-only need --keep DIR (where the genlab runs are)")
+    if args.baseline and not (Path(args.baseline) / "src" / "genlab").is_dir():
+        parser.error(f"--baseline {args.baseline}: no src/genlab there; give a genlab checkout")
     if args.write and (args.epochs is not None or args.max_minutes is not None):
         parser.error("--epochs and --max-minutes are for testing: their numbers are no benchmark; drop --write")
 
@@ -698,6 +803,8 @@ def main(argv=None) -> int:
 
     total = time.perf_counter() - began
     options = (f" --threads {args.threads}" if args.threads else "") + (" --side-by-side" if args.side_by_side else "")
+    options += f" --baseline DIR --baseline-label {args.baseline_label}" if args.baseline else ""
+    options += " --genlab-only" if args.genlab_only else ""
     command = (
         f"python benchmarks/time_to_quality.py --families {','.join(families)} --data {','.join(datasets)} "
         f"--seed {args.seed} --n {args.n}{options}"
