@@ -557,8 +557,8 @@ def run_baseline(family: str, data: str, folder: Path, args, limit: float, log) 
     out = folder / f"baseline_{family}"
     side = f"{BASELINE_SIDE} ({args.baseline_label})"
     startup = _import_seconds(source, args.threads)
-    command, env = _checkout_python(source, args.threads, "train", family, "--data", data, "--out", str(out),
-                                    "--seed", str(args.seed), "--sample-every", "0", "--quiet", "--overwrite")  # fmt: skip
+    arguments = ["train", family, "--data", data, "--out", str(out), "--seed", str(args.seed), "--sample-every", "0"]
+    command, env = _checkout_python(source, args.threads, *arguments, "--quiet", "--overwrite")
     log(f"  baseline {family}: {limit:.0f} s (+{startup:.0f} s to start) from {source}")
     with open(folder / f"baseline_{family}.log", "w") as output, LoadMeter() as load:
         start = time.perf_counter()
@@ -701,8 +701,9 @@ def verdicts(rows: list[dict], data: str) -> list[str]:
             if before is not None:
                 earlier = before["result"].metrics["fid"]
                 met = fid <= BASELINE_FID_RATIO * earlier
-                parts.append(f"against the earlier defaults' FID {earlier:.2f} in the same time ({before['wall']:.0f} "
-                             f"s): {fid / earlier:.2f}x (goal <= {BASELINE_FID_RATIO:g}x): {'met' if met else 'NOT met'}")  # fmt: skip
+                parts.append(f"against the earlier defaults' FID {earlier:.2f} in the same time "
+                             f"({before['wall']:.0f} s): {fid / earlier:.2f}x (goal <= {BASELINE_FID_RATIO:g}x): "
+                             f"{'met' if met else 'NOT met'}")  # fmt: skip
             if data == "mnist-5k" and family in TARGETS:
                 fid_target, recall_target = TARGETS[family]
                 recall = ours["result"].metrics.get("recall", float("nan"))
