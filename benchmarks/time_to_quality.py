@@ -545,9 +545,10 @@ def _checkout_python(source: Path, threads: int | None, *arguments: str) -> tupl
 
 def _import_seconds(source: Path, threads: int | None) -> float:
     """How long the checkout's CLI takes to start (python, torch, genlab): not counted in its training time."""
-    command, env = _checkout_python(source, threads, "--version")
+    _, env = _checkout_python(source, threads)
     start = time.perf_counter()
-    subprocess.run(command, env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", "import torch, genlab.cli, genlab.training"], env=env, check=True,
+                   capture_output=True)  # fmt: skip
     return time.perf_counter() - start
 
 
