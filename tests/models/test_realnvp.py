@@ -335,10 +335,14 @@ def test_the_ema_flow_follows_the_trained_one_with_warm_up_and_samples_encodes_a
 
 
 def test_runs_without_ema_keep_their_weights_layout():
-    """No EMA (the default): no `ema_flow` and no `updates` in the weights, so runs saved before EMA existed load."""
-    model = build_model("realnvp", SPEC, **TINY)
+    """ema=0: no `ema_flow` and no `updates` in the weights, which is how runs saved before EMA existed rebuild."""
+    from genlab.models import stored_config
+
+    model = build_model("realnvp", SPEC, **TINY, ema=0.0)
     assert model.ema_flow is None and model.sampling_flow() is model.flow
     assert not any(key.startswith("ema_flow.") or key == "updates" for key in model.state_dict())
+    assert build_model("realnvp", SPEC, **TINY).config.ema == 0.999  # today's default
+    assert stored_config("realnvp", {"hidden_channels": 8}).ema == 0.0  # a run.json written before it
 
 
 def test_a_checkpoint_resumes_with_the_ema_intact(tmp_path):
