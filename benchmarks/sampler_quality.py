@@ -9,6 +9,8 @@ For each trained DDPM run in --runs (`genlab.Run.load(path)`, on the CPU) and ea
   ddpm-1000          ancestral (`sampler="ddpm"`), steps = the run's diffusion_steps (1,000 for every preset)
   ddpm-50            ancestral, 50 respaced steps
   ddim-50            DDIM, 50 respaced steps, eta 0
+  ddim-250           DDIM, 250 steps, eta 0: the probability-flow ODE solved finely enough that its images change
+                     little with more steps, the value an ODE solver converges to (not in the default --settings)
   dpm++-S            DPM-Solver++(2M), the ODE solver, log-SNR spaced steps (`sampler="dpm++"`, eta 0), S = 10, 15,
                      20, 25
   dpm++sde-S         its SDE variant (`sampler="dpm++sde"`, genlab's default of new runs at 20), S = 10, 15, 20, 25
@@ -98,6 +100,8 @@ SETTINGS = (
     SamplerSetting("ddpm-1000", "DDPM ancestral, all T steps", "genlab", "ddpm", None, 1.0),
     SamplerSetting("ddpm-50", "DDPM ancestral-50", "genlab", "ddpm", 50, 1.0),
     SamplerSetting("ddim-50", "DDIM-50 (eta 0)", "genlab", "ddim", 50),
+    SamplerSetting("ddim-250", "DDIM-250 (eta 0): the probability-flow ODE, near its converged images", "genlab",
+                   "ddim", 250),  # fmt: skip
     *(SamplerSetting(f"dpm++-{s}", f"DPM-Solver++-{s}", "genlab", "dpm++", s) for s in (10, 15, 20, 25)),
     *(SamplerSetting(f"dpm++sde-{s}", f"SDE-DPM-Solver++-{s}", "genlab", "dpm++sde", s, 1.0) for s in (10, 15, 20, 25)),
     *(SamplerSetting(f"diffusers-dpm++-{s}", f"diffusers DPM-Solver++-{s}", "diffusers", "dpmsolver++", s)
@@ -264,6 +268,13 @@ def goals(rows: list[dict]) -> list[str]:
                          f"{'met' if met else 'not met'}.")  # fmt: skip
         else:
             lines.append(f"{goal}: not measured (needs ddpm-1000 and {name} in --settings).")
+    for steps, tolerance in GOALS.items():  # the same tolerances against the ODE's own converged images
+        name = f"dpm++-{steps}"
+        goal = f"DPM-Solver++ at {steps} steps within {tolerance:.0%} of the ODE's converged FID (DDIM-250)"
+        if name in fid and "ddim-250" in fid:
+            ratio = fid[name] / fid["ddim-250"]
+            lines.append(f"{goal}: {fid[name]:.2f} against {fid['ddim-250']:.2f} ({(ratio - 1) * 100:+.0f}%): "
+                         f"{'met' if ratio <= 1 + tolerance else 'not met'}.")  # fmt: skip
     for ours in ("dpm++", "dpm++sde"):
         for steps in DIFFUSERS_STEPS:
             mine, theirs = f"{ours}-{steps}", f"diffusers-{ours}-{steps}"
@@ -296,8 +307,9 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=1000, help="samples per setting (default 1,000)")
     parser.add_argument("--seed", type=int, default=0, help="x_T's seed (the fresh noise's is SEED + 1; default 0)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    parser.add_argument("--settings", default=",".join(BY_NAME),
-                        help=f"comma-separated, a subset of {','.join(BY_NAME)} (default all)")  # fmt: skip
+    default = [name for name in BY_NAME if name != "ddim-250"]  # 250 calls an image: asked for by name
+    parser.add_argument("--settings", default=",".join(default),
+                        help=f"comma-separated, from {','.join(BY_NAME)} (default: all but ddim-250)")  # fmt: skip
     parser.add_argument("--guidance", type=float, default=3.0,
                         help="classifier-free guidance of the conditional runs (default 3.0)")  # fmt: skip
     parser.add_argument("--diffusers-clip", action="store_true",
