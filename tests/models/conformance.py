@@ -199,3 +199,7 @@ class FamilyConformance:
         steps = type(model).default_steps
         assert type(model).default_epochs(4000, 64) == max(1, round(steps / 63))  # 63 batches an epoch
         assert type(model).default_epochs(10**9, 64) == 1  # never none
+        scale = type(model).largest_budget_scale
+        assert type(model).budget_steps(1_000) == type(model).budget_steps(4_000) == steps  # small data: the budget
+        assert type(model).budget_steps(16_000) == round(steps * min(scale, 2.0))  # x sqrt(16,000 / 4,000)
+        assert type(model).budget_steps(60_000) == round(steps * min(scale, 60_000**0.5 / 4_000**0.5))

@@ -26,6 +26,8 @@ from genlab.errors import GenlabError
 if TYPE_CHECKING:
     from genlab.explain.stages import PredictionPass, Stage
 
+BUDGET_REFERENCE_IMAGES = 4_000  # mnist-5k's training split, on which every family's default_steps was sized
+
 
 def steps_per_epoch(images: int, batch_size: int) -> int:
     """Optimizer steps in one epoch of `images` in batches of `batch_size`, the last one partial (one process)."""
@@ -161,6 +163,10 @@ class GenerativeModel(nn.Module):
     # `genlab train FAMILY --data mnist-5k` ends within 10 minutes on 2 CPU cores (benchmarks/README.md,
     # "Time to quality", has the figures).
     default_steps: ClassVar[int]
+    # How far the budget grows on a dataset larger than mnist-5k's 4,000 training images: x sqrt(images / 4,000),
+    # at most this (1: never). Issue 20 gives mnist-5k 10 minutes and fashion-mnist's 60,000 images 30; 2.5 leaves
+    # room for the larger test split each epoch is scored on. (`budget_steps`)
+    largest_budget_scale: ClassVar[float] = 2.5
     # Settings added after runs were written whose default is not what those runs did: the value each had
     # before it existed, which a run.json without it is read back with (`genlab.models.stored_config`).
     absent_in_older_runs: ClassVar[dict[str, Any]] = {}
@@ -187,10 +193,17 @@ class GenerativeModel(nn.Module):
             raise GenlabError(f"a conditional {self.family} needs labelled data with at least 2 classes")
 
     @classmethod
+    def budget_steps(cls, images: int) -> int:
+        """The family's budget of optimizer steps on `images` training images: `default_steps`, grown for data
+        larger than mnist-5k's as x sqrt(images / 4,000), by at most `largest_budget_scale` (60,000 images: 2.5x)."""
+        scale = min(cls.largest_budget_scale, max(1.0, math.sqrt(images / BUDGET_REFERENCE_IMAGES)))
+        return round(cls.default_steps * scale)
+
+    @classmethod
     def default_epochs(cls, images: int, batch_size: int) -> int:
-        """Epochs that come nearest `default_steps` on `images` training images in batches of `batch_size`
-        (at least 1): a small dataset gets many epochs, a large one few, for about the same training time."""
-        return max(1, round(cls.default_steps / steps_per_epoch(images, batch_size)))
+        """Epochs that come nearest `budget_steps` on `images` training images in batches of `batch_size`
+        (at least 1): a small dataset gets many epochs, a large one few."""
+        return max(1, round(cls.budget_steps(images) / steps_per_epoch(images, batch_size)))
 
     @property
     def conditional(self) -> bool:

@@ -72,11 +72,11 @@ def train(
 
     `data` is a dataset name ("mnist-5k", "folder:PATH", ...) whose train split is used for
     training and test split for validation, or an ImageDataset (then pass `test_data` for
-    validation). `epochs` is the total; by default the family's budget of optimizer steps
-    (`default_steps`) turned into epochs for this data (`default_epochs`), recorded in run.json as
-    train.default_steps. `resume=True` continues the run at `out`
-    exactly where it stopped, with its stored settings and the same data (checked by
-    fingerprint); `epochs` may raise its total. `eval_every` N > 0 adds FID, precision and
+    validation). `epochs` is the total; by default the family's budget of optimizer steps for this
+    data's size (`budget_steps`: `default_steps`, grown up to 2.5x for data larger than mnist-5k's)
+    turned into epochs (`default_epochs`), recorded in run.json as train.default_steps.
+    `resume=True` continues the run at `out` exactly where it stopped, with its stored settings and
+    the same data (checked by fingerprint); `epochs` may raise its total. `eval_every` N > 0 adds FID, precision and
     recall of `eval_n` samples to history.jsonl every N epochs. Nothing at `out` is touched
     until every input has been checked.
 
@@ -184,7 +184,7 @@ def train(
         budget: dict[str, int] = {}
         if epochs is None:  # the family's budget of steps, in epochs of this data
             config = dataclasses.replace(config, epochs=network.default_epochs(len(train_data), run_batch_size))
-            budget = {"default_steps": network.default_steps}
+            budget = {"default_steps": network.budget_steps(len(train_data))}
         network.plan_steps(config.epochs * steps_per_epoch(len(train_data), run_batch_size))
         origin = {"init_from": source.name} if source is not None else {}
         if init_transformers is not None:

@@ -163,7 +163,9 @@ class ProgressBar(Callback):
         if trainer.epoch:
             line += f", resuming after epoch {trainer.epoch}"
         if self.default_steps:
-            line += f": the family's default budget of {self.default_steps:,} steps (--epochs N sets another)"
+            line += (
+                f": the family's default budget for this data, {self.default_steps:,} steps (--epochs N sets another)"
+            )
         print(line, flush=True)
 
     def on_epoch_start(self, trainer: Trainer) -> None:

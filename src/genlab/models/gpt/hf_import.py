@@ -54,6 +54,7 @@ def read_gpt2_directory(folder: str | Path) -> tuple[dict[str, Any], BPETokenize
         "tokenizer": tokenizer.name,
         "dropout": 0.0,
         "bias": True,
+        "lr": 1e-3,  # fine-tuning keeps the rate it had before the cpu preset's became 2e-3 (not measured)
     }
     return settings, tokenizer
 
