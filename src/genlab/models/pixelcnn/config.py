@@ -15,8 +15,8 @@ class PixelCNNConfig:
     """Everything needed to rebuild a Gated PixelCNN (saved in run.json)."""
 
     # Feature maps in each stack (p in the paper; the gates see 2p). 32 (and a head of 64) rather than 64 and 128:
-    # a step costs ~0.4x, so a CPU's 10 minutes train ~2.5x the steps, and at equal time mnist-5k's FID is 176.0
-    # against 232.0 (benchmarks/README.md). A user with a GPU wants --set channels=64 --set head_channels=128.
+    # a step costs ~0.4x, so a CPU's 10 minutes train ~2.2x the steps, and mnist-5k's FID is 176.0 against 232.0
+    # (benchmarks/README.md). A user with a GPU wants --set channels=64 --set head_channels=128.
     channels: int = 32
     layers: int = 8  # gated layers; the first has mask A (excludes the current pixel), the rest mask B
     kernel_size: int = 5  # n: vertical convs are (n//2 + 1) x n, horizontal ones 1 x (n//2 + 1)
