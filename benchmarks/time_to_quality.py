@@ -479,7 +479,7 @@ def run_family(family: str, data: str, folder: Path, args, log) -> list[dict]:
         log(f"  genlab {family}: FID {result.metrics.get('fid', float('nan')):.2f}, eval {seconds:.0f} s")
 
     if args.baseline and timing is not None and not args.reference_only:
-        rows.append(run_baseline(family, data, folder, args, timing["wall"], log))
+        rows.append(run_baseline(family, data, len(train_set), folder, args, timing["wall"], log))
     if reference is None:
         return rows
     if skip_reason:
@@ -554,7 +554,7 @@ def _import_seconds(source: Path, threads: int | None) -> float:
     return time.perf_counter() - start
 
 
-def run_baseline(family: str, data: str, folder: Path, args, limit: float, log) -> dict:
+def run_baseline(family: str, data: str, images: int, folder: Path, args, limit: float, log) -> dict:
     """The earlier checkout's defaults trained for `limit` seconds, sampled by it and scored here: one table row."""
     source = Path(args.baseline)
     out = folder / f"baseline_{family}"
@@ -590,7 +590,6 @@ def run_baseline(family: str, data: str, folder: Path, args, limit: float, log) 
 
     result, seconds = timed_eval(make_source, data, args.n)
     train = info["train"]
-    images = len(genlab.load_dataset(data, split="train"))
     per_epoch = -(-images // train["batch_size"])
     done = re.search(r"epoch (\d+), step (\d+)", message)  # "interrupted in epoch E, step S" (S within E)
     epochs = int(info.get("epochs_completed") or 0)

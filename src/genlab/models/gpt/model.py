@@ -33,7 +33,7 @@ class GPTModel(GeneratesText, GenerativeModel):
     config_class = GPTConfig
     default_batch_size = 32  # windows
     # Steps of 32 windows of 128 tokens (the cpu preset): sized from one busy thread's step time (0.86 s), about
-    # 10 minutes there and less on 2 quiet cores; its time to quality is not measured yet.
+    # 10 minutes there and less on 2 quiet cores (bpe:4096: 588 s of epochs, benchmarks/README.md).
     default_steps = 1_200
     # The budget stays 1,200 steps on any corpus: the text bar (issue 23) was measured at it, and a step's windows are
     # no images (a corpus' window count is no dataset size in the sense of `budget_steps`).

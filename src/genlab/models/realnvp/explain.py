@@ -53,8 +53,9 @@ def pipeline_stages(
             f"pixel {pixel} {format_number(dequantized[pixel])} becomes {format_number(y[pixel])}",
         )
     )
-    z, log_det_flow = model.sampling_flow()(y, labels)  # (B, C, H, W), (B,)
-    couplings = model.sampling_flow().count_couplings()
+    flow = model.sampling_flow()  # the EMA copy where there is one: what samples and is scored
+    z, log_det_flow = flow(y, labels)  # (B, C, H, W), (B,)
+    couplings = flow.count_couplings()
     stages.append(
         Stage.measured(
             "flow",
@@ -97,7 +98,7 @@ def pipeline_stages(
             path="generation",
         )
     )
-    y = model.sampling_flow().inverse(prior, generation_labels)
+    y = flow.inverse(prior, generation_labels)
     stages.append(
         Stage.measured(
             "inverse flow",

@@ -71,7 +71,7 @@ class RealNVP(GenerativeModel, HasLikelihood, HasEncoder):
 
         The log-det counts the logit transform and every coupling layer. `flow` defaults to the sampling flow.
         """
-        flow = flow or self.sampling_flow()
+        flow = flow if flow is not None else self.sampling_flow()
         y, log_det_logit = logit_transform(x.to(self.device), self.config.alpha)
         z, log_det_flow = flow(y, self.condition(labels))
         return z, log_det_logit + log_det_flow
