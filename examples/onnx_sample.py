@@ -43,7 +43,7 @@ def load_export(folder: Path) -> tuple[dict, onnxruntime.InferenceSession]:
 
 def draw_noise(noise: dict, n: int, rng: np.random.Generator, labels: np.ndarray | None = None) -> np.ndarray:
     """n draws of the graph's noise input, (n, *shape) float32, from the distribution the JSON names (a
-    conditional VAE's per-class mixture: each from its label's)."""
+    conditional VAE's per-class mixture, a conditional flow's Gaussian per class: each from its label's)."""
     shape = tuple(noise["shape"])
     if noise["distribution"] == "normal":
         return (rng.standard_normal((n, *shape)) * noise["std"]).astype(np.float32)
@@ -56,6 +56,9 @@ def draw_noise(noise: dict, n: int, rng: np.random.Generator, labels: np.ndarray
             weights, means, scale_tril = (noise[key][label] for key in ("weights", "means", "scale_tril"))
             z[chosen] = mixture_draws(weights, means, scale_tril, int(chosen.sum()), rng)
         return z
+    if noise["distribution"] == "class_normal" and labels is not None:  # a conditional flow's Gaussian per class
+        e = rng.standard_normal((n, *shape)) * noise["std"]
+        return (np.asarray(noise["means"])[labels] + np.asarray(noise["scales"])[labels] * e).astype(np.float32)
     raise SystemExit(f"cannot draw noise of kind {noise['distribution']!r}")
 
 

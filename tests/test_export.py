@@ -156,6 +156,11 @@ def test_the_json_describes_the_noise_the_range_and_the_schedule(exported):
     realnvp, realnvp_folder = exported("realnvp")
     noise = json.loads((realnvp_folder / EXPORT_FILE).read_text())["sampling"]["noise"]
     assert noise["std"] == pytest.approx(0.8) and noise["shape"] == [1, 8, 8]
+    # a conditional flow draws z from its label's Gaussian, the moving average's (what sampling uses)
+    prior = realnvp.model.sampling_flow().prior
+    assert noise["distribution"] == "class_normal" and np.shape(noise["means"]) == (10, 1, 8, 8)
+    assert np.allclose(noise["means"], prior.means.numpy()) and not np.allclose(noise["means"], 0)
+    assert np.allclose(noise["scales"], prior.log_scales.exp().numpy())
 
 
 def run_example(*args: str | Path) -> subprocess.CompletedProcess:
@@ -192,11 +197,12 @@ def test_the_example_runs_genlabs_ddim_in_numpy(exported, tmp_path, name):
     np.testing.assert_allclose(images, expected, rtol=0, atol=1e-3)
 
 
-def test_the_example_draws_from_a_seed(exported, tmp_path):
-    _, folder = exported("vae")  # the fitted mixture prior, drawn in numpy
+@pytest.mark.parametrize("name", ["vae", "realnvp"])
+def test_the_example_draws_from_a_seed(exported, tmp_path, name):
+    _, folder = exported(name)  # the VAE's fitted mixture prior, the flow's Gaussian per class, drawn in numpy
     done = run_example(folder, "--n", "12", "--seed", "3", "--out", tmp_path / "grid.png")
     assert done.returncode == 0, done.stderr
-    assert "wrote 12 vae images" in done.stdout and (tmp_path / "grid.png").is_file()
+    assert f"wrote 12 {name} images" in done.stdout and (tmp_path / "grid.png").is_file()
 
 
 # ---------------------------------------------------------------- bad input: one line, exit 2, nothing written

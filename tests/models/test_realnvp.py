@@ -243,6 +243,36 @@ def test_temperature_scales_the_prior_draws():
     assert z.shape == (4000, 1, 8, 8) and z.std().item() == pytest.approx(0.5, rel=0.01)
 
 
+
+def test_a_conditional_flows_prior_is_a_learned_gaussian_per_class_that_starts_as_the_standard_normal():
+    from genlab.models import stored_config
+    from genlab.models.realnvp import standard_normal_log_density
+
+    spec = DataSpec(1, 8, 8, 3, ("a", "b", "c"))
+    model = build_model("realnvp", spec, conditional=True, temperature=0.5, **TINY, ema=0.0)
+    prior = model.flow.prior
+    assert prior is not None and prior.means.shape == prior.log_scales.shape == (3, 1, 8, 8)
+    z, labels = torch.randn(5, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1])
+    assert torch.allclose(model.flow.log_prior(z, labels), standard_normal_log_density(z))  # N(0, I) at first
+    with torch.no_grad():
+        prior.means[1].fill_(3.0)
+        prior.log_scales[1].fill_(math.log(2.0))
+    reference = torch.distributions.Normal(3.0, 2.0).log_prob(z[1]).sum()
+    assert model.flow.log_prior(z, labels)[1].item() == pytest.approx(reference.item(), rel=1e-5)
+    assert torch.allclose(model.flow.log_prior(z, labels)[0], standard_normal_log_density(z)[:1])  # class 0 kept
+    # draws of class 1: mean 3, std temperature * 2 = 1; decoded with the same label, they invert exactly
+    draws = model.sample_latent(4000, torch.Generator().manual_seed(0), labels=torch.ones(4000, dtype=torch.long))
+    assert draws.mean().item() == pytest.approx(3.0, abs=0.01) and draws.std().item() == pytest.approx(1.0, rel=0.01)
+    # it is trained with the flow: one step moves it
+    before = prior.means.clone()
+    model.training_step((torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])), model.configure_optimizers())
+    assert not torch.equal(before, prior.means)
+    assert build_model("realnvp", spec, conditional=True, class_prior=False, **TINY).flow.prior is None
+    assert build_model("realnvp", spec, **TINY).flow.prior is None  # unconditional: N(0, I)
+    assert build_model("realnvp", spec, conditional=True, **TINY).ema_flow.prior is not None  # averaged too
+    assert stored_config("realnvp", {"conditional": True}).class_prior is False  # a run.json written before it
+
+
 # ---------------------------------------------------------------- sizes and settings
 
 

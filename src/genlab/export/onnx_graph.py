@@ -222,13 +222,25 @@ def _realnvp(model: Any) -> Exportable:
         return inverse_logit_transform(flow.inverse(z, labels), alpha).clamp(0, 1)  # as RealNVP.decode
 
     shape = model.data.image_shape
-    temperature = model.config.temperature
+    noise: dict[str, Any] = {
+        "input": "z",
+        "shape": list(shape),
+        "distribution": "normal",
+        "std": model.config.temperature,
+    }
+    if flow.prior is not None:  # a Gaussian per class (ClassGaussianPrior.draw, after the temperature)
+        noise.update(
+            distribution="class_normal",
+            draw="for label y: z = means[y] + scales[y] * e, e ~ N(0, std^2 I)",
+            means=flow.prior.means.double().tolist(),
+            scales=flow.prior.log_scales.exp().double().tolist(),
+        )
     return Exportable(
         LatentDecoder(decode, [flow]),
         [GraphInput("z", shape, torch.float32, "latent of the image's shape"), *_labels_input(model)],
         _images_output(model, "x = f^-1(z), the logit transform undone and clamped", UNIT_PIXELS),
         {
-            "noise": {"input": "z", "shape": list(shape), "distribution": "normal", "std": temperature},
+            "noise": noise,
             "network": "ema_flow" if model.ema_flow is not None else "flow",
         },
     )

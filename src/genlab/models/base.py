@@ -300,7 +300,7 @@ class GenerativeModel(nn.Module):
         if not isinstance(self, HasLatentSpace):
             raise NotImplementedError(f"the {self.family} family must implement sample")
         labels = self.check_labels(n, labels)
-        return self.decode(self.sample_latent(n, generator), labels)
+        return self.decode(self.sample_latent(n, generator, labels), labels)
 
     def condition(self, labels: torch.Tensor | None) -> torch.Tensor | None:
         """The labels (B,) a network is told, on the model's device: None for an unconditional model,

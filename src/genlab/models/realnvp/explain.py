@@ -15,7 +15,6 @@ from genlab.models.realnvp.losses import (
     dequantize,
     inverse_logit_transform,
     logit_transform,
-    standard_normal_log_density,
 )
 
 if TYPE_CHECKING:
@@ -26,7 +25,7 @@ def pipeline_stages(
     model: RealNVP, x: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator
 ) -> list[Stage]:
     """Dequantize and logit the real batch x (B, C, H, W) in [0, 1], run the flow to z, -log p; then
-    z ~ N(0, I) -> the inverse flow -> image."""
+    z from the prior (N(0, I), or the label's Gaussian) -> the inverse flow -> image."""
     pixel = example_pixel(x)
     labels = model.condition(labels)
     alpha = model.config.alpha
@@ -72,12 +71,14 @@ def pipeline_stages(
             f"{format_number(log_det_logit[0] + log_det_flow[0])} (logit {format_number(log_det_logit[0])})",
         )
     )
-    log_prior = standard_normal_log_density(z)  # (B,)
+    log_prior = flow.log_prior(z, labels)  # (B,)
+    prior_name = "N(z; means[y], scales[y]^2)" if flow.prior is not None else "N(z; 0, I)"
     nll = -(log_prior + log_det_logit + log_det_flow - model.data.num_pixels * math.log(256))
     stages.append(
         Stage.measured(
             "loss",
-            "-log p = -(log N(z; 0, I) + log |det| - D log 256), nats per image on the 8-bit scale",
+            f"-log p = -(log {prior_name} + log |det| - D log 256), nats per image on the 8-bit scale"
+            + (", with a learned Gaussian per class y as the prior" if flow.prior is not None else ""),
             z,
             nll,
             f"{format_number(nll.mean())} nats per image on this batch = "
@@ -87,11 +88,14 @@ def pipeline_stages(
         )
     )
     generation_labels = model.check_labels(len(x), None)  # on the model's device; None when unconditional
-    prior = model.sample_latent(len(x), generator)  # (B, C, H, W)
+    prior = model.sample_latent(len(x), generator, generation_labels)  # (B, C, H, W)
+    temperature = f"{model.config.temperature:g}"
     stages.append(
         Stage.measured(
             "sample latent",
-            f"z ~ N(0, {model.config.temperature:g}^2 I) of the image's shape",
+            f"z ~ N(means[y], {temperature}^2 scales[y]^2) of the image's shape, from the label y's Gaussian"
+            if flow.prior is not None
+            else f"z ~ N(0, {temperature}^2 I) of the image's shape",
             None,
             prior,
             f"z at pixel {pixel} = {format_number(prior[pixel])}",
@@ -135,13 +139,20 @@ def prediction_pass(
     y, _ = logit_transform(dequantized, model.config.alpha)
     flow_labels = model.condition(labels)
     flow = model.sampling_flow()
+    prior = flow.prior if flow_labels is not None else None
+
+    def forward() -> torch.Tensor:
+        z = flow(y, flow_labels)[0]
+        return z if prior is None else prior(z, flow_labels)  # the class's Gaussian standardizes z
+
     return PredictionPass(
         "EMA flow" if model.ema_flow is not None else "flow",
         flow,
         "y = logit(dequantized real images)",
         y,
-        lambda: flow(y, flow_labels)[0],
-        "latent z of the image's shape",
-        f"the flow's forward pass, image -> z, on the {len(y)} real images (sampling runs the same couplings "
-        "backwards, z -> image, with the same parameters)",
+        forward,
+        "latent z of the image's shape" if prior is None else "(z - means[y]) / scales[y], z's noise under its class",
+        f"the flow's forward pass, image -> z, on the {len(y)} real images"
+        + ("" if prior is None else ", then the prior of each image's class standardizes z")
+        + " (sampling runs the same couplings backwards, z -> image, with the same parameters)",
     )

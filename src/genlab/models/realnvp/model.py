@@ -18,7 +18,6 @@ from genlab.models.realnvp.losses import (
     dequantize,
     inverse_logit_transform,
     logit_transform,
-    standard_normal_log_density,
 )
 from genlab.models.realnvp.networks import Flow
 
@@ -32,7 +31,8 @@ class RealNVP(GenerativeModel, HasLikelihood, HasEncoder):
     # 30 epochs of mnist-5k: 0.285 s a step of 64 on 2 CPU cores, all in, so ~9 minutes (1,260 steps, 20 epochs, until
     # 2026-12-06: FID 155.8, against 120.5 with the EMA after 24 epochs).
     default_steps = 1_890
-    absent_in_older_runs = {"ema": 0.0}  # runs written before the flow had a moving average
+    # runs written before the flow had a moving average, or a conditional one a prior per class
+    absent_in_older_runs = {"ema": 0.0, "class_prior": False}
     trace_columns = (("loss", "Loss"), ("test_loss", "Test loss"), ("test_bits_per_dim", "Test bits/dim"))
     monitor = "test_loss"
     likelihood_data_model = "dequantized continuous (uniform noise on 8-bit pixels)"
@@ -52,7 +52,8 @@ class RealNVP(GenerativeModel, HasLikelihood, HasEncoder):
         config = dataclasses.replace(config, scales=scales)
         super().__init__(config, data)
         num_classes = data.num_classes if config.conditional else 0
-        self.flow = Flow(data.channels, scales, config.hidden_channels, config.res_blocks, num_classes)
+        prior_size = (data.height, data.width) if num_classes and config.class_prior else None
+        self.flow = Flow(data.channels, scales, config.hidden_channels, config.res_blocks, num_classes, prior_size)
         # The moving average of the flow's weights (config.ema > 0), saved with the weights; `updates` counts
         # its updates for the warm-up of its decay. Neither exists without EMA, so runs saved before it load.
         self.ema_flow: Flow | None = None
@@ -91,18 +92,23 @@ class RealNVP(GenerativeModel, HasLikelihood, HasEncoder):
     def sample_latent(
         self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """z ~ N(0, temperature^2 I) of the image's shape (n, C, H, W), whatever the labels."""
-        return self.randn(n, *self.data.image_shape, generator=generator) * self.config.temperature
+        """n latents (n, C, H, W) from the prior at the temperature T: z ~ N(0, T^2 I), or for a conditional
+        flow with a prior per class z ~ N(means[y], T^2 scales[y]^2) for its labels (n,) (cycling through the
+        classes when none are given)."""
+        noise = self.randn(n, *self.data.image_shape, generator=generator) * self.config.temperature
+        labels = self.check_labels(n, labels) if self.conditional else None
+        return self.sampling_flow().draw_latent(noise, labels)
 
     def log_density(self, x: torch.Tensor, labels: torch.Tensor | None, flow: Flow | None = None) -> torch.Tensor:
         """log p of one dequantization of x (k/255 pixels) on the 8-bit scale [0, 256)^D, (B,); keeps the graph.
 
         The noise u ~ U[0, 1) comes from torch's global generator; `flow` defaults to the sampling flow.
         """
+        flow = flow if flow is not None else self.sampling_flow()
         x = x.to(self.device)
         z, log_det = self.encode(dequantize(x, torch.rand_like(x)), labels, flow)
         # v = 256 * dequantized in [0, 256): dv/d(dequantized) = 256 per dimension
-        return standard_normal_log_density(z) + log_det - self.data.num_pixels * math.log(256)
+        return flow.log_prior(z, self.condition(labels)) + log_det - self.data.num_pixels * math.log(256)
 
     @torch.no_grad()
     def log_likelihood(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

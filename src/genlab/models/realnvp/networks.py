@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.models.realnvp.losses import standard_normal_log_density
+
 CHECKERBOARD_COUPLINGS = 3  # per scale before the squeeze (the paper's numbers)
 CHANNEL_COUPLINGS = 3  # per scale after the squeeze
 FINAL_COUPLINGS = 4  # checkerboard couplings of the last scale
@@ -181,20 +183,67 @@ class Scale(nn.Module):
         )
 
 
+class ClassGaussianPrior(nn.Module):
+    """A conditional flow's base density: z ~ N(means[y], diag(exp(log_scales[y]))^2) for class y, learned
+    with the flow (Glow's class-conditional prior, Kingma & Dhariwal 2018). Both start at zero, so the
+    prior starts as N(0, I); the label then moves where a class's latents sit, not only the couplings."""
+
+    def __init__(self, num_classes: int, shape: tuple[int, ...]):
+        super().__init__()
+        self.means = nn.Parameter(torch.zeros(num_classes, *shape))  # (K, C, H, W)
+        self.log_scales = nn.Parameter(torch.zeros(num_classes, *shape))  # (K, C, H, W)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(z - means[y]) / scales[y]: latents (B, C, H, W) standardized by their class's Gaussian."""
+        return (z - self.means[labels]) * torch.exp(-self.log_scales[labels])
+
+    def log_density(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """log N(z; means[y], scales[y]^2) summed per image: (B,)."""
+        return standard_normal_log_density(self(z, labels)) - self.log_scales[labels].flatten(1).sum(1)
+
+    def draw(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """means[y] + scales[y] * noise: noise (B, C, H, W) ~ N(0, I) (times a temperature) into latents."""
+        return self.means[labels] + torch.exp(self.log_scales[labels]) * noise
+
+
 class Flow(nn.Module):
     """The multi-scale flow on logit-space images (B, C, H, W) -> latents of the same shape (section 3.6).
 
     After each scale but the last, half the channels leave as latents (z_i) and the rest go on.
     The latents are put back into one (B, C, H, W) tensor by undoing the squeezes and splits,
-    which are permutations: so z ~ N(0, I) of the image's shape is the prior of every scale.
+    which are permutations: so one density over the image-shaped z is the prior of every scale,
+    N(0, I), or given `class_prior_size` a learned Gaussian per class (`ClassGaussianPrior`), which the
+    flow owns so that its moving average covers both.
     """
 
-    def __init__(self, channels: int, scales: int, hidden: int, blocks: int, num_classes: int = 0):
+    def __init__(
+        self,
+        channels: int,
+        scales: int,
+        hidden: int,
+        blocks: int,
+        num_classes: int = 0,
+        class_prior_size: tuple[int, int] | None = None,
+    ):
         super().__init__()
         widths = [channels * 2**i for i in range(scales)]  # channels entering each scale: C, 2C, 4C ...
         self.scales = nn.ModuleList(
             Scale(width, i == scales - 1, hidden, blocks, num_classes) for i, width in enumerate(widths)
         )
+        # class_prior_size: the image's (H, W), for a conditional flow whose prior depends on the class
+        self.prior = ClassGaussianPrior(num_classes, (channels, *class_prior_size)) if class_prior_size else None
+
+    def log_prior(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """log p(z) per image (B,): the class's Gaussian with a class prior, else N(0, I)."""
+        if self.prior is None or labels is None:
+            return standard_normal_log_density(z)
+        return self.prior.log_density(z, labels)
+
+    def draw_latent(self, noise: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Latents from noise (B, C, H, W) ~ N(0, T^2 I): the noise itself, or moved into each label's Gaussian."""
+        if self.prior is None or labels is None:
+            return noise
+        return self.prior.draw(noise, labels)
 
     def forward(self, y: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Latents z shaped as y (B, C, H, W), and log |det dz/dy| per image (B,)."""
