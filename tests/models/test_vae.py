@@ -140,6 +140,25 @@ def test_learning_rate_defaults_per_arch_and_is_recorded():
     assert build_model("vae", MNIST_SPEC, arch="conv", lr=5e-4).config.lr == 5e-4
 
 
+
+def test_a_training_set_of_10_000_images_or_more_gets_the_conv_net_by_default(tmp_path):
+    import genlab
+    from genlab.data.dataset import ImageDataset
+
+    def dataset(n: int, side: int = 8) -> ImageDataset:
+        images = torch.randint(0, 256, (n, 1, side, side), generator=torch.Generator().manual_seed(0))
+        return ImageDataset(images.to(torch.uint8), None, [], f"noise-{n}")
+
+    big = dataset(10_000)
+    assert (build_model("vae", big).config.arch, build_model("vae", big).config.lr) == ("conv", 1e-3)
+    assert build_model("vae", dataset(9_999)).config.arch == "mlp"  # below: the MLP, quick and good on mnist-5k
+    assert build_model("vae", dataset(10_000, side=10)).config.arch == "mlp"  # the conv net needs sides of 4k
+    assert build_model("vae", big, arch="mlp").config.arch == "mlp"  # a setting given wins
+    assert build_model("vae", DataSpec(1, 8, 8)).config.arch == "mlp"  # a bare spec has no size
+    run = genlab.train("vae", big, tmp_path / "run", test_data=dataset(64), epochs=1, progress=False,
+                       sample_every=0, final_eval=False, model_config={"conv_channels": 4, "hidden_dim": 16})
+    assert run.model.config.arch == "conv" and genlab.Run.load(tmp_path / "run").model.config.arch == "conv"
+
 def test_conv_vae_rejects_sizes_not_divisible_by_4():
     with pytest.raises(GenlabError, match="divisible by 4"):
         build_model("vae", DataSpec(1, 30, 30), arch="conv")

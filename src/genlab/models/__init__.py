@@ -137,7 +137,8 @@ def build_model(name: str, data, config=None, *, training: bool = True, **overri
     """Build family `name` for `data` (a DataSpec or an ImageDataset; a TokenSpec or a TokenDataset for text).
 
     `config` is the family's config dataclass (or a dict of its fields); keyword
-    `overrides` change single fields, e.g. ``build_model("vae", ds, arch="conv")``. Before any
+    `overrides` change single fields, e.g. ``build_model("vae", ds, arch="conv")``. Built for a dataset, the
+    fields it leaves out take the family's `data_defaults` for that dataset's size where it has any. Before any
     weight is allocated the model's memory is estimated and refused when it does not fit: for
     training (`training=True`: weights, gradients, Adam's moments) or for sampling (weights only).
     """
@@ -147,7 +148,11 @@ def build_model(name: str, data, config=None, *, training: bool = True, **overri
         wants = "text (--data fortunes or text:PATH)" if text_family else "images"
         raise GenlabError(f"the {name} family learns from {wants}, not {spec.describe()}")
     if config is None or isinstance(config, dict):
-        config = make_config(name, {**(config or {}), **overrides})
+        # a dataset (not a bare spec) has a size: the family's defaults for data of that size go under the settings
+        sized = (
+            model_class(name).data_defaults(spec, len(data)) if data is not spec and isinstance(spec, DataSpec) else {}
+        )
+        config = make_config(name, {**sized, **(config or {}), **overrides})
     elif overrides:
         config = dataclasses.replace(config, **overrides)
     check_model_fits(name, model_class(name), spec, config, training=training)

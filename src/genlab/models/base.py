@@ -200,6 +200,12 @@ class GenerativeModel(nn.Module):
         return round(cls.default_steps * scale)
 
     @classmethod
+    def data_defaults(cls, data: DataSpec, images: int) -> dict[str, Any]:
+        """Settings whose default depends on the training data, its shape `data` and its size `images`: they go
+        under the user's own when a model is built for a dataset. None unless a family says otherwise."""
+        return {}
+
+    @classmethod
     def default_epochs(cls, images: int, batch_size: int) -> int:
         """Epochs that come nearest `budget_steps` on `images` training images in batches of `batch_size`
         (at least 1): a small dataset gets many epochs, a large one few."""

@@ -4,6 +4,7 @@ importance-weighted bound as its likelihood, and sampling by decoding z ~ N(0, I
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +13,7 @@ from torch import nn
 from genlab.data.transforms import binarize
 from genlab.models.base import Batch, CanReconstruct, DataSpec, GenerativeModel, HasEncoder, HasLikelihood
 from genlab.models.vae import explain
-from genlab.models.vae.config import VAEConfig
+from genlab.models.vae.config import CONV_FROM_IMAGES, VAEConfig
 from genlab.models.vae.losses import (
     bernoulli_log_likelihood,
     gaussian_log_density,
@@ -43,6 +44,13 @@ class VAE(GenerativeModel, HasLikelihood, HasEncoder, CanReconstruct):
         "epoch to where the training images' encodings really lie."
     )
     config: VAEConfig
+
+    @classmethod
+    def data_defaults(cls, data: DataSpec, images: int) -> dict[str, Any]:
+        """The conv net for CONV_FROM_IMAGES or more training images whose sides divide by 4, the MLP below."""
+        if images >= CONV_FROM_IMAGES and data.height % 4 == 0 and data.width % 4 == 0:
+            return {"arch": "conv"}
+        return {}
 
     def __init__(self, config: VAEConfig, data: DataSpec):
         super().__init__(config, data)
