@@ -96,8 +96,9 @@ def test_squeeze_is_space_to_depth_and_unsqueeze_its_inverse():
 # ---------------------------------------------------------------- log-determinants (float64, to 1e-8)
 
 
-@pytest.mark.parametrize("mask, shape", [("checkerboard", (1, 1, 4, 4)), ("checkerboard", (1, 2, 3, 3)),
-                                         ("channel", (1, 4, 2, 2))])
+@pytest.mark.parametrize(
+    "mask, shape", [("checkerboard", (1, 1, 4, 4)), ("checkerboard", (1, 2, 3, 3)), ("channel", (1, 4, 2, 2))]
+)
 @pytest.mark.parametrize("parity", [0, 1])
 def test_a_coupling_layers_log_det_is_its_jacobians(mask, shape, parity):
     torch.manual_seed(0)
@@ -123,8 +124,9 @@ def test_squeeze_then_coupling_log_det_is_the_jacobians():
 def test_the_whole_flows_log_det_from_pixels_is_the_jacobians(conditional):
     """x in [0, 1] (before the logit) -> z, 64 dimensions, through 2 scales of 10 couplings."""
     torch.manual_seed(2)
-    model = perturbed(build_model("realnvp", SPEC, hidden_channels=4, res_blocks=1,
-                                  conditional=conditional).double(), std=0.2)
+    model = perturbed(
+        build_model("realnvp", SPEC, hidden_channels=4, res_blocks=1, conditional=conditional).double(), std=0.2
+    )
     labels = torch.tensor([2]) if conditional else None
     x = torch.rand(1, 1, 8, 8, dtype=torch.float64) * 0.9 + 0.05
     _, log_det = model.encode(x, labels)
@@ -185,8 +187,9 @@ def digits_run(tmp_path_factory):
     initial = build_model("realnvp", genlab.load_dataset("digits"), settings)
     before, _ = negative_log_likelihood(initial, genlab.load_dataset("digits", split="test"), seed=0)
     out = tmp_path_factory.mktemp("realnvp") / "run"
-    run = genlab.train("realnvp", "digits", out, epochs=2, seed=0, progress=False, sample_every=0,
-                       model_config=settings)
+    run = genlab.train(
+        "realnvp", "digits", out, epochs=2, seed=0, progress=False, sample_every=0, model_config=settings
+    )
     return run, before
 
 
@@ -243,6 +246,19 @@ def test_temperature_scales_the_prior_draws():
     assert z.shape == (4000, 1, 8, 8) and z.std().item() == pytest.approx(0.5, rel=0.01)
 
 
+def test_a_conditional_flow_samples_cooler_by_default_and_records_it():
+    from genlab.models import stored_config
+    from genlab.models.realnvp.config import CONDITIONAL_TEMPERATURE
+
+    assert build_model("realnvp", SPEC, **TINY).config.temperature == 1.0
+    assert build_model("realnvp", SPEC, **TINY, conditional=True).config.temperature == CONDITIONAL_TEMPERATURE == 0.6
+    assert build_model("realnvp", SPEC, **TINY, conditional=True, temperature=1.0).config.temperature == 1.0
+    model = build_model("realnvp", SPEC, **TINY, conditional=True, ema=0.0)  # its prior still N(0, I): std 0.6
+    z = model.sample_latent(4000, torch.Generator().manual_seed(0))
+    assert z.std().item() == pytest.approx(0.6, rel=0.01)
+    # a run.json holds the resolved value, so an older conditional run keeps its own
+    assert stored_config("realnvp", {"conditional": True, "temperature": 1.0}).temperature == 1.0
+
 
 def test_a_conditional_flows_prior_is_a_learned_gaussian_per_class_that_starts_as_the_standard_normal():
     from genlab.models import stored_config
@@ -277,8 +293,10 @@ def test_a_conditional_flows_prior_is_a_learned_gaussian_per_class_that_starts_a
 
 
 def test_the_number_of_scales_follows_the_image_size():
-    scales = {(c, h, w): build_model("realnvp", DataSpec(c, h, w), **TINY).config.scales
-              for c, h, w in [(1, 28, 28), (1, 8, 8), (3, 32, 32), (1, 12, 20)]}
+    scales = {
+        (c, h, w): build_model("realnvp", DataSpec(c, h, w), **TINY).config.scales
+        for c, h, w in [(1, 28, 28), (1, 8, 8), (3, 32, 32), (1, 12, 20)]
+    }
     assert scales == {(1, 28, 28): 3, (1, 8, 8): 2, (3, 32, 32): 3, (1, 12, 20): 2}  # 28 -> 14 -> 7; 8 -> 4
     assert build_model("realnvp", DataSpec(1, 28, 28), scales=2, **TINY).config.scales == 2
     assert build_model("realnvp", DataSpec(1, 7, 9), scales=1, **TINY).sample(1).shape == (1, 1, 7, 9)
@@ -295,17 +313,20 @@ def test_sizes_it_cannot_take_are_refused_with_the_reason():
         build_model("realnvp", DataSpec(1, 4, 4), scales=3)
 
 
-@pytest.mark.parametrize("setting, value, message", [
-    ("hidden_channels", 0, "hidden_channels must be a positive integer"),
-    ("res_blocks", -1, "res_blocks must be a positive integer"),
-    ("scales", 0, "scales must be a positive integer or None"),
-    ("alpha", 0.5, r"alpha must be a number in \(0, 0.5\)"),
-    ("temperature", 0.0, "temperature must be a positive number"),
-    ("lr", -1e-3, "lr must be a positive number"),
-    ("weight_decay", -1.0, "weight_decay must be a number >= 0"),
-    ("grad_clip", float("nan"), "grad_clip must be a number >= 0"),
-    ("ema", 1.0, r"ema must be in \[0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("hidden_channels", 0, "hidden_channels must be a positive integer"),
+        ("res_blocks", -1, "res_blocks must be a positive integer"),
+        ("scales", 0, "scales must be a positive integer or None"),
+        ("alpha", 0.5, r"alpha must be a number in \(0, 0.5\)"),
+        ("temperature", 0.0, "temperature must be a positive number"),
+        ("lr", -1e-3, "lr must be a positive number"),
+        ("weight_decay", -1.0, "weight_decay must be a number >= 0"),
+        ("grad_clip", float("nan"), "grad_clip must be a number >= 0"),
+        ("ema", 1.0, r"ema must be in \[0, 1\)"),
+    ],
+)
 def test_bad_settings_are_named(setting, value, message):
     with pytest.raises(GenlabError, match=message):
         build_model("realnvp", SPEC, **{setting: value})
@@ -334,8 +355,10 @@ def test_declares_an_exact_likelihood_and_an_encoder_whose_latent_is_its_z():
         model.latent_of(x)
 
 
-@pytest.mark.parametrize("setting, value", [("hidden_channels", True), ("scales", True), ("conditional", 1),
-                                            ("alpha", True), ("ema", True), ("ema", "0.9x")])
+@pytest.mark.parametrize(
+    "setting, value",
+    [("hidden_channels", True), ("scales", True), ("conditional", 1), ("alpha", True), ("ema", True), ("ema", "0.9x")],
+)
 def test_settings_of_the_wrong_type_are_refused(setting, value):
     with pytest.raises(GenlabError, match=setting):
         build_model("realnvp", SPEC, **{setting: value})
@@ -376,12 +399,19 @@ def test_runs_without_ema_keep_their_weights_layout():
 
 
 def test_a_checkpoint_resumes_with_the_ema_intact(tmp_path):
-    kwargs = dict(epochs=2, seed=1, progress=False, sample_every=0, final_eval=False,
-                  model_config={**TINY, "ema": 0.9})
+    kwargs = dict(epochs=2, seed=1, progress=False, sample_every=0, final_eval=False, model_config={**TINY, "ema": 0.9})
     genlab.train("realnvp", "digits", tmp_path / "straight", **kwargs)
     genlab.train("realnvp", "digits", tmp_path / "resumed", **{**kwargs, "epochs": 1})
-    genlab.train("realnvp", "digits", tmp_path / "resumed", resume=True, epochs=2, progress=False, sample_every=0,
-                 final_eval=False)
+    genlab.train(
+        "realnvp",
+        "digits",
+        tmp_path / "resumed",
+        resume=True,
+        epochs=2,
+        progress=False,
+        sample_every=0,
+        final_eval=False,
+    )
     for name in ("model.safetensors", "state.safetensors"):
         assert (tmp_path / "straight" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes(), name
     run = genlab.Run.load(tmp_path / "resumed")

@@ -226,7 +226,7 @@ def _realnvp(model: Any) -> Exportable:
         "input": "z",
         "shape": list(shape),
         "distribution": "normal",
-        "std": model.config.temperature,
+        "std": model.config.sampling_temperature,
     }
     if flow.prior is not None:  # a Gaussian per class (ClassGaussianPrior.draw, after the temperature)
         noise.update(

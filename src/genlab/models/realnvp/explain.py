@@ -89,7 +89,7 @@ def pipeline_stages(
     )
     generation_labels = model.check_labels(len(x), None)  # on the model's device; None when unconditional
     prior = model.sample_latent(len(x), generator, generation_labels)  # (B, C, H, W)
-    temperature = f"{model.config.temperature:g}"
+    temperature = f"{model.config.sampling_temperature:g}"
     stages.append(
         Stage.measured(
             "sample latent",

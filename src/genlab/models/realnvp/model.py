@@ -95,7 +95,7 @@ class RealNVP(GenerativeModel, HasLikelihood, HasEncoder):
         """n latents (n, C, H, W) from the prior at the temperature T: z ~ N(0, T^2 I), or for a conditional
         flow with a prior per class z ~ N(means[y], T^2 scales[y]^2) for its labels (n,) (cycling through the
         classes when none are given)."""
-        noise = self.randn(n, *self.data.image_shape, generator=generator) * self.config.temperature
+        noise = self.randn(n, *self.data.image_shape, generator=generator) * self.config.sampling_temperature
         labels = self.check_labels(n, labels) if self.conditional else None
         return self.sampling_flow().draw_latent(noise, labels)
 
