@@ -45,12 +45,23 @@ def tiny(colours=1, height=5, width=6, seed=0, **settings):
     """A small model whose receptive field covers a 5x6 image (kernel 5, 4 layers).
 
     Each colour gets 8 feature maps: with fewer, every ReLU of a colour's group can be off at
-    the first pixels for all test images, and a gradient test would see no dependence.
+    the first pixels for all test images, and a gradient test would see no dependence. A conditional
+    model's class terms are moved off their zero start, so that its labels matter.
     """
     torch.manual_seed(seed)
     spec = DataSpec(colours, height, width, 3, ("a", "b", "c"))
     config = {"channels": 8 * colours, "layers": 4, "kernel_size": 5, "head_channels": 8 * colours, **settings}
-    return build_model("pixelcnn", spec, config).eval()
+    model = build_model("pixelcnn", spec, config).eval()
+    return with_class_terms(model, seed) if model.conditional else model
+
+
+def with_class_terms(model, seed=0):
+    """A conditional model whose class embeddings have moved from their zero start, as training moves them."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.network.gated_layers():
+            layer.embedding.weight.copy_(torch.randn(layer.embedding.weight.shape, generator=generator))
+    return model
 
 
 def random_images(model, n, seed):
@@ -67,7 +78,11 @@ def earlier(c, i, j, shape):
 
 
 CASES = [  # colours, settings
-    (1, {}), (1, {"binarize": True}), (1, {"conditional": True}), (3, {}), (3, {"binarize": True, "conditional": True}),
+    (1, {}),
+    (1, {"binarize": True}),
+    (1, {"conditional": True}),
+    (3, {}),
+    (3, {"binarize": True, "conditional": True}),
 ]
 
 
@@ -154,8 +169,13 @@ def test_the_cached_sampler_draws_what_the_full_network_gives(colours, settings)
     images = fill(model.network, torch.zeros(3, *model.data.image_shape), 0, uniform, labels)
     logits = model.network(images, labels)  # (3, C, K, H, W): teacher forcing on the drawn images
     top = max(model.network.outputs - 1, 1)
-    redrawn = torch.stack([draw(logits[:, c, :, i, j], uniform[:, c, i, j]) / top
-                           for c, i, j in itertools.product(*map(range, model.data.image_shape))], 1)
+    redrawn = torch.stack(
+        [
+            draw(logits[:, c, :, i, j], uniform[:, c, i, j]) / top
+            for c, i, j in itertools.product(*map(range, model.data.image_shape))
+        ],
+        1,
+    )
     assert torch.equal(redrawn, images.reshape(3, -1))
     assert len(images.unique()) > 2 or settings.get("binarize")
 
@@ -196,6 +216,17 @@ def test_completion_keeps_the_top_rows_and_draws_the_rest():
         model.complete(images[:, :, :4], 2)
     with pytest.raises(GenlabError, match="got torch.uint8"):
         model.complete((images * 255).to(torch.uint8), 2)
+
+
+def test_a_conditional_model_starts_as_the_unconditional_one_and_training_moves_its_class_terms():
+    spec = DataSpec(1, 4, 4, 3, ("a", "b", "c"))
+    model = build_model("pixelcnn", spec, channels=8, layers=4, kernel_size=5, head_channels=8, conditional=True)
+    x = random_images(model, 2, seed=3)
+    with torch.no_grad():
+        assert torch.equal(model.log_likelihood(x, torch.tensor([0, 0])), model.log_likelihood(x, torch.tensor([2, 2])))
+    model.train()
+    model.training_step((x, torch.tensor([0, 2])), model.configure_optimizers())
+    assert all(layer.embedding.weight.abs().sum() > 0 for layer in model.network.gated_layers())
 
 
 def test_conditional_sampling_follows_the_label_and_checks_it():
@@ -248,8 +279,9 @@ def test_training_through_the_api_lowers_the_nll_and_eval_measures_it(tmp_path):
     config = {**TINY, "lr": 1e-2}
     torch.manual_seed(0)  # genlab.train seeds the initial weights the same way
     before, _ = negative_log_likelihood(build_model("pixelcnn", train, config), test, 0)
-    run = genlab.train("pixelcnn", "digits", tmp_path / "run", epochs=2, batch_size=128, seed=0, progress=False,
-                       model_config=config)  # 2 x 12 steps
+    run = genlab.train(
+        "pixelcnn", "digits", tmp_path / "run", epochs=2, batch_size=128, seed=0, progress=False, model_config=config
+    )  # 2 x 12 steps
     first, last = run.history[0], run.history[-1]
     assert {"loss", "bits_per_dim", "test_loss", "test_bits_per_dim"} <= set(last)
     assert before > 300  # about 64 ln 256 = 355 nats: near-uniform over the 256 levels
@@ -275,7 +307,9 @@ def test_it_declares_a_likelihood_and_completion_and_no_other_capability():
     assert PixelCNN.likelihood_images is None  # one network pass per image: eval scores the whole test split
     assert not model.binary_pixels and binary.binary_pixels  # the config's binarize
     assert (model.likelihood_data_model, binary.likelihood_data_model) == (
-        "256-way discrete (8-bit pixels)", "binarized")
+        "256-way discrete (8-bit pixels)",
+        "binarized",
+    )
 
 
 def test_labels_reach_the_network_only_on_a_conditional_model():
