@@ -20,7 +20,7 @@ from genlab.models.vae.losses import (
     kl_to_standard_normal,
     negative_elbo,
 )
-from genlab.models.vae.networks import ConvCoder, MLPCoder
+from genlab.models.vae.networks import ConvCoder, MLPCoder, conv_takes
 from genlab.models.vae.prior import ClassMixturePrior, MixturePrior
 
 
@@ -48,7 +48,7 @@ class VAE(GenerativeModel, HasLikelihood, HasEncoder, CanReconstruct):
     @classmethod
     def data_defaults(cls, data: DataSpec, images: int) -> dict[str, Any]:
         """The conv net for CONV_FROM_IMAGES or more training images whose sides divide by 4, the MLP below."""
-        if images >= CONV_FROM_IMAGES and data.height % 4 == 0 and data.width % 4 == 0:
+        if images >= CONV_FROM_IMAGES and conv_takes(data.height, data.width):
             return {"arch": "conv"}
         return {}
 

@@ -41,13 +41,18 @@ class MLPCoder(nn.Module):
         return self.decoder(z).reshape(-1, *self.image_shape)  # (B, C, H, W)
 
 
+def conv_takes(height: int, width: int) -> bool:
+    """Whether the conv net takes images of this size: its two stride-2 convolutions need sides divisible by 4."""
+    return height % 4 == 0 and width % 4 == 0
+
+
 class ConvCoder(nn.Module):
     """Two stride-2 convolutions down (H/4 x W/4), a dense layer, and the mirror image up."""
 
     def __init__(self, config: VAEConfig, data: DataSpec):
         super().__init__()
         c, h, w = data.image_shape
-        if h % 4 or w % 4:
+        if not conv_takes(h, w):
             raise GenlabError(
                 f"the conv VAE needs height and width divisible by 4, got {h}x{w}; use --arch mlp or --size"
             )
