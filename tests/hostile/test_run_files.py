@@ -452,6 +452,18 @@ def test_tampered_run_json_is_refused_by_sample(fixture_run, tmp_path, capsys, p
     refused(["sample", run, "--n", 4, "--out", tmp_path / "g.png"], capsys, *named, untouched=run)
 
 
+@pytest.mark.parametrize(
+    "path, value",
+    [("model.config.class_prior", "yes please"), ("model.config.class_prior", 1), ("model.config.temperature", "hot"),
+     ("model.config.temperature", True), ("model.config.temperature", -1.0)],
+)  # fmt: skip
+def test_a_flows_tampered_prior_settings_are_refused(fixture_run, tmp_path, capsys, path, value):
+    run = fixture_run("realnvp")
+    edit_json(run / "run.json", setting(path, value))
+    refused(["sample", run, "--n", 4, "--out", tmp_path / "g.png"], capsys, "run.json", path.rsplit(".", 1)[1],
+            untouched=run)  # fmt: skip
+
+
 def test_run_json_that_is_not_an_object_is_refused(fixture_run, tmp_path, capsys):
     run = fixture_run("vae")
     for document in (

@@ -357,8 +357,11 @@ def test_declares_an_exact_likelihood_and_an_encoder_whose_latent_is_its_z():
 
 @pytest.mark.parametrize(
     "setting, value",
-    [("hidden_channels", True), ("scales", True), ("conditional", 1), ("alpha", True), ("ema", True), ("ema", "0.9x")],
-)
+    [
+        ("hidden_channels", True), ("scales", True), ("conditional", 1), ("alpha", True), ("ema", True),
+        ("ema", "0.9x"), ("class_prior", 1), ("class_prior", "yes please"), ("temperature", True), ("temperature", "0.6x"),
+    ],
+)  # fmt: skip
 def test_settings_of_the_wrong_type_are_refused(setting, value):
     with pytest.raises(GenlabError, match=setting):
         build_model("realnvp", SPEC, **{setting: value})
