@@ -359,7 +359,8 @@ def test_declares_an_exact_likelihood_and_an_encoder_whose_latent_is_its_z():
     "setting, value",
     [
         ("hidden_channels", True), ("scales", True), ("conditional", 1), ("alpha", True), ("ema", True),
-        ("ema", "0.9x"), ("class_prior", 1), ("class_prior", "yes please"), ("temperature", True), ("temperature", "0.6x"),
+        ("ema", "0.9x"), ("class_prior", 1), ("class_prior", "yes please"), ("temperature", True),
+        ("temperature", "0.6x"),
     ],
 )  # fmt: skip
 def test_settings_of_the_wrong_type_are_refused(setting, value):
