@@ -10,9 +10,9 @@ For each family in --families and each dataset in --data:
              the model, grown up to 2.5x on data larger than mnist-5k's 4,000 training images,
              turned into epochs for the data by `GenerativeModel.default_epochs`; run.json records
              train.default_steps). W: the wall time of `genlab.train`, end to end (data loading, the
-             per-epoch validation and checkpoints included). Then `genlab.eval.evaluate.evaluate(out,
-             n=N, seed=0)`: the `genlab eval` defaults (every metric that applies, against the test
-             split), timed: eval time, and total = W + eval time.
+             validation at its default cadence (`default_validate_every`) and the per-epoch checkpoints
+             included). Then `genlab.eval.evaluate.evaluate(out, n=N, seed=0)`: the `genlab eval` defaults
+             (every metric that applies, against the test split), timed: eval time, and total = W + eval time.
   reference  the family's plain loop, trained for the same W seconds (it stops at the first step
              boundary past W), then N samples saved as uint8 .npz and scored by
              `evaluate(npz, DATA, n=N, seed=0)`, timed the same way (sampling included):

@@ -184,7 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="any other config field, e.g. --set hidden_dim=512 (repeatable)",
     )
-    train.add_argument("--sample-every", type=int, default=1, metavar="N", help="sample grid every N epochs (0: none)")
+    train.add_argument(
+        "--sample-every",
+        type=int,
+        metavar="N",
+        help="sample grid every N epochs (0: none; default: as often as the run validates)",
+    )
+    train.add_argument(
+        "--validate-every",
+        type=_positive_int,
+        metavar="N",
+        help="measure the test set every N epochs and after the last (default: every epoch; in runs of more "
+        "than 50 epochs, about 50 times; a resumed run keeps its own)",
+    )
     train.add_argument(
         "--eval-every",
         type=int,
@@ -541,6 +553,7 @@ def _train(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite,
                 progress=not args.quiet,
                 sample_every=args.sample_every,
+                validate_every=args.validate_every,
                 eval_every=args.eval_every,
                 model_config=model_config,
                 init_from=args.init_from,

@@ -64,8 +64,8 @@ def test_run_directory_format(tmp_path):
     assert info["status"] == "completed" and info["epochs_completed"] == 2
     assert info["model"] == {"name": "vae", "config": {**info["model"]["config"], **SMALL_VAE}}
     assert info["data"]["spec"] == "digits" and info["data"]["shape"]["height"] == 8
-    assert info["train"] == {"epochs": 2, "batch_size": 64, "seed": 3, "precision": "fp32", "compile": False,
-                             "processes": 1}
+    assert info["train"] == {"epochs": 2, "batch_size": 64, "seed": 3, "validate_every": 1, "precision": "fp32",
+                             "compile": False, "processes": 1}
     for record in run.history:
         assert {"epoch", "seconds", "images_per_second", "loss", "test_loss", "recon_accuracy"} <= record.keys()
         assert record["images_per_second"] > 0 and 0 <= record["recon_accuracy"] <= 1

@@ -47,34 +47,49 @@ def observe(history: Sequence[dict[str, Any]], monitor: str = "loss", train_key:
 
 
 def observe_epoch(history: Sequence[dict[str, Any]], monitor: str = "loss", train_key: str = "loss") -> str:
-    """The observation for the last record of `history`."""
+    """The observation for the last record of `history`.
+
+    A run that validates every few epochs (`--validate-every`) has the monitored test number in some records only:
+    the rules then compare the tests there are, and say which epoch a change is measured from."""
     if monitor not in history[-1]:
         monitor = train_key
     if not _finite(history[-1].get(monitor)) and not _non_finite(history[-1].get(monitor)):
         return f"no {_label(monitor)} recorded this epoch"  # a history written by hand, or by another family
-    values = [record[monitor] for record in history if monitor in record]
-    current = values[-1]
+    points = [(record.get("epoch", i + 1), record[monitor]) for i, record in enumerate(history) if monitor in record]
+    epoch, current = points[-1]
     name = _label(monitor)
     if not math.isfinite(current):
         return f"{name} is {current}: training diverged"
-    if len(values) == 1:
+    if len(points) == 1:
         return f"starts learning: {name} {current:.4g}"
     if monitor != train_key and _overfitting(history, monitor, train_key):
-        return f"overfitting: {name} rose {OVERFIT_EPOCHS} epochs in a row while {_label(train_key)} fell"
-    if len(values) > CONVERGED_WINDOW:
-        change = _relative_change(current, values[-1 - CONVERGED_WINDOW])
+        tested = [record for record in history if monitor in record and train_key in record]
+        spread = tested[-1].get("epoch", 0) - tested[-1 - OVERFIT_EPOCHS].get("epoch", 0) != OVERFIT_EPOCHS
+        return (
+            f"overfitting: {name} rose {OVERFIT_EPOCHS} {'tests' if spread else 'epochs'} in a row "
+            f"while {_label(train_key)} fell"
+        )
+    if len(points) > CONVERGED_WINDOW:
+        then, old = points[-1 - CONVERGED_WINDOW]
+        change = _relative_change(current, old)
         if abs(change) < CONVERGED_CHANGE:
-            return f"converged: {name} changed {change:+.1%} over {CONVERGED_WINDOW} epochs"
-    change = _relative_change(current, values[-2])
+            return f"converged: {name} changed {change:+.1%} over {epoch - then} epochs"
+    then, old = points[-2]
+    change = _relative_change(current, old)
+    since = "since the last epoch" if epoch - then == 1 else f"since epoch {then}"
     if change < 0:
-        return f"still improving: {name} {change:+.1%} since the last epoch"
-    return f"{name} rose {change:+.1%} since the last epoch"
+        return f"still improving: {name} {change:+.1%} {since}"
+    return f"{name} rose {change:+.1%} {since}"
 
 
 def _overfitting(history: Sequence[dict[str, Any]], monitor: str, train_key: str) -> bool:
-    """Test loss rising while train loss falls, for OVERFIT_EPOCHS consecutive epochs."""
-    recent = history[-(OVERFIT_EPOCHS + 1) :]
-    if len(recent) < OVERFIT_EPOCHS + 1 or any(monitor not in r or train_key not in r for r in recent):
+    """Test loss rising while train loss falls, OVERFIT_EPOCHS times in a row: over the last epochs, or over the last
+    tests of a run that validates every few epochs."""
+    if monitor not in history[-1]:
+        return False
+    tested = [record for record in history if monitor in record and train_key in record]
+    recent = tested[-(OVERFIT_EPOCHS + 1) :]
+    if len(recent) < OVERFIT_EPOCHS + 1:
         return False
     pairs = list(zip(recent, recent[1:]))
     return all(b[monitor] > a[monitor] and b[train_key] < a[train_key] for a, b in pairs)

@@ -54,9 +54,19 @@ def training_trace_cells(
             f"{history[i].get(speed, 0):,.0f}",
             observations[i],
         ]
-        for i in trace_rows(history, max_rows)
+        for i in _shown_rows(history, columns, max_rows)
     ]
     return header, rows
+
+
+def _shown_rows(history: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], max_rows: int) -> list[int]:
+    """The trace's rows: every epoch, or an even spread over the epochs that have the most of the columns (a run
+    that validates every few epochs has its test numbers in those records only)."""
+    if len(history) <= max_rows:
+        return list(range(len(history)))
+    filled = [sum(key in record for key, _ in columns) for record in history]
+    fullest = [i for i, count in enumerate(filled) if count == max(filled)]
+    return [fullest[j] for j in trace_rows(fullest, max_rows)]
 
 
 def training_trace_table(

@@ -40,7 +40,14 @@ from genlab.run import (
 )
 from genlab.training import acceleration, distributed
 from genlab.training.callbacks import EvalEvery, ProgressBar, RunWriter, SampleGrids, TextNumbers, TextSamples
-from genlab.training.trainer import Callback, EpochProgress, TrainConfig, Trainer, pick_device
+from genlab.training.trainer import (
+    Callback,
+    EpochProgress,
+    TrainConfig,
+    Trainer,
+    default_validate_every,
+    pick_device,
+)
 
 
 def train(
@@ -59,7 +66,8 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
-    sample_every: int = 1,
+    sample_every: int | None = None,
+    validate_every: int | None = None,
     eval_every: int = 0,
     eval_n: int = 1000,
     callbacks: Sequence[Callback] = (),
@@ -79,6 +87,12 @@ def train(
     the same data (checked by fingerprint); `epochs` may raise its total. `eval_every` N > 0 adds FID, precision and
     recall of `eval_n` samples to history.jsonl every N epochs. Nothing at `out` is touched
     until every input has been checked.
+
+    `validate_every` N measures the test set after every N epochs and after the last (run.json keeps it as
+    train.validate_every, which a resumed run follows); by default every epoch, and in runs of more than
+    VALIDATIONS_PER_RUN (50) epochs often enough to validate about 50 times (`default_validate_every`): a budget
+    of many short epochs would otherwise spend a twentieth of its time on the test set. `sample_every` (a grid
+    in samples/; 0: none) defaults to the same.
 
     `precision` "auto" trains under bf16 autocast on a CUDA GPU that supports it and in fp32
     elsewhere ("fp32" and "bf16" force one); `compile=True` hands the family's networks to
@@ -126,8 +140,16 @@ def train(
         stored = info["train"]
         if epochs is not None:  # a total the user set, no longer the family's budget
             stored.pop("default_steps", None)
+        if validate_every is not None:  # a cadence the user sets from here on
+            stored["validate_every"] = validate_every
         config = TrainConfig(
-            epochs or stored["epochs"], stored["batch_size"], stored["seed"], device, precision, compile
+            epochs or stored["epochs"],
+            stored["batch_size"],
+            stored["seed"],
+            device,
+            precision,
+            compile,
+            validate_every=stored.get("validate_every", 1),  # runs before the setting validated every epoch
         )
         size = info["data"]["size"]
         if data is None:
@@ -148,7 +170,10 @@ def train(
             raise GenlabError("name a model family to train, e.g. `genlab train vae`")
         if data is None:
             raise GenlabError("name the data to train on, e.g. --data mnist-5k")
-        config = TrainConfig(epochs or 1, batch_size, 0 if seed is None else seed, device, precision, compile)
+        config = TrainConfig(
+            epochs or 1, batch_size, 0 if seed is None else seed, device, precision, compile,
+            validate_every=1 if validate_every is None else validate_every,
+        )  # fmt: skip
     config.validate()
 
     family = info["model"]["name"] if resume else model
@@ -185,13 +210,22 @@ def train(
         if epochs is None:  # the family's budget of steps, in epochs of this data
             config = dataclasses.replace(config, epochs=network.default_epochs(len(train_data), run_batch_size))
             budget = {"default_steps": network.budget_steps(len(train_data))}
+        if validate_every is None:  # the epochs are known now: the family's budget, or the user's
+            config = dataclasses.replace(config, validate_every=default_validate_every(config.epochs))
         network.plan_steps(config.epochs * steps_per_epoch(len(train_data), run_batch_size))
         origin = {"init_from": source.name} if source is not None else {}
         if init_transformers is not None:
             origin = {"init_from": f"transformers:{init_transformers}"}
         info = new_run_info(
             network, data_info,
-            {"epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed, **budget, **origin},
+            {
+                "epochs": config.epochs,
+                "batch_size": config.batch_size,
+                "seed": config.seed,
+                "validate_every": config.validate_every,
+                **budget,
+                **origin,
+            },
         )  # fmt: skip
     info["train"].update(speed)
     network.to(run_device)
@@ -236,7 +270,12 @@ def train(
                 resume,
                 monitoring
                 + _text_numbers(train_data, test_data)
-                + [RunWriter(out, info), _sample_writer(train_data, out, sample_every, config.seed)]
+                + [
+                    RunWriter(out, info),
+                    _sample_writer(
+                        train_data, out, config.validate_every if sample_every is None else sample_every, config.seed
+                    ),
+                ]
                 + ([ProgressBar(info["train"].get("default_steps"))] if progress else [])
                 + list(callbacks),
             )

@@ -166,6 +166,8 @@ class ProgressBar(Callback):
             line += (
                 f": the family's default budget for this data, {self.default_steps:,} steps (--epochs N sets another)"
             )
+        if trainer.config.validate_every > 1 and trainer.test_data is not None:
+            line += f"; the test set every {trainer.config.validate_every} epochs and after the last (--validate-every)"
         print(line, flush=True)
 
     def on_epoch_start(self, trainer: Trainer) -> None:
