@@ -416,7 +416,8 @@ def _port(text: str) -> int:
 
 
 def _add_sampler_options(parser: argparse.ArgumentParser, steps_help: str = "") -> None:
-    """--steps, --sampler, --eta, --guidance: how a diffusion run draws its images; --truncation: a GAN's."""
+    """--steps, --sampler, --eta, --guidance: how a diffusion run draws its images (--guidance: a PixelCNN's too);
+    --truncation: a GAN's."""
     parser.add_argument(
         "--steps",
         type=_positive_int,
@@ -434,7 +435,8 @@ def _add_sampler_options(parser: argparse.ArgumentParser, steps_help: str = "") 
     parser.add_argument(
         "--guidance",
         type=float,
-        help="conditional diffusion: classifier-free guidance scale (0 unconditional, 1 conditional)",
+        help="conditional diffusion and PixelCNN: classifier-free guidance scale (0 unconditional, 1 conditional, "
+        "above 1 the label shows more)",
     )
     parser.add_argument(
         "--truncation",

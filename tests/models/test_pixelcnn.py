@@ -12,7 +12,7 @@ import genlab
 from genlab.data import load_splits
 from genlab.errors import GenlabError
 from genlab.eval.evaluate import negative_log_likelihood
-from genlab.models import MODELS, DataSpec, build_model
+from genlab.models import MODELS, DataSpec, build_model, stored_config
 from genlab.models.base import (
     CanComplete,
     CanReconstruct,
@@ -301,7 +301,8 @@ def test_it_declares_a_likelihood_and_completion_and_no_other_capability():
     model, binary = tiny(1, 2, 3), tiny(1, 2, 3, binarize=True, conditional=True)
     for each in (model, binary):
         assert isinstance(each, HasLikelihood) and isinstance(each, CanComplete)
-        for capability in (HasLatentSpace, HasEncoder, CanReconstruct, HasSamplerOptions, ShowsSamplingChain):
+        assert isinstance(each, HasSamplerOptions) and [o.name for o in each.sampler_options] == ["guidance"]
+        for capability in (HasLatentSpace, HasEncoder, CanReconstruct, ShowsSamplingChain):
             assert not isinstance(each, capability), capability.__name__
         assert each.likelihood_kind == "exact"
     assert PixelCNN.likelihood_images is None  # one network pass per image: eval scores the whole test split
@@ -350,3 +351,89 @@ def test_the_network_still_converts_like_any_module():
     network = tiny(1, 2, 3).network
     assert network.half_kernel == 2
     assert next(network.half().parameters()).dtype == torch.float16
+
+
+# ---------------------------------------------------------------- classifier-free guidance
+
+
+def guided_redraw(model, images, labels, uniform, guidance):
+    """The levels that logits u + guidance (c - u) of the full network, teacher-forced on `images`, give for `uniform`."""
+    null = torch.full_like(labels, model.data.num_classes)
+    conditional, unconditional = model.network(images, labels), model.network(images, null)  # (B, C, K, H, W)
+    logits = unconditional + guidance * (conditional - unconditional)
+    top = max(model.network.outputs - 1, 1)
+    return torch.stack(
+        [
+            draw(logits[:, c, :, i, j], uniform[:, c, i, j]) / top
+            for c, i, j in itertools.product(*map(range, model.data.image_shape))
+        ],
+        1,
+    )
+
+
+@pytest.mark.parametrize("colours, settings", [(1, {}), (1, {"binarize": True}), (3, {})])
+def test_guided_sampling_draws_what_the_mixed_logits_of_the_full_network_give(colours, settings):
+    model = tiny(colours, conditional=True, **settings)
+    assert model.network.null_class == 3 and model.network.gated_layers()[0].embedding.num_embeddings == 4
+    labels = torch.tensor([0, 2, 1])
+    uniform = torch.rand(3, *model.data.image_shape, generator=torch.Generator().manual_seed(5))
+    for guidance in (3.0, 0.0):
+        images = fill(model.network, torch.zeros(3, *model.data.image_shape), 0, uniform, labels, guidance=guidance)
+        assert torch.equal(guided_redraw(model, images, labels, uniform, guidance), images.reshape(3, -1))
+    # guidance 0 is the unconditional model: the null label drawn unguided
+    null = fill(model.network, torch.zeros(3, *model.data.image_shape), 0, uniform, torch.full_like(labels, 3))
+    assert torch.equal(images, null)
+
+
+def test_guidance_is_the_runs_default_an_option_of_sample_and_of_completion():
+    model = tiny(1, 4, 4, conditional=True, guidance=2.0)
+    g = torch.Generator
+    assert model.config.guidance == 2.0
+    a = model.sample(3, g().manual_seed(0), labels=1)
+    assert torch.equal(a, model.sample(3, g().manual_seed(0), labels=1, guidance=2.0))
+    assert not torch.equal(a, model.sample(3, g().manual_seed(0), labels=1, guidance=1.0))
+    assert torch.equal(
+        model.complete(torch.zeros(3, 1, 4, 4), 0, g().manual_seed(0), labels=torch.tensor([1, 1, 1])), a
+    )
+    assert model.check_sampler_options({"guidance": 3}) == {"guidance": 3.0}
+    with pytest.raises(GenlabError, match="--guidance must be from 0"):
+        model.check_sampler_options({"guidance": -1})
+
+
+def test_training_teaches_the_null_class_on_a_share_of_the_labels():
+    spec = DataSpec(1, 4, 4, 3, ("a", "b", "c"))
+    model = build_model("pixelcnn", spec, channels=8, layers=2, kernel_size=3, head_channels=8, conditional=True,
+                        label_dropout=0.5)  # fmt: skip
+    model.train()
+    torch.manual_seed(0)
+    model.training_step(
+        (random_images(model, 64, seed=3), torch.zeros(64, dtype=torch.long)), model.configure_optimizers()
+    )
+    rows = model.network.gated_layers()[0].embedding.weight.abs().sum(1)  # (4,): classes a, b, c and the null class
+    assert rows[0] > 0 and rows[3] > 0 and rows[1] == 0 and rows[2] == 0  # only label 0 was shown, and half went null
+
+
+def test_guidance_needs_a_conditional_model_trained_with_a_null_class():
+    spec = DataSpec(1, 4, 4, 3, ("a", "b", "c"))
+    small = {"channels": 8, "layers": 2, "kernel_size": 3, "head_channels": 8}
+    assert build_model("pixelcnn", spec, **small).config.guidance == 1.0
+    with pytest.raises(GenlabError, match="guidance needs a conditional model"):
+        build_model("pixelcnn", spec, guidance=2.0, **small)
+    with pytest.raises(GenlabError, match="needs the null class that label_dropout > 0 trains"):
+        build_model("pixelcnn", spec, conditional=True, label_dropout=0.0, guidance=2.0, **small)
+    for settings, message in [
+        ({"label_dropout": 1.0}, "label_dropout"), ({"label_dropout": "some"}, "label_dropout"),
+        ({"guidance": -1.0}, "guidance"), ({"guidance": True}, "guidance"),
+    ]:  # fmt: skip
+        with pytest.raises(GenlabError, match=message):
+            build_model("pixelcnn", spec, conditional=True, **small, **settings)
+    with pytest.raises(GenlabError, match="--guidance needs a conditional model"):
+        build_model("pixelcnn", spec, **small).sample(2, guidance=2.0)
+    # a run written before guidance: no null class, so it draws unguided and refuses --guidance
+    older = stored_config("pixelcnn", {"conditional": True, **small})
+    assert (older.label_dropout, older.guidance) == (0.0, 1.0)
+    model = build_model("pixelcnn", spec, older)
+    assert model.network.null_class is None and model.network.gated_layers()[0].embedding.num_embeddings == 3
+    model.sample(2, labels=0)
+    with pytest.raises(GenlabError, match="trained with label dropout"):
+        model.sample(2, labels=0, guidance=2.0)

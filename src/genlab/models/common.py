@@ -103,3 +103,10 @@ def check_bool(family: str, name: str, value: Any) -> None:
     """A true/false field (0 and 1 are not booleans here)."""
     if not isinstance(value, bool):
         raise GenlabError(f"{family} setting {name} must be true or false, got {value!r}")
+
+
+def drop_labels(labels: torch.Tensor, share: float, null_class: int) -> torch.Tensor:
+    """`labels` (B,) with about `share` of them, drawn from the global RNG, replaced by `null_class`: the labels a
+    network learns classifier-free guidance's unconditional prediction from (Ho & Salimans 2022)."""
+    drop = torch.rand(labels.shape, device=labels.device) < share
+    return torch.where(drop, torch.full_like(labels, null_class), labels)

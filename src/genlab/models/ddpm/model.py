@@ -19,7 +19,7 @@ from genlab.models.base import (
     SamplerOption,
     ShowsSamplingChain,
 )
-from genlab.models.common import ema_copy, eval_mode, update_ema
+from genlab.models.common import drop_labels, ema_copy, eval_mode, update_ema
 from genlab.models.ddpm import explain
 from genlab.models.ddpm.config import DDPMConfig
 from genlab.models.ddpm.process import GaussianDiffusion, NetworkFn
@@ -132,8 +132,7 @@ class DDPM(GenerativeModel, HasLikelihood, HasLatentSpace, HasSamplerOptions, Sh
         labels = self.condition(labels)
         if labels is None:
             return None
-        drop = torch.rand(labels.shape, device=labels.device) < self.config.label_dropout
-        return torch.where(drop, torch.full_like(labels, self.data.num_classes), labels)
+        return drop_labels(labels, self.config.label_dropout, self.data.num_classes)
 
     def _loss(self, batch: Batch, network: nn.Module) -> torch.Tensor:
         """L_simple of `network` on the batch at random timesteps; draws t, then the label dropout, then the noise."""

@@ -9,14 +9,24 @@ import torch.nn.functional as F
 
 from genlab.data.transforms import binarize
 from genlab.errors import GenlabError
-from genlab.models.base import Batch, CanComplete, DataSpec, GenerativeModel, HasLikelihood, bits_per_dim
+from genlab.models.base import (
+    Batch,
+    CanComplete,
+    DataSpec,
+    GenerativeModel,
+    HasLikelihood,
+    HasSamplerOptions,
+    SamplerOption,
+    bits_per_dim,
+)
+from genlab.models.common import drop_labels
 from genlab.models.pixelcnn import explain
 from genlab.models.pixelcnn.config import PixelCNNConfig
 from genlab.models.pixelcnn.networks import LEVELS, GatedPixelCNN
 from genlab.models.pixelcnn.sampling import fill
 
 
-class PixelCNN(GenerativeModel, HasLikelihood, CanComplete):
+class PixelCNN(GenerativeModel, HasLikelihood, CanComplete, HasSamplerOptions):
     """Gated PixelCNN with Bernoulli or 256-way pixels, optionally class-conditional; exact log p(x)."""
 
     family = "pixelcnn"
@@ -29,6 +39,17 @@ class PixelCNN(GenerativeModel, HasLikelihood, CanComplete):
     trace_columns = (("loss", "Loss"), ("test_loss", "Test loss"), ("test_bits_per_dim", "Test bits/dim"))
     monitor = "test_loss"
     likelihood_kind = "exact"  # log p(x) is the sum of the per-pixel conditionals, no bound
+    absent_in_older_runs = {"label_dropout": 0.0, "guidance": 1.0}  # runs written before guidance
+    sampler_options = (
+        SamplerOption(
+            "guidance",
+            float,
+            "conditional PixelCNN: classifier-free guidance scale (0 unconditional, 1 conditional, above 1 the label "
+            "shows more)",
+            config_field="guidance",
+            minimum=0.0,
+        ),
+    )
     explanation = explain  # what `genlab explain` measures: explain.py
     idea = (
         "The probability of an image is a product of one distribution per pixel given the pixels before it in raster "
@@ -74,6 +95,9 @@ class PixelCNN(GenerativeModel, HasLikelihood, CanComplete):
     def training_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, float]:
         x, labels = batch
         x = binarize(x) if self.config.binarize else self.discretize(x)
+        labels = self.condition(labels)
+        if labels is not None and self.network.null_class is not None:  # p(x) too, under the null label
+            labels = drop_labels(labels, self.config.label_dropout, self.network.null_class)
         loss = self.nll(x, labels).mean()
         optimizer = optimizers["model"]
         optimizer.zero_grad(set_to_none=True)
@@ -100,13 +124,30 @@ class PixelCNN(GenerativeModel, HasLikelihood, CanComplete):
 
     @torch.no_grad()
     def sample(
-        self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        guidance: float | None = None,
     ) -> torch.Tensor:
-        """n images (n, C, H, W) in [0, 1], drawn pixel by pixel in raster order (0/1 when binarizing)."""
+        """n images (n, C, H, W) in [0, 1], drawn pixel by pixel in raster order (0/1 when binarizing); a conditional
+        model's pixels under classifier-free `guidance` (default the run's)."""
         drawn_labels = self.check_labels(n, labels)
         uniform = self.rand(n, *self.data.image_shape, generator=generator)
         x = torch.zeros(n, *self.data.image_shape, device=self.device)
-        return fill(self.network, x, 0, uniform, drawn_labels)
+        return fill(self.network, x, 0, uniform, drawn_labels, guidance=self.checked_guidance(guidance))
+
+    def checked_guidance(self, guidance: float | None) -> float:
+        """The guidance a draw uses: the run's when None; other than 1 only for a model trained with a null class."""
+        guidance = self.config.sampling_guidance if guidance is None else float(guidance)
+        if guidance != 1.0 and not self.conditional:
+            raise GenlabError("--guidance needs a conditional model (train with --conditional)")
+        if guidance != 1.0 and self.network.null_class is None:
+            raise GenlabError(
+                "--guidance needs a model trained with label dropout (a null class); this run has none: "
+                "sample with --guidance 1, or train a new run"
+            )
+        return guidance
 
     @torch.no_grad()
     def complete(
@@ -129,4 +170,5 @@ class PixelCNN(GenerativeModel, HasLikelihood, CanComplete):
             raise GenlabError(f"rows to keep must be an integer from 0 to {height - 1}, got {rows!r}")
         drawn_labels = self.check_labels(len(images), labels)
         uniform = self.rand(*images.shape, generator=generator)
-        return fill(self.network, self.discretize(images), rows, uniform, drawn_labels, on_row)
+        guidance = self.checked_guidance(None)
+        return fill(self.network, self.discretize(images), rows, uniform, drawn_labels, on_row, guidance)

@@ -81,7 +81,7 @@ class GatedLayer(nn.Module):
     the current one through the colour mask (A in the first layer, B after).
     """
 
-    def __init__(self, in_channels: int, channels: int, kernel_size: int, colours: int, num_classes: int, first: bool):
+    def __init__(self, in_channels: int, channels: int, kernel_size: int, colours: int, embeddings: int, first: bool):
         super().__init__()
         half = kernel_size // 2
         self.first = first  # mask A, and no residual: the input would carry the current pixel
@@ -96,7 +96,7 @@ class GatedLayer(nn.Module):
         self.out = MaskedConv2d(channels, channels, (1, 1), centre_mask(groups, groups, "B")[:, :, None, None])
         # V h of both stacks, from zero: a conditional model starts as the unconditional one and learns what each class
         # adds (with nn.Embedding's N(0, 1) start, mnist-5k's conditional PixelCNN drew mostly empty images: FID 514)
-        self.embedding = nn.Embedding(num_classes, 4 * channels) if num_classes else None
+        self.embedding = nn.Embedding(embeddings, 4 * channels) if embeddings else None  # a row per class (and null)
         if self.embedding is not None:
             nn.init.zeros_(self.embedding.weight)
 
@@ -131,13 +131,17 @@ class GatedPixelCNN(nn.Module):
         # n//2, the rows above and columns to the left a conv reaches (not `half`: that would shadow Module.half)
         self.half_kernel = config.kernel_size // 2
         self.outputs = 1 if config.binarize else LEVELS  # logits per colour of a pixel
+        # The null label (index num_classes) a conditional model trained with label dropout learns p(x) under, for
+        # classifier-free guidance; None without one.
+        self.null_class = data.num_classes if config.conditional and config.label_dropout > 0 else None
+        embeddings = 0 if not config.conditional else data.num_classes + (self.null_class is not None)
         self.layers = nn.ModuleList(
             GatedLayer(
                 colours if i == 0 else p,
                 p,
                 config.kernel_size,
                 colours,
-                data.num_classes if config.conditional else 0,
+                embeddings,
                 first=i == 0,
             )
             for i in range(config.layers)

@@ -33,6 +33,7 @@ def fill(
     uniform: torch.Tensor,
     labels: torch.Tensor | None,
     on_row: Callable[[int, torch.Tensor], None] | None = None,
+    guidance: float = 1.0,
 ) -> torch.Tensor:
     """Draw rows first_row.. of x (B, C, H, W) on its grid (k/255 or 0/1) given the rows above, in raster order.
 
@@ -41,7 +42,15 @@ def fill(
     row or one position per layer, equal to the full forward pass's (the tests check it).
     `uniform` (B, C, H, W) in [0, 1) picks each level by inverting its CDF. `on_row` hears each drawn
     row's index and x so far.
+
+    `guidance` other than 1 (classifier-free guidance; the network must have a null class) runs the batch twice in
+    one pass, under `labels` and under the null label, and draws each level from the logits u + guidance (c - u).
     """
+    n = len(x)
+    guided = labels is not None and guidance != 1.0
+    if labels is not None and guided:
+        assert network.null_class is not None, "guidance needs a network trained with a null class"
+        x, labels = torch.cat([x, x]), torch.cat([labels, torch.full_like(labels, network.null_class)])
     x = x.clone()
     batch, colours, height, width = x.shape
     half, top = network.half_kernel, max(network.outputs - 1, 1)  # level k -> k / top in [0, 1]
@@ -66,11 +75,15 @@ def fill(
                         )  # (B, p)
                         if k + 1 < len(rows):
                             rows[k + 1][:, :, half + j] = h  # the next layer's input at this pixel
-                    level = draw(network.pixel_logits(h)[:, c], uniform[:, c, i, j])  # (B,)
-                    x[:, c, i, j] = level / top
+                    logits = network.pixel_logits(h)[:, c]  # (B, K), or (2B, K) guided
+                    if guided:
+                        conditional, unconditional = logits.chunk(2)
+                        logits = unconditional + guidance * (conditional - unconditional)
+                    level = draw(logits, uniform[:, c, i, j])  # (n,)
+                    x[:, c, i, j] = (level / top).repeat(batch // n)  # both halves draw the same pixel
                     rows[0][:, c, half + j] = to_symmetric(x[:, c, i, j])
             if on_row is not None:
-                on_row(i, x)
+                on_row(i, x[:n])
         if i + 1 == height:
             break
         row = to_symmetric(x[:, :, i : i + 1])  # (B, C, 1, W): the finished row goes up the vertical stack
@@ -79,4 +92,4 @@ def fill(
             pre = layer.vertical(windows[k])  # (B, 2p, 1, W): row i of the full pass
             links[k] = layer.link(pre)[:, :, 0]  # what row i + 1 sees of the rows above it
             row = gate(pre + biases[k][0])
-    return x
+    return x[:n]
