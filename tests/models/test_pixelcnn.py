@@ -437,3 +437,15 @@ def test_guidance_needs_a_conditional_model_trained_with_a_null_class():
     model.sample(2, labels=0)
     with pytest.raises(GenlabError, match="trained with label dropout"):
         model.sample(2, labels=0, guidance=2.0)
+
+
+def test_explain_draws_with_the_runs_guidance_and_says_so():
+    model = tiny(1, 4, 4, conditional=True, guidance=2.0)
+    x = random_images(model, 3, seed=10)
+    with torch.no_grad():
+        stages = model.pipeline_stages(x, torch.tensor([0, 2, 1]), torch.Generator().manual_seed(0))
+    assert "classifier-free guidance 2: logits u + 2 (c - u)" in stages[-1].what
+    unguided = tiny(1, 4, 4, conditional=True)
+    with torch.no_grad():
+        plain = unguided.pipeline_stages(x, torch.tensor([0, 2, 1]), torch.Generator().manual_seed(0))
+    assert "guidance" not in plain[-1].what

@@ -91,12 +91,19 @@ def pipeline_stages(
             path="generation",
         )
     )
-    images = fill(model.network, torch.zeros_like(uniform), 0, uniform, generation_labels)
+    guidance = model.checked_guidance(None) if model.conditional else 1.0
+    images = fill(model.network, torch.zeros_like(uniform), 0, uniform, generation_labels, guidance=guidance)
+    guided = (
+        f", under classifier-free guidance {guidance:g}: logits u + {guidance:g} (c - u) of the unconditional (null "
+        "label) and conditional passes, run together"
+        if guidance != 1.0
+        else ""
+    )
     stages.append(
         Stage.measured(
             "draw pixel by pixel",
             f"{model.data.num_pixels} draws in raster order, each from the network's "
-            "distribution given the pixels drawn before it",
+            f"distribution given the pixels drawn before it{guided}",
             uniform,
             images,
             format_pixel(images, pixel),
