@@ -13,7 +13,7 @@ from genlab.explain.observations import observe_epoch
 from genlab.explain.trace import training_trace_cells
 from genlab.io import load_tensors
 from genlab.run import read_history, read_run_info
-from genlab.training import TrainConfig
+from genlab.training import TrainConfig, Trainer
 from genlab.training.trainer import VALIDATIONS_PER_RUN, default_validate_every
 
 TINY_VAE = {"hidden_dim": 16, "latent_dim": 4}
@@ -133,3 +133,22 @@ def test_the_trace_spreads_its_rows_over_the_epochs_tested():
     _, rows = training_trace_cells(history, (("loss", "Loss"), ("test_loss", "Test loss")), "test_loss", max_rows=20)
     assert len(rows) == 20 and rows[0][0] == "5" and rows[-1][0] == "240"
     assert all(int(row[0]) % 5 == 0 and row[2] == "50.00" for row in rows)
+
+
+def test_a_family_may_validate_on_a_seeded_subset_of_the_test_split():
+    train, test = genlab.load_dataset("digits"), genlab.load_dataset("digits", split="test")
+    model = genlab.models.build_model("vae", train, TINY_VAE)
+    model.validation_images = 50  # as a family declares it (the GANs: 2,000)
+    trainer = Trainer(model, train, test, TrainConfig(epochs=1, batch_size=256, device="cpu"))
+    chosen = trainer.validation_data
+    assert len(chosen) == 50 and len(trainer.test_data) == len(test) > 50
+    again = Trainer(model, train, test, TrainConfig(epochs=1, batch_size=256, device="cpu")).validation_data
+    assert torch.equal(chosen.images, again.images) and torch.equal(chosen.labels, again.labels)  # seeded
+    assert len(torch.unique(chosen.labels)) == 10  # a random subset, not the split's first images
+    whole = Trainer(model, train, chosen, TrainConfig(epochs=1, batch_size=256, device="cpu"))
+    model.validation_images = None
+    assert trainer.validate() == pytest.approx(whole.validate())  # the numbers of those 50 images
+    assert (
+        genlab.models.MODELS["dcgan"].validation_images == 2_000
+        and genlab.models.MODELS["vae"].validation_images is None
+    )

@@ -167,6 +167,9 @@ class GenerativeModel(nn.Module):
     # at most this (1: never). Issue 20 gives mnist-5k 10 minutes and fashion-mnist's 60,000 images 30; 2.5 leaves
     # room for the larger test split each epoch is scored on. (`budget_steps`)
     largest_budget_scale: ClassVar[float] = 2.5
+    # Test images `validation_step` sees each time the loop validates: None, the whole test split; a number, a seeded
+    # subset of that many (a family whose validation draws a sample per test image says how many are enough).
+    validation_images: ClassVar[int | None] = None
     # Settings added after runs were written whose default is not what those runs did: the value each had
     # before it existed, which a run.json without it is read back with (`genlab.models.stored_config`).
     absent_in_older_runs: ClassVar[dict[str, Any]] = {}

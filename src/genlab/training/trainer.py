@@ -163,6 +163,11 @@ class Trainer:
             acceleration.compile_networks(model.compile_targets())
         self.train_data = train_data.to(self.device)
         self.test_data = None if test_data is None else test_data.to(self.device)
+        self.validation_data = self.test_data  # what `validate` measures: the test split, or the family's subset
+        limit = model.validation_images
+        if isinstance(self.test_data, ImageDataset) and limit is not None and len(self.test_data) > limit:
+            chosen = torch.randperm(len(self.test_data), generator=torch.Generator().manual_seed(0))[:limit]
+            self.validation_data = self.test_data.subset(chosen.sort().values)
         self.batch_size = self.config.batch_size or model.default_batch_size  # images a step, over all ranks
         distributed.check_batch_size(self.batch_size)
         self.averaging: distributed.GradientAveraging | None = None  # while fitting under a process group
@@ -342,13 +347,13 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """The family's validation numbers over the whole test set, under a fixed RNG."""
-        assert self.test_data is not None, "validate() needs test data"
+        assert self.validation_data is not None, "validate() needs test data"
         totals: dict[str, float] = {}
         with eval_mode(self.model), rng.preserved(self.device):
             torch.manual_seed(self.config.seed)
-            for images, labels in self.test_data.batches(max(self.batch_size, 500), shuffle=False):
+            for images, labels in self.validation_data.batches(max(self.batch_size, 500), shuffle=False):
                 with acceleration.autocast(self.precision, self.device):
                     numbers = self.model.validation_step((self._prepared(images), labels))
                 for key, value in numbers.items():
                     totals[key] = totals.get(key, 0.0) + value * len(images)
-        return {key: total / len(self.test_data) for key, total in totals.items()}
+        return {key: total / len(self.validation_data) for key, total in totals.items()}
