@@ -34,7 +34,7 @@ from genlab.data.text import load_text_splits
 from genlab.images import to_uint8
 from genlab.serve import app as serve_app
 from genlab.serve.app import ServerThread, create_app
-from genlab.serve.explorer import Explorer, ImageStore, canvas_of
+from genlab.serve.explorer import Explorer, ImageStore, Ticket, canvas_of, seeded_generator
 from genlab.serve.workers import ProcessWorker, ThreadWorker
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "runs"
@@ -464,3 +464,17 @@ def test_a_request_superseded_while_queued_in_a_worker_process_is_answered_at_on
         chain.join(timeout=60)
     second.join(timeout=60)
     assert answers["second"][0] == 200
+
+
+def test_a_conditional_pixelcnn_draws_under_the_guidance_the_page_sets(tmp_path):
+    settings = {"conditional": True, "channels": 8, "layers": 2, "kernel_size": 3, "head_channels": 8}
+    run = genlab.train("pixelcnn", "digits", tmp_path / "px", epochs=1, seed=0, progress=False, sample_every=0,
+                       model_config=settings)  # fmt: skip
+    explorer = Explorer(0, run, ImageStore())
+    assert [o["name"] for o in explorer.sampler_options()] == ["guidance"]
+    guided = explorer.sample(3, 1, 2, {"guidance": 2.0}, Ticket(60))
+    plain = explorer.sample(3, 1, 2, {}, Ticket(60))
+    with torch.no_grad():
+        expected = run.model.sample(3, seeded_generator(1), labels=2, guidance=2.0)
+    assert [pixels(image["png"]).tolist() for image in guided] == [as_uint8(one).tolist() for one in expected]
+    assert [pixels(image["png"]).tolist() for image in plain] != [pixels(image["png"]).tolist() for image in guided]

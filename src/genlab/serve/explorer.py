@@ -246,9 +246,9 @@ class Explorer:
                 n, 1 << 30, generator, labels, on_step=lambda *_: ticket.check(), **options
             )  # a chain kept only at its two ends: the same draws as `sample`
             return images
-        if isinstance(model, CanComplete):  # rows 0.. of a blank image: the same draws as `sample`
+        if isinstance(model, CanComplete):  # rows 0.. of a blank image: the same draws as `sample` (its options too)
             blank = torch.zeros(n, *model.data.image_shape, device=model.device)
-            return model.complete(blank, 0, generator, labels, on_row=lambda *_: ticket.check())
+            return model.complete(blank, 0, generator, labels, on_row=lambda *_: ticket.check(), **options)
         return model.sample(n, generator=generator, labels=labels, **options)
 
     def run_options(self, options: dict[str, Any]) -> dict[str, Any]:

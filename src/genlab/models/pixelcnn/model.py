@@ -157,9 +157,11 @@ class PixelCNN(GenerativeModel, HasLikelihood, CanComplete, HasSamplerOptions):
         generator: torch.Generator | None = None,
         labels: torch.Tensor | None = None,
         on_row: Callable[[int, torch.Tensor], None] | None = None,
+        guidance: float | None = None,
     ) -> torch.Tensor:
         """Keep the top `rows` rows of images (B, C, H, W) in [0, 1] (put on the model's grid) and draw the rest;
-        `on_row` hears each drawn row (its index, the images so far)."""
+        `on_row` hears each drawn row (its index, the images so far); a conditional model draws under `guidance`
+        (default the run's), as `sample` does."""
         if images.dim() != 4 or tuple(images.shape[1:]) != self.data.image_shape or not images.is_floating_point():
             raise GenlabError(
                 f"complete needs float images in [0, 1] of shape (B, {', '.join(map(str, self.data.image_shape))}), "
@@ -170,5 +172,5 @@ class PixelCNN(GenerativeModel, HasLikelihood, CanComplete, HasSamplerOptions):
             raise GenlabError(f"rows to keep must be an integer from 0 to {height - 1}, got {rows!r}")
         drawn_labels = self.check_labels(len(images), labels)
         uniform = self.rand(*images.shape, generator=generator)
-        guidance = self.checked_guidance(None)
+        guidance = self.checked_guidance(guidance)
         return fill(self.network, self.discretize(images), rows, uniform, drawn_labels, on_row, guidance)
