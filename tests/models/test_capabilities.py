@@ -39,7 +39,7 @@ DECLARED = {
     "dcgan": {HasLatentSpace, HasSamplerOptions},
     "wgan-gp": {HasLatentSpace, HasSamplerOptions},
     "ddpm": {HasLikelihood, HasLatentSpace, HasSamplerOptions, ShowsSamplingChain},
-    "pixelcnn": {HasLikelihood, CanComplete},
+    "pixelcnn": {HasLikelihood, CanComplete, HasSamplerOptions},
     "realnvp": {HasLikelihood, HasLatentSpace, HasEncoder},
     "gpt": {GeneratesText},
 }
