@@ -48,8 +48,8 @@ def fill(
     """
     n = len(x)
     guided = labels is not None and guidance != 1.0
-    if labels is not None and guided:
-        assert network.null_class is not None, "guidance needs a network trained with a null class"
+    if guided:
+        assert labels is not None and network.null_class is not None, "guidance needs a network with a null class"
         x, labels = torch.cat([x, x]), torch.cat([labels, torch.full_like(labels, network.null_class)])
     x = x.clone()
     batch, colours, height, width = x.shape
@@ -80,7 +80,7 @@ def fill(
                         conditional, unconditional = logits.chunk(2)
                         logits = unconditional + guidance * (conditional - unconditional)
                     level = draw(logits, uniform[:, c, i, j])  # (n,)
-                    x[:, c, i, j] = (level / top).repeat(batch // n)  # both halves draw the same pixel
+                    x[:, c, i, j] = (level / top).repeat(2 if guided else 1)  # both halves draw the same pixel
                     rows[0][:, c, half + j] = to_symmetric(x[:, c, i, j])
             if on_row is not None:
                 on_row(i, x[:n])
