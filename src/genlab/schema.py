@@ -84,10 +84,9 @@ RUN = (
     Field("train.precision", "string", optional=True),
     Field("train.compile", "boolean", optional=True),
     Field("train.processes", "integer", optional=True, minimum=1),
-    Field("train.default_steps", "integer", optional=True, minimum=1),
-    Field(
-        "train.validate_every", "integer", optional=True, minimum=1, maximum=MAX_EPOCHS
-    ),  # absent: every epoch  # when epochs came from the family's budget
+    Field("train.default_steps", "integer", optional=True, minimum=1),  # when epochs came from the family's budget
+    # Epochs between validations; absent (runs written before the setting): every epoch.
+    Field("train.validate_every", "integer", optional=True, minimum=1, maximum=MAX_EPOCHS),
     Field("train.init_from", "string", optional=True),  # the run or zoo model whose weights it started from
     Field("status", "string", choices=STATUSES),
     Field("epochs_completed", "integer", minimum=0, maximum=MAX_EPOCHS),
