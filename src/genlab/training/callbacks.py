@@ -13,7 +13,7 @@ from genlab.images import save_grid
 from genlab.models.base import GeneratesText
 from genlab.models.common import eval_mode
 from genlab.run import SAMPLES_DIR, append_history, save_checkpoint, write_run_info
-from genlab.training.trainer import Callback, Trainer
+from genlab.training.trainer import Callback, Trainer, due
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -63,7 +63,7 @@ class SampleGrids(Callback):
         self.every, self.n, self.seed = every, n, seed
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        if self.every <= 0 or (trainer.epoch % self.every and trainer.epoch != trainer.config.epochs):
+        if not due(trainer.epoch, self.every, trainer.config.epochs):
             return
         self.folder.mkdir(exist_ok=True)
         model = trainer.model
@@ -100,7 +100,7 @@ class TextSamples(Callback):
         from genlab.data.text import DOCUMENT_SEPARATOR
         from genlab.io import atomic_write_bytes
 
-        if self.every <= 0 or (trainer.epoch % self.every and trainer.epoch != trainer.config.epochs):
+        if not due(trainer.epoch, self.every, trainer.config.epochs):
             return
         self.folder.mkdir(exist_ok=True)
         model = trainer.model
@@ -129,7 +129,7 @@ class EvalEvery(Callback):
         self.monitor, self.every = monitor, every
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        if self.every > 0 and (trainer.epoch % self.every == 0 or trainer.epoch == trainer.config.epochs):
+        if due(trainer.epoch, self.every, trainer.config.epochs):
             record.update(self.monitor(trainer.model))
 
 

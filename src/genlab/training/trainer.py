@@ -29,6 +29,11 @@ MAX_SEED = 2**32  # seeds are 32-bit, so (seed, epoch) -> one 64-bit generator s
 VALIDATIONS_PER_RUN = 50
 
 
+def due(epoch: int, every: int, last: int) -> bool:
+    """Whether something done every `every` epochs (0 or less: never) and after the `last` one is due after `epoch`."""
+    return every > 0 and (epoch % every == 0 or epoch == last)
+
+
 def default_validate_every(epochs: int) -> int:
     """Epochs between validations when none is asked for: every epoch up to VALIDATIONS_PER_RUN epochs, then
     spread so that a run validates about VALIDATIONS_PER_RUN times (and always after its last epoch)."""
@@ -50,7 +55,7 @@ class TrainConfig:
 
     def validates(self, epoch: int) -> bool:
         """Whether the loop measures the test set after `epoch`: every validate_every epochs and after the last."""
-        return epoch % self.validate_every == 0 or epoch == self.epochs
+        return due(epoch, self.validate_every, self.epochs)
 
     def validate(self) -> None:
         """Raise GenlabError for settings the loop cannot run with."""
