@@ -91,7 +91,7 @@ def pipeline_stages(
             path="generation",
         )
     )
-    guidance = model.checked_guidance(None) if model.conditional else 1.0
+    guidance = model.checked_guidance(None)  # the run's (an unconditional model's config holds 1)
     images = fill(model.network, torch.zeros_like(uniform), 0, uniform, generation_labels, guidance=guidance)
     guided = (
         f", under classifier-free guidance {guidance:g}: logits u + {guidance:g} (c - u) of the unconditional (null "
