@@ -467,6 +467,18 @@ def test_a_flows_tampered_prior_settings_are_refused(fixture_run, tmp_path, caps
             untouched=run)  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    "path, value",
+    [("model.config.guidance", "strong"), ("model.config.guidance", True), ("model.config.guidance", -1.0),
+     ("model.config.guidance", 2.0), ("model.config.label_dropout", 1.5), ("model.config.label_dropout", "some")],
+)  # fmt: skip
+def test_a_pixelcnns_tampered_guidance_settings_are_refused(fixture_run, tmp_path, capsys, path, value):
+    run = fixture_run("pixelcnn")  # unconditional: guidance 2 needs a conditional model
+    edit_json(run / "run.json", setting(path, value))
+    refused(["sample", run, "--n", 4, "--out", tmp_path / "g.png"], capsys, "run.json", path.rsplit(".", 1)[1],
+            untouched=run)  # fmt: skip
+
+
 def test_run_json_that_is_not_an_object_is_refused(fixture_run, tmp_path, capsys):
     run = fixture_run("vae")
     for document in (
