@@ -305,6 +305,10 @@ def test_a_conditional_gan_shows_its_labels_and_auxiliary_classifier(mnist):
     assert "class embedding joined to z" in stages["labels"].what and "projection" in stages["labels"].what
     assert stages["auxiliary classifier"].output_shape == (8, 10)
     assert re.search(r"CE [\d.]+ x class_loss 10\.0+ x label weight", stages["auxiliary classifier"].example)
+    assert "discriminator's features averaged over positions names" in stages["auxiliary classifier"].what
+    critic = explain_model("wgan-gp", mnist, seed=0, model_config={**TINY["wgan-gp"], "conditional": True})
+    what = next(s.what for s in critic.stages if s.name == "auxiliary classifier")
+    assert "critic's features (all positions, flattened) names" in what
     plain = explain_model("dcgan", mnist, seed=0, model_config=TINY["dcgan"])
     assert not {"labels", "auxiliary classifier"} & {s.name for s in plain.stages}
 

@@ -479,6 +479,14 @@ def test_a_pixelcnns_tampered_guidance_settings_are_refused(fixture_run, tmp_pat
             untouched=run)  # fmt: skip
 
 
+@pytest.mark.parametrize("value", ["attention", 3, None, ["flattened"]], ids=repr)
+def test_a_critics_tampered_classifier_setting_is_refused(fixture_run, tmp_path, capsys, value):
+    run = fixture_run("wgan-gp")
+    edit_json(run / "run.json", setting("model.config.classifier_features", value))
+    refused(["sample", run, "--n", 4, "--out", tmp_path / "g.png"], capsys, "run.json", "classifier_features",
+            untouched=run)  # fmt: skip
+
+
 def test_run_json_that_is_not_an_object_is_refused(fixture_run, tmp_path, capsys):
     run = fixture_run("vae")
     for document in (

@@ -319,6 +319,30 @@ def test_the_auxiliary_classifier_learns_the_classes_and_teaches_the_generator()
     assert (class_logits.argmax(dim=1) == torch.arange(30) % 3).float().mean() > 0.9
 
 
+def test_the_critics_classifier_reads_the_flattened_maps_and_older_runs_keep_the_pooled_one():
+    """WGAN-GP's auxiliary classifier sees where each stroke is (all C*h*w features); the DCGAN's reads the maps
+    averaged over positions; a WGAN-GP run.json written before the setting rebuilds with the pooled classifier."""
+    from genlab.models import stored_config
+
+    spec = DataSpec(1, 8, 8, 3, ("a", "b", "c"))
+    critic = build_model("wgan-gp", spec, conditional=True, channels=8, latent_dim=4).discriminator
+    maps = critic.features(torch.rand(5, 1, 8, 8))  # (5, 16, 2, 2)
+    assert critic.classifier.in_features == maps[0].numel() == 64
+    dcgan = build_model("dcgan", spec, conditional=True, channels=8, latent_dim=4).discriminator
+    assert dcgan.classifier.in_features == 16 and dcgan.classify_pooled
+    pooled = build_model("wgan-gp", spec, conditional=True, channels=8, classifier_features="pooled").discriminator
+    assert pooled.classifier.in_features == 16
+    x = torch.rand(2, 1, 8, 8) * 2 - 1
+    _, logits = critic.score_and_classify(x, torch.zeros(2, dtype=torch.long))
+    torch.testing.assert_close(logits, critic.classifier(critic.features(x).flatten(1)))  # (2, 3)
+    _, logits = pooled.score_and_classify(x, torch.zeros(2, dtype=torch.long))
+    torch.testing.assert_close(logits, pooled.classifier(pooled.features(x).mean(dim=(2, 3))))
+    assert stored_config("wgan-gp", {"conditional": True}).classifier_features == "pooled"
+    assert stored_config("dcgan", {"conditional": True}).classifier_features == "pooled"
+    with pytest.raises(GenlabError, match="unknown WGAN-GP classifier_features 'attention'; choose one of pooled, flattened"):
+        build_model("wgan-gp", spec, classifier_features="attention")
+
+
 def test_without_class_loss_there_is_no_classifier():
     model = build_model("dcgan", DataSpec(1, 8, 8, 3, ("a", "b", "c")), conditional=True, channels=8, class_loss=0.0)
     assert model.discriminator.classifier is None

@@ -20,8 +20,9 @@ draw one image per class and ignore z ("collapse by conditioning", Shahbazi et a
 label fades in over `condition_ramp` steps, and `mode_seeking` adds Mao et al.'s (2019) term
 that rewards different images for different z of one label. `class_loss` gives D an auxiliary
 classifier (AC-GAN, Odena et al. 2017) whose cross-entropy teaches G to draw images of the asked
-class. Images are scaled to [-1, 1] inside the family (G ends in tanh); `sample` returns [0, 1]
-like every family.
+class; the convolutional D's reads its last maps averaged over positions, the WGAN-GP critic's all
+of them flattened (`classifier_features`). Images are scaled to [-1, 1] inside the family (G ends
+in tanh); `sample` returns [0, 1] like every family.
 
 Modules: `config` (the dataclasses), `networks` (G, D and their builders), `losses`, `model`
 (the GenerativeModel classes and their training steps), `explain` (the family's explain stages).

@@ -54,7 +54,7 @@ def pipeline_stages(
         stages.append(
             Stage.measured(
                 "auxiliary classifier",
-                f"a linear layer on the {critic}'s features averaged over positions names the "
+                f"a linear layer on the {critic}'s features{classifier_reads(model)} names the "
                 "class of each real image (AC-GAN); its cross-entropy joins the "
                 f"{critic}'s loss here and, on generated images, G's",
                 real,
@@ -287,3 +287,10 @@ def prediction_pass(
         "image = (tanh output + 1) / 2",
         f"the {name} (eval mode) on {len(z)} noise vectors, as `sample` draws images",
     )
+
+
+def classifier_reads(model: GAN) -> str:
+    """How the auxiliary classifier sees D's features, for the stage's description."""
+    if model.discriminator.classify_pooled:
+        return " averaged over positions"
+    return " (all positions, flattened)" if isinstance(model.config, DCGANConfig) else ""

@@ -131,6 +131,7 @@ class Discriminator(nn.Module):
         data: DataSpec,
         wrap: Wrap,
         pooled_dim: int = 0,
+        classifier_features: str = "pooled",
     ):
         super().__init__()
         self.features = features  # built for C + K input channels (or pixels + K) when labels are concatenated
@@ -147,8 +148,11 @@ class Discriminator(nn.Module):
             # rather than sqrt(width) times larger, as nn.Embedding's N(0, 1) would make it.
             nn.init.normal_(embed.weight, std=width**-0.5)
             self.embed = wrap(embed)
-        # AC-GAN's auxiliary classifier: class logits from the features averaged over positions (or the MLP's)
-        self.classifier = nn.Linear(pooled_dim or feature_dim, classes) if classes and config.class_loss else None
+        # AC-GAN's auxiliary classifier: class logits from the conv maps averaged over positions ("pooled") or
+        # flattened ("flattened"), or from the MLP's features
+        self.classify_pooled = bool(pooled_dim) and classifier_features == "pooled"
+        class_inputs = pooled_dim if self.classify_pooled else feature_dim
+        self.classifier = nn.Linear(class_inputs, classes) if classes and config.class_loss else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images (B, C, H, W) in [-1, 1] -> logits (B,)."""
@@ -174,7 +178,7 @@ class Discriminator(nn.Module):
             out = out + self.condition_weight * (self.embed(labels) * pooled).sum(dim=1)
         if self.classifier is None:
             return out, None
-        return out, self.classifier(maps.mean(dim=(2, 3)) if maps.dim() == 4 else maps)
+        return out, self.classifier(maps.mean(dim=(2, 3)) if self.classify_pooled else maps.flatten(1))
 
 
 def concat_labels(
@@ -228,7 +232,9 @@ def conv_discriminator(config: DCGANConfig, data: DataSpec, stages: int, norm: s
         layers += [nn.LeakyReLU(LEAK), *discriminator_dropout(config)]
         in_channels, width = width, width * 2
     feature_dim = in_channels * (h >> stages) * (w >> stages)  # flattened by the Discriminator
-    return Discriminator(nn.Sequential(*layers), feature_dim, config, data, wrap, pooled_dim=in_channels)
+    return Discriminator(
+        nn.Sequential(*layers), feature_dim, config, data, wrap, in_channels, config.classifier_features
+    )
 
 
 def conv_stages(data: DataSpec, family: str) -> int:
