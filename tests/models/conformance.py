@@ -44,6 +44,10 @@ class FamilyConformance:
         assert images.dtype == torch.float32
         assert 0.0 <= images.min().item() and images.max().item() <= 1.0
 
+    def test_no_samples_is_an_empty_batch(self):
+        images = self.make_model().eval().sample(0, generator=torch.Generator().manual_seed(0))
+        assert images.shape == (0, *self.spec.image_shape) and images.dtype == torch.float32
+
     def test_sample_is_deterministic_under_a_generator(self):
         model = self.make_model().eval()
         first = model.sample(4, generator=torch.Generator().manual_seed(7))

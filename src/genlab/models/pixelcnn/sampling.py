@@ -47,6 +47,8 @@ def fill(
     one pass, under `labels` and under the null label, and draws each level from the logits u + guidance (c - u).
     """
     n = len(x)
+    if n == 0:  # nothing to draw (the row windows below cannot be shaped for an empty batch)
+        return x.clone()
     guided = labels is not None and guidance != 1.0
     if guided:
         assert labels is not None and network.null_class is not None, "guidance needs a network with a null class"

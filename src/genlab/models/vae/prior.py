@@ -64,6 +64,8 @@ class MixturePrior(nn.Module):
         """n latents (n, D) drawn from the mixture on the generator's device (CPU when None)."""
         device = generator.device if generator is not None else torch.device("cpu")
         weights, means, scale_tril = (t.to(device) for t in (self.weights, self.means, self.scale_tril))
+        if n == 0:  # torch.multinomial draws at least one
+            return means[:0]
         component = torch.multinomial(weights, n, replacement=True, generator=generator)  # (n,)
         noise = torch.randn(n, means.shape[1], 1, generator=generator, device=device)  # (n, D, 1)
         return means[component] + (scale_tril[component] @ noise).squeeze(-1)
