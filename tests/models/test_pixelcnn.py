@@ -36,6 +36,10 @@ class TestConditionalBinarizedPixelCNN(FamilyConformance):
     family, settings = "pixelcnn", {**TINY, "conditional": True, "binarize": True}
 
 
+class TestPixelCNNWithClassMaps(FamilyConformance):
+    family, settings = "pixelcnn", {**TINY, "conditional": True, "class_maps": 2}
+
+
 class TestColourPixelCNN(FamilyConformance):
     family, settings = "pixelcnn", {**TINY, "channels": 9}
     spec = DataSpec(3, 6, 6, 3, ("a", "b", "c"))
@@ -56,11 +60,14 @@ def tiny(colours=1, height=5, width=6, seed=0, **settings):
 
 
 def with_class_terms(model, seed=0):
-    """A conditional model whose class embeddings have moved from their zero start, as training moves them."""
+    """A conditional model whose class embeddings (and the layers' reading of its class maps) have moved from their
+    zero start, as training moves them."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for layer in model.network.gated_layers():
-            layer.embedding.weight.copy_(torch.randn(layer.embedding.weight.shape, generator=generator))
+            for weights in (layer.embedding, layer.read_maps):
+                if weights is not None:
+                    weights.weight.copy_(torch.randn(weights.weight.shape, generator=generator))
     return model
 
 
@@ -83,6 +90,8 @@ CASES = [  # colours, settings
     (1, {"conditional": True}),
     (3, {}),
     (3, {"binarize": True, "conditional": True}),
+    (1, {"conditional": True, "class_maps": 2}),
+    (3, {"conditional": True, "class_maps": 1}),
 ]
 
 
@@ -160,7 +169,11 @@ def test_the_likelihood_takes_images_as_given_and_only_puts_them_on_the_grid():
     assert binary.likelihood_data_model == "binarized"
 
 
-@pytest.mark.parametrize("colours, settings", [(1, {}), (1, {"binarize": True}), (3, {"conditional": True})])
+@pytest.mark.parametrize(
+    "colours, settings",
+    [(1, {}), (1, {"binarize": True}), (3, {"conditional": True}), (1, {"conditional": True, "class_maps": 2}),
+     (3, {"conditional": True, "class_maps": 1})],
+)  # fmt: skip
 def test_the_cached_sampler_draws_what_the_full_network_gives(colours, settings):
     """Each value `fill` draws equals the one the full forward pass's logits give for the same uniform."""
     model = tiny(colours, **settings)
@@ -229,6 +242,31 @@ def test_a_conditional_model_starts_as_the_unconditional_one_and_training_moves_
     assert all(layer.embedding.weight.abs().sum() > 0 for layer in model.network.gated_layers())
 
 
+def test_class_maps_give_each_pixel_its_own_class_term_and_start_as_the_embedding_alone():
+    """Location-dependent conditioning: a (maps, H, W) template per class (and null), read by every gate through a
+    1x1 conv from zero; off by default and for older runs (no such setting)."""
+    spec = DataSpec(1, 4, 5, 3, ("a", "b", "c"))
+    model = build_model("pixelcnn", spec, channels=8, layers=2, kernel_size=3, head_channels=8, conditional=True,
+                        class_maps=2)  # fmt: skip
+    network = model.network
+    assert network.class_maps.weight.shape == (4, 2 * 4 * 5)  # 3 classes and the null one
+    labels = torch.tensor([0, 2])
+    assert network.maps_of(labels).shape == (2, 2, 4, 5)
+    vertical, horizontal = network.layer_biases(labels)[0]
+    assert vertical.shape == horizontal.shape == (2, 16, 4, 5)  # 2p per gate, one term per pixel
+    assert torch.equal(vertical, vertical[:, :, :1, :1].expand_as(vertical))  # read from zero: the same everywhere
+    with torch.no_grad():
+        network.gated_layers()[0].read_maps.weight.normal_()
+    vertical, _ = network.layer_biases(labels)[0]
+    assert not torch.equal(vertical[:, :, 0, 0], vertical[:, :, 3, 4])  # now each pixel gets its class's own term
+    x = random_images(model, 2, seed=3)
+    model.train()
+    model.training_step((x, labels), model.configure_optimizers())
+    assert all(layer.read_maps.weight.abs().sum() > 0 for layer in network.gated_layers())
+    assert build_model("pixelcnn", spec, conditional=True).network.class_maps is None  # off by default
+    assert stored_config("pixelcnn", {"conditional": True}).class_maps == 0
+
+
 def test_conditional_sampling_follows_the_label_and_checks_it():
     model = tiny(1, 4, 4, conditional=True)
     g = torch.Generator
@@ -264,6 +302,9 @@ def test_bad_settings_are_named():
         ({"lr": "nan"}, "setting lr must be a positive number, got nan"),
         ({"layers": "many"}, "setting layers='many' is not a valid int"),
         ({"depth": 3}, "pixelcnn has no setting 'depth'"),
+        ({"class_maps": 2}, "setting class_maps needs a conditional model"),
+        ({"class_maps": 65, "conditional": True}, "setting class_maps must be an integer from 0 to 64, got 65"),
+        ({"class_maps": -1, "conditional": True}, "setting class_maps must be an integer from 0 to 64, got -1"),
     ]:
         with pytest.raises(GenlabError, match=message):
             build_model("pixelcnn", spec, settings)
@@ -371,7 +412,7 @@ def guided_redraw(model, images, labels, uniform, guidance):
     )
 
 
-@pytest.mark.parametrize("colours, settings", [(1, {}), (1, {"binarize": True}), (3, {})])
+@pytest.mark.parametrize("colours, settings", [(1, {}), (1, {"binarize": True}), (3, {}), (1, {"class_maps": 2})])
 def test_guided_sampling_draws_what_the_mixed_logits_of_the_full_network_give(colours, settings):
     model = tiny(colours, conditional=True, **settings)
     assert model.network.null_class == 3 and model.network.gated_layers()[0].embedding.num_embeddings == 4
@@ -449,3 +490,17 @@ def test_explain_draws_with_the_runs_guidance_and_says_so():
     with torch.no_grad():
         plain = unguided.pipeline_stages(x, torch.tensor([0, 2, 1]), torch.Generator().manual_seed(0))
     assert "guidance" not in plain[-1].what
+
+
+def test_explain_says_how_the_network_is_told_the_class():
+    def network_stage(model):
+        x = random_images(model, 2, seed=4)
+        labels = torch.tensor([0, 1]) if model.conditional else None
+        with torch.no_grad():
+            stages = model.pipeline_stages(x, labels, torch.Generator().manual_seed(0))
+        return next(stage.what for stage in stages if stage.name == "masked network")
+
+    assert "to its left, all pixels" in network_stage(tiny(1, 4, 4))
+    assert "and the class (an embedding in every gate)," in network_stage(tiny(1, 4, 4, conditional=True))
+    mapped = network_stage(tiny(1, 4, 4, conditional=True, class_maps=3))
+    assert "a learned 3-channel map of the class read at each pixel" in mapped

@@ -33,6 +33,10 @@ class PixelCNNConfig:
     # None: CONDITIONAL_GUIDANCE for a conditional model, else 1 (resolved, so run.json holds it).
     label_dropout: float = 0.1
     guidance: float | None = None
+    # Location-dependent conditioning (van den Oord et al. 2016, eq. 5): a conditional model also learns a map of
+    # this many channels per class, an image-sized template, which every gate reads through a 1x1 conv; each pixel then
+    # knows what its class puts there, where the class embedding tells every pixel the same. 0: off.
+    class_maps: int = 0
     binarize: bool = False  # Bernoulli pixels, trained on dynamically binarized images (binarized-MNIST protocol)
     lr: float = 1e-3  # Adam step
 
@@ -57,6 +61,9 @@ class PixelCNNConfig:
                 f"{FAMILY} setting guidance {self.guidance!r} needs the null class that label_dropout > 0 trains; "
                 "set guidance=1 or train with label_dropout above 0"
             )
+        check_int(FAMILY, "class_maps", self.class_maps, minimum=0, maximum=64)
+        if self.class_maps and self.conditional is not True:
+            raise GenlabError(f"{FAMILY} setting class_maps needs a conditional model (--conditional)")
         check_bool(FAMILY, "binarize", self.binarize)
         check_number(FAMILY, "lr", self.lr, above=0, what="a positive number")
 

@@ -62,7 +62,7 @@ def pipeline_stages(
         Stage.measured(
             "masked network",
             "gated masked convolutions: every pixel's distribution given only the pixels above and "
-            "to its left, all pixels in one pass",
+            f"to its left{class_terms(model)}, all pixels in one pass",
             grid,
             logits,
             f"p(pixel {pixel} = {value} | the pixels before it) = {format_number(probability)}",
@@ -130,3 +130,15 @@ def prediction_pass(
         f"one full network pass over the {len(grid)} real images: every pixel's distribution at once "
         "(sampling computes the same layers pixel by pixel, from cached rows)",
     )
+
+
+def class_terms(model: PixelCNN) -> str:
+    """How a conditional network is told the class, for the network stage's description; else nothing."""
+    if not model.conditional:
+        return ""
+    if model.config.class_maps:
+        return (
+            f" and the class (an embedding in every gate, and a learned {model.config.class_maps}-channel map of the "
+            "class read at each pixel)"
+        )
+    return " and the class (an embedding in every gate)"

@@ -81,7 +81,9 @@ class GatedLayer(nn.Module):
     the current one through the colour mask (A in the first layer, B after).
     """
 
-    def __init__(self, in_channels: int, channels: int, kernel_size: int, colours: int, embeddings: int, first: bool):
+    def __init__(
+        self, in_channels: int, channels: int, kernel_size: int, colours: int, embeddings: int, first: bool, maps: int
+    ):
         super().__init__()
         half = kernel_size // 2
         self.first = first  # mask A, and no residual: the input would carry the current pixel
@@ -99,12 +101,22 @@ class GatedLayer(nn.Module):
         self.embedding = nn.Embedding(embeddings, 4 * channels) if embeddings else None  # a row per class (and null)
         if self.embedding is not None:
             nn.init.zeros_(self.embedding.weight)
+        # V * s of eq. 5: the class maps s (B, maps, H, W) into both stacks' gates, from zero like the embedding
+        self.read_maps = nn.Conv2d(maps, 4 * channels, 1, bias=False) if maps else None
+        if self.read_maps is not None:
+            nn.init.zeros_(self.read_maps.weight)
 
-    def biases(self, labels: torch.Tensor | None) -> tuple[torch.Tensor | float, torch.Tensor | float]:
-        """The class terms V h added inside the vertical and horizontal gates: (B, 2p, 1, 1) each, or 0."""
+    def biases(
+        self, labels: torch.Tensor | None, maps: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """The class terms added inside the vertical and horizontal gates: V h, (B, 2p, 1, 1) each, plus V * s of
+        the class maps (B, m, H, W) when given, (B, 2p, H, W) each; or 0 for an unconditional layer."""
         if self.embedding is None:
             return 0.0, 0.0
-        vertical, horizontal = self.embedding(labels)[:, :, None, None].chunk(2, dim=1)
+        terms = self.embedding(labels)[:, :, None, None]  # (B, 4p, 1, 1)
+        if self.read_maps is not None and maps is not None:
+            terms = terms + self.read_maps(maps)  # (B, 4p, H, W)
+        vertical, horizontal = terms.chunk(2, dim=1)
         return vertical, horizontal
 
     def horizontal_gate(
@@ -135,6 +147,11 @@ class GatedPixelCNN(nn.Module):
         # classifier-free guidance; None without one.
         self.null_class = data.num_classes if config.conditional and config.label_dropout > 0 else None
         embeddings = 0 if not config.conditional else data.num_classes + (self.null_class is not None)
+        # The class maps of location-dependent conditioning: a (class_maps, H, W) template per class (and null),
+        # N(0, 1) like any embedding; the layers read them from zero.
+        maps = config.class_maps if embeddings else 0
+        self.map_shape = (maps, data.height, data.width)
+        self.class_maps = nn.Embedding(embeddings, maps * data.height * data.width) if maps else None
         self.layers = nn.ModuleList(
             GatedLayer(
                 colours if i == 0 else p,
@@ -143,6 +160,7 @@ class GatedPixelCNN(nn.Module):
                 colours,
                 embeddings,
                 first=i == 0,
+                maps=maps,
             )
             for i in range(config.layers)
         )
@@ -176,12 +194,22 @@ class GatedPixelCNN(nn.Module):
         out = last.at_pixel(F.relu(hidden.at_pixel(F.relu(h)[:, :, None]))[:, :, None])
         return out.reshape(len(out), -1, self.outputs)
 
+    def maps_of(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """The class maps (B, m, H, W) of labels (B,), or None without them."""
+        if self.class_maps is None or labels is None:
+            return None
+        return self.class_maps(labels).reshape(len(labels), *self.map_shape)
+
+    def layer_biases(self, labels: torch.Tensor | None) -> list[tuple[torch.Tensor | float, torch.Tensor | float]]:
+        """Per gated layer, the class terms of its vertical and horizontal gates (`GatedLayer.biases`)."""
+        maps = self.maps_of(labels)
+        return [layer.biases(labels, maps) for layer in self.gated_layers()]
+
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, C, K, H, W) of pixels x (B, C, H, W) on their grid in [0, 1]."""
         half = self.half_kernel
         v = h = to_symmetric(x)  # (B, C, H, W) in [-1, 1]: zero padding is mid-grey
-        for layer in self.gated_layers():
-            vertical_bias, horizontal_bias = layer.biases(labels)
+        for layer, (vertical_bias, horizontal_bias) in zip(self.gated_layers(), self.layer_biases(labels)):
             pre = layer.vertical(F.pad(v, (half, half, half, 0)))  # (B, 2p, H, W): rows i - half .. i
             link = layer.link(F.pad(pre, (0, 0, 1, 0))[:, :, :-1])  # shifted down: row i sees rows < i only
             h = layer.horizontal_gate(F.pad(h, (half, 0, 0, 0)), link, h, horizontal_bias)

@@ -57,8 +57,8 @@ def fill(
     batch, colours, height, width = x.shape
     half, top = network.half_kernel, max(network.outputs - 1, 1)  # level k -> k / top in [0, 1]
     layers = network.gated_layers()
-    biases = [layer.biases(labels) for layer in layers]  # per layer: vertical, horizontal (B, 2p, 1, 1)
-    pixel_biases = [b if isinstance(b, float) else b[:, :, 0, 0] for _, b in biases]  # (B, 2p)
+    # per layer: vertical, horizontal class terms, (B, 2p, 1, 1), or (B, 2p, H, W) with class maps, or 0
+    biases = network.layer_biases(labels)
     windows = []  # per layer: (B, Cin, half + 1, W + 2 half), input rows i - half .. i of its vertical conv
     links = []  # per layer: (B, 2p, W), the vertical stack's link into the row being drawn (rows < i)
     for layer in layers:
@@ -73,7 +73,10 @@ def fill(
                 for c in range(colours):  # one pass per colour: G's logits see this pixel's R
                     for k, layer in enumerate(layers):
                         h = layer.horizontal_pixel(
-                            rows[k][:, :, j : j + half + 1], links[k][:, :, j], rows[k][:, :, half + j], pixel_biases[k]
+                            rows[k][:, :, j : j + half + 1],
+                            links[k][:, :, j],
+                            rows[k][:, :, half + j],
+                            at_pixel(biases[k][1], i, j),
                         )  # (B, p)
                         if k + 1 < len(rows):
                             rows[k + 1][:, :, half + j] = h  # the next layer's input at this pixel
@@ -93,5 +96,21 @@ def fill(
             windows[k] = torch.cat([windows[k][:, :, 1:], F.pad(row, (half, half))], dim=2)
             pre = layer.vertical(windows[k])  # (B, 2p, 1, W): row i of the full pass
             links[k] = layer.link(pre)[:, :, 0]  # what row i + 1 sees of the rows above it
-            row = gate(pre + biases[k][0])
+            row = gate(pre + at_row(biases[k][0], i))
     return x[:n]
+
+
+def at_row(bias: torch.Tensor | float, i: int) -> torch.Tensor | float:
+    """A gate's class term for row i, (B, 2p, 1, W or 1): its row of a spatial term (B, 2p, H, W); else itself."""
+    if isinstance(bias, float) or bias.shape[2] == 1:
+        return bias
+    return bias[:, :, i : i + 1]
+
+
+def at_pixel(bias: torch.Tensor | float, i: int, j: int) -> torch.Tensor | float:
+    """A gate's class term at pixel (i, j), (B, 2p), from (B, 2p, H, W) or (B, 2p, 1, 1); 0 stays 0."""
+    if isinstance(bias, float):
+        return bias
+    if bias.shape[2] == 1:  # one term for every pixel
+        return bias[:, :, 0, 0]
+    return bias[:, :, i, j]
