@@ -470,7 +470,8 @@ def test_a_flows_tampered_prior_settings_are_refused(fixture_run, tmp_path, caps
 @pytest.mark.parametrize(
     "path, value",
     [("model.config.guidance", "strong"), ("model.config.guidance", True), ("model.config.guidance", -1.0),
-     ("model.config.guidance", 2.0), ("model.config.label_dropout", 1.5), ("model.config.label_dropout", "some")],
+     ("model.config.guidance", 2.0), ("model.config.label_dropout", 1.5), ("model.config.label_dropout", "some"),
+     ("model.config.class_maps", 3), ("model.config.class_maps", 10**9), ("model.config.class_maps", "few")],
 )  # fmt: skip
 def test_a_pixelcnns_tampered_guidance_settings_are_refused(fixture_run, tmp_path, capsys, path, value):
     run = fixture_run("pixelcnn")  # unconditional: guidance 2 needs a conditional model
