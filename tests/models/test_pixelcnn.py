@@ -244,7 +244,7 @@ def test_a_conditional_model_starts_as_the_unconditional_one_and_training_moves_
 
 def test_class_maps_give_each_pixel_its_own_class_term_and_start_as_the_embedding_alone():
     """Location-dependent conditioning: a (maps, H, W) template per class (and null), read by every gate through a
-    1x1 conv from zero; off by default and for older runs (no such setting)."""
+    1x1 conv from zero; 4 maps by default for a conditional model, none for an unconditional one or an older run."""
     spec = DataSpec(1, 4, 5, 3, ("a", "b", "c"))
     model = build_model("pixelcnn", spec, channels=8, layers=2, kernel_size=3, head_channels=8, conditional=True,
                         class_maps=2)  # fmt: skip
@@ -263,8 +263,12 @@ def test_class_maps_give_each_pixel_its_own_class_term_and_start_as_the_embeddin
     model.train()
     model.training_step((x, labels), model.configure_optimizers())
     assert all(layer.read_maps.weight.abs().sum() > 0 for layer in network.gated_layers())
-    assert build_model("pixelcnn", spec, conditional=True).network.class_maps is None  # off by default
-    assert stored_config("pixelcnn", {"conditional": True}).class_maps == 0
+    default = build_model("pixelcnn", spec, conditional=True)
+    assert default.config.class_maps == 4 and default.network.class_maps.weight.shape == (4, 4 * 4 * 5)
+    assert build_model("pixelcnn", spec).config.class_maps == 0
+    assert build_model("pixelcnn", spec, conditional=True, class_maps=0).network.class_maps is None
+    older = stored_config("pixelcnn", {"conditional": True})  # a run.json written before class maps
+    assert older.class_maps == 0 and build_model("pixelcnn", spec, older).network.class_maps is None
 
 
 def test_conditional_sampling_follows_the_label_and_checks_it():
@@ -458,6 +462,8 @@ def test_guidance_needs_a_conditional_model_trained_with_a_null_class():
     spec = DataSpec(1, 4, 4, 3, ("a", "b", "c"))
     small = {"channels": 8, "layers": 2, "kernel_size": 3, "head_channels": 8}
     assert build_model("pixelcnn", spec, **small).config.guidance == 1.0
+    assert build_model("pixelcnn", spec, conditional=True, **small).config.guidance == 2.0  # the conditional default
+    assert build_model("pixelcnn", spec, conditional=True, label_dropout=0.0, **small).config.guidance == 1.0
     with pytest.raises(GenlabError, match="guidance needs a conditional model"):
         build_model("pixelcnn", spec, guidance=2.0, **small)
     with pytest.raises(GenlabError, match="needs the null class that label_dropout > 0 trains"):
@@ -486,7 +492,7 @@ def test_explain_draws_with_the_runs_guidance_and_says_so():
     with torch.no_grad():
         stages = model.pipeline_stages(x, torch.tensor([0, 2, 1]), torch.Generator().manual_seed(0))
     assert "classifier-free guidance 2: logits u + 2 (c - u)" in stages[-1].what
-    unguided = tiny(1, 4, 4, conditional=True)
+    unguided = tiny(1, 4, 4, conditional=True, guidance=1.0)
     with torch.no_grad():
         plain = unguided.pipeline_stages(x, torch.tensor([0, 2, 1]), torch.Generator().manual_seed(0))
     assert "guidance" not in plain[-1].what
@@ -501,6 +507,6 @@ def test_explain_says_how_the_network_is_told_the_class():
         return next(stage.what for stage in stages if stage.name == "masked network")
 
     assert "to its left, all pixels" in network_stage(tiny(1, 4, 4))
-    assert "and the class (an embedding in every gate)," in network_stage(tiny(1, 4, 4, conditional=True))
+    assert "and the class (an embedding in every gate)," in network_stage(tiny(1, 4, 4, conditional=True, class_maps=0))
     mapped = network_stage(tiny(1, 4, 4, conditional=True, class_maps=3))
     assert "a learned 3-channel map of the class read at each pixel" in mapped

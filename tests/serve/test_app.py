@@ -472,9 +472,9 @@ def test_a_conditional_pixelcnn_draws_under_the_guidance_the_page_sets(tmp_path)
                        model_config=settings)  # fmt: skip
     explorer = Explorer(0, run, ImageStore())
     assert [o["name"] for o in explorer.sampler_options()] == ["guidance"]
-    guided = explorer.sample(3, 1, 2, {"guidance": 2.0}, Ticket(60))
-    plain = explorer.sample(3, 1, 2, {}, Ticket(60))
+    guided = explorer.sample(3, 1, 2, {"guidance": 3.0}, Ticket(60))
+    plain = explorer.sample(3, 1, 2, {}, Ticket(60))  # the run's default, 2
     with torch.no_grad():
-        expected = run.model.sample(3, seeded_generator(1), labels=2, guidance=2.0)
+        expected = run.model.sample(3, seeded_generator(1), labels=2, guidance=3.0)
     assert [pixels(image["png"]).tolist() for image in guided] == [as_uint8(one).tolist() for one in expected]
     assert [pixels(image["png"]).tolist() for image in plain] != [pixels(image["png"]).tolist() for image in guided]

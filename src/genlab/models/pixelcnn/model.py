@@ -39,7 +39,8 @@ class PixelCNN(GenerativeModel, HasLikelihood, CanComplete, HasSamplerOptions):
     trace_columns = (("loss", "Loss"), ("test_loss", "Test loss"), ("test_bits_per_dim", "Test bits/dim"))
     monitor = "test_loss"
     likelihood_kind = "exact"  # log p(x) is the sum of the per-pixel conditionals, no bound
-    absent_in_older_runs = {"label_dropout": 0.0, "guidance": 1.0}  # runs written before guidance
+    # Runs written before guidance (no null class) and before class maps
+    absent_in_older_runs = {"label_dropout": 0.0, "guidance": 1.0, "class_maps": 0}
     sampler_options = (
         SamplerOption(
             "guidance",

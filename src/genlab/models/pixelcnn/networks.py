@@ -149,7 +149,7 @@ class GatedPixelCNN(nn.Module):
         embeddings = 0 if not config.conditional else data.num_classes + (self.null_class is not None)
         # The class maps of location-dependent conditioning: a (class_maps, H, W) template per class (and null),
         # N(0, 1) like any embedding; the layers read them from zero.
-        maps = config.class_maps if embeddings else 0
+        maps = config.map_channels if embeddings else 0
         self.map_shape = (maps, data.height, data.width)
         self.class_maps = nn.Embedding(embeddings, maps * data.height * data.width) if maps else None
         self.layers = nn.ModuleList(
