@@ -540,6 +540,21 @@ def test_augmentation_passes_gradients_to_the_generator_and_is_named_in_errors()
     assert model.config.augment == ("translation", "cutout")
 
 
+def test_the_class_loss_weight_is_1_for_the_mlp_gan_10_for_the_conv_ones_and_0_for_runs_before_the_classifier():
+    """The MLP GAN's auxiliary classifier weighs 1 in its losses (at 10 it spread the samples: benchmarks/README.md),
+    the convolutional variants' 10; a run.json written before the classifier existed rebuilds without one."""
+    from genlab.models import stored_config
+
+    assert build_model("gan", MNIST, conditional=True).config.class_loss == 1.0
+    assert build_model("dcgan", MNIST, conditional=True, channels=8).config.class_loss == 10.0
+    assert build_model("wgan-gp", MNIST, conditional=True, channels=8).config.class_loss == 10.0
+    for family, size in (("gan", {}), ("dcgan", {"channels": 8}), ("wgan-gp", {"channels": 8})):
+        older = stored_config(family, {"conditional": True, **size})
+        assert older.class_loss == 0.0, family
+        assert build_model(family, MNIST, **vars(older)).discriminator.classifier is None
+    assert stored_config("gan", {"conditional": True, "class_loss": 10.0}).class_loss == 10.0  # as it was saved
+
+
 def test_discriminator_dropout_is_the_mlp_default_and_keeps_older_layouts():
     from genlab.models import stored_config
 

@@ -52,7 +52,8 @@ class GAN(GenerativeModel, HasLatentSpace, HasSamplerOptions):
         ("d_real", "D(real)"), ("d_fake", "D(fake)"), ("diversity", "Diversity"),
     )  # fmt: skip
     monitor = "g_loss"
-    absent_in_older_runs = {"dropout": 0.0}  # runs written before D had dropout
+    # Runs written before D had dropout, or before conditional models had the auxiliary classifier.
+    absent_in_older_runs = {"dropout": 0.0, "class_loss": 0.0}
     # Diversity draws one image per test image: 2,000 pairs of each are plenty for a mean pairwise distance, and
     # fashion-mnist's 10,000 cost the DCGAN ~4.5% of its training wall (a shared thread: 4 s an epoch of 938 steps).
     validation_images = 2_000

@@ -47,9 +47,10 @@ class PixelCNNConfig:
     lr: float = 1e-3  # Adam step
 
     def __post_init__(self) -> None:
+        check_bool(FAMILY, "conditional", self.conditional)
+        check_number(FAMILY, "label_dropout", self.label_dropout, minimum=0, below=1)
         if self.guidance is None:
-            guided = self.conditional is True and self.label_dropout != 0  # a null class to guide by
-            self.guidance = CONDITIONAL_GUIDANCE if guided else 1.0
+            self.guidance = CONDITIONAL_GUIDANCE if self.has_null_class else 1.0
         if self.class_maps is None:
             self.class_maps = CONDITIONAL_CLASS_MAPS if self.conditional is True else 0
         check_int(FAMILY, "channels", self.channels)
@@ -58,14 +59,12 @@ class PixelCNNConfig:
         check_int(FAMILY, "kernel_size", self.kernel_size, minimum=3)
         if self.kernel_size % 2 == 0:  # the masks centre the kernel on the current pixel
             raise GenlabError(f"{FAMILY} setting kernel_size must be an odd integer, got {self.kernel_size!r}")
-        check_bool(FAMILY, "conditional", self.conditional)
-        check_number(FAMILY, "label_dropout", self.label_dropout, minimum=0, below=1)
         check_number(FAMILY, "guidance", self.guidance, minimum=0)
         if self.guidance != 1 and self.conditional is not True:
             raise GenlabError(
                 f"{FAMILY} setting guidance needs a conditional model (--conditional), got {self.guidance!r}"
             )
-        if self.guidance != 1 and not self.label_dropout:
+        if self.guidance != 1 and not self.has_null_class:
             raise GenlabError(
                 f"{FAMILY} setting guidance {self.guidance!r} needs the null class that label_dropout > 0 trains; "
                 "set guidance=1 or train with label_dropout above 0"
@@ -75,6 +74,11 @@ class PixelCNNConfig:
             raise GenlabError(f"{FAMILY} setting class_maps needs a conditional model (--conditional)")
         check_bool(FAMILY, "binarize", self.binarize)
         check_number(FAMILY, "lr", self.lr, above=0, what="a positive number")
+
+    @property
+    def has_null_class(self) -> bool:
+        """Whether a conditional model also learns p(x), from labels dropped to a null class: what guidance needs."""
+        return self.conditional and self.label_dropout > 0
 
     @property
     def sampling_guidance(self) -> float:

@@ -145,7 +145,7 @@ class GatedPixelCNN(nn.Module):
         self.outputs = 1 if config.binarize else LEVELS  # logits per colour of a pixel
         # The null label (index num_classes) a conditional model trained with label dropout learns p(x) under, for
         # classifier-free guidance; None without one.
-        self.null_class = data.num_classes if config.conditional and config.label_dropout > 0 else None
+        self.null_class = data.num_classes if config.has_null_class else None
         embeddings = 0 if not config.conditional else data.num_classes + (self.null_class is not None)
         # The class maps of location-dependent conditioning: a (class_maps, H, W) template per class (and null),
         # N(0, 1) like any embedding; the layers read them from zero.
