@@ -47,6 +47,9 @@ class GAN(GenerativeModel, HasLatentSpace, HasSamplerOptions):
     # 350 epochs of mnist-5k: with D's dropout and EMA, FID 27.5 there (25-28 from 325 to 400 epochs); without the
     # dropout it was best at 250 (36) and rose after 275. benchmarks/README.md, time to quality.
     default_steps = 22_050
+    # The MLP's steps are cheap, so its budget grows the full sqrt(images / 4,000) on fashion-mnist (3.9x, 91 epochs):
+    # FID 83.5, 77.8, 75.1 and 67.1 at 40, 59 (the 2.5x budget), 75 and 91 epochs (benchmarks/README.md).
+    largest_budget_scale = 4.0
     trace_columns: ClassVar[tuple[tuple[str, str], ...]] = (
         ("d_loss", "D loss"), ("g_loss", "G loss"), ("d_accuracy", "D acc."),
         ("d_real", "D(real)"), ("d_fake", "D(fake)"), ("diversity", "Diversity"),
@@ -336,6 +339,7 @@ class DCGAN(GAN):
     # 19.8 at 240, in 10.3 minutes on 2 CPU cores (9.4 of them optimizer steps); with the spectrally normalised D
     # before them, 85.0, 51.9, 40.8 and 36.5 at 40, 120, 200 and 240 epochs, in 8.5 minutes.
     default_steps = 15_120
+    largest_budget_scale = 2.5  # a conv step costs ~2x an MLP's: 2.5x keeps fashion-mnist near 24 of its 30 minutes
     idea = (
         "A convolutional generator G (transposed convolutions) maps noise z ~ N(0, I) to images and a convolutional "
         "discriminator D (strided convolutions) scores images as real or generated; D learns to tell them apart and "
