@@ -198,7 +198,8 @@ class GenerativeModel(nn.Module):
     @classmethod
     def budget_steps(cls, images: int) -> int:
         """The family's budget of optimizer steps on `images` training images: `default_steps`, grown for data
-        larger than mnist-5k's as x sqrt(images / 4,000), by at most `largest_budget_scale` (60,000 images: 2.5x)."""
+        larger than mnist-5k's as x sqrt(images / 4,000), by at most `largest_budget_scale` (60,000 images: 2.5x
+        by default)."""
         scale = min(cls.largest_budget_scale, max(1.0, math.sqrt(images / BUDGET_REFERENCE_IMAGES)))
         return round(cls.default_steps * scale)
 

@@ -81,8 +81,8 @@ def train(
     `data` is a dataset name ("mnist-5k", "folder:PATH", ...) whose train split is used for
     training and test split for validation, or an ImageDataset (then pass `test_data` for
     validation). `epochs` is the total; by default the family's budget of optimizer steps for this
-    data's size (`budget_steps`: `default_steps`, grown up to 2.5x for data larger than mnist-5k's)
-    turned into epochs (`default_epochs`), recorded in run.json as train.default_steps.
+    data's size (`budget_steps`: `default_steps`, grown for data larger than mnist-5k's, by at most the family's
+    `largest_budget_scale`) turned into epochs (`default_epochs`), recorded in run.json as train.default_steps.
     `resume=True` continues the run at `out` exactly where it stopped, with its stored settings and
     the same data (checked by fingerprint); `epochs` may raise its total. `eval_every` N > 0 adds FID, precision and
     recall of `eval_n` samples to history.jsonl every N epochs. Nothing at `out` is touched
