@@ -52,7 +52,7 @@ class PixelCNNConfig:
         if self.guidance is None:
             self.guidance = CONDITIONAL_GUIDANCE if self.has_null_class else 1.0
         if self.class_maps is None:
-            self.class_maps = CONDITIONAL_CLASS_MAPS if self.conditional is True else 0
+            self.class_maps = CONDITIONAL_CLASS_MAPS if self.conditional else 0
         check_int(FAMILY, "channels", self.channels)
         check_int(FAMILY, "layers", self.layers)
         check_int(FAMILY, "head_channels", self.head_channels)
@@ -60,7 +60,7 @@ class PixelCNNConfig:
         if self.kernel_size % 2 == 0:  # the masks centre the kernel on the current pixel
             raise GenlabError(f"{FAMILY} setting kernel_size must be an odd integer, got {self.kernel_size!r}")
         check_number(FAMILY, "guidance", self.guidance, minimum=0)
-        if self.guidance != 1 and self.conditional is not True:
+        if self.guidance != 1 and not self.conditional:
             raise GenlabError(
                 f"{FAMILY} setting guidance needs a conditional model (--conditional), got {self.guidance!r}"
             )
@@ -70,7 +70,7 @@ class PixelCNNConfig:
                 "set guidance=1 or train with label_dropout above 0"
             )
         check_int(FAMILY, "class_maps", self.class_maps, minimum=0, maximum=64)
-        if self.class_maps and self.conditional is not True:
+        if self.class_maps and not self.conditional:
             raise GenlabError(f"{FAMILY} setting class_maps needs a conditional model (--conditional)")
         check_bool(FAMILY, "binarize", self.binarize)
         check_number(FAMILY, "lr", self.lr, above=0, what="a positive number")
