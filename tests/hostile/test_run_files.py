@@ -488,11 +488,13 @@ def test_a_critics_tampered_classifier_setting_is_refused(fixture_run, tmp_path,
             untouched=run)  # fmt: skip
 
 
+@pytest.mark.parametrize("field", ["class_loss", "mode_seeking"])
 @pytest.mark.parametrize("value", ["lots", -1.0, None, [10.0]], ids=repr)
-def test_a_gans_tampered_class_loss_is_refused(fixture_run, tmp_path, capsys, value):
+def test_a_gans_tampered_loss_weight_is_refused(fixture_run, tmp_path, capsys, field, value):
+    """The conditional G's loss weights (the auxiliary classifier's, the mode-seeking term's) as run.json holds them."""
     run = fixture_run("gan")
-    edit_json(run / "run.json", setting("model.config.class_loss", value))
-    refused(["sample", run, "--n", 4, "--out", tmp_path / "g.png"], capsys, "run.json", "class_loss", untouched=run)
+    edit_json(run / "run.json", setting(f"model.config.{field}", value))
+    refused(["sample", run, "--n", 4, "--out", tmp_path / "g.png"], capsys, "run.json", field, untouched=run)
 
 
 def test_run_json_that_is_not_an_object_is_refused(fixture_run, tmp_path, capsys):
