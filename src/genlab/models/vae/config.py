@@ -54,8 +54,9 @@ class VAEConfig:
 
     def __post_init__(self) -> None:
         check_choice(FAMILY, "arch", self.arch, ARCHITECTURES)
+        check_bool(FAMILY, "conditional", self.conditional)
         if self.prior is None:
-            self.prior = "class_mixture" if self.conditional is True else "mixture"
+            self.prior = "class_mixture" if self.conditional else "mixture"
         check_choice(FAMILY, "prior", self.prior, PRIORS)
         if self.lr is None:
             self.lr = DEFAULT_LR[self.arch]
@@ -68,7 +69,6 @@ class VAEConfig:
         ):
             check_int(FAMILY, name, value)
         check_int(FAMILY, "prior_components", self.prior_components, maximum=MAX_PRIOR_COMPONENTS)
-        check_bool(FAMILY, "conditional", self.conditional)
         if self.prior == "class_mixture" and not self.conditional:
             raise GenlabError(
                 f"{FAMILY} prior class_mixture fits one mixture per class: it needs --conditional (or prior=mixture)"
