@@ -465,6 +465,23 @@ def test_resume_repeats_the_straight_run_bit_for_bit(tmp_path, family, settings)
     assert [drop(line) for line in straight] == [drop(line) for line in resumed]
 
 
+def test_resuming_past_the_end_of_a_linear_schedule_is_refused_and_the_run_kept(tmp_path):
+    """Its learning rates are 0 after decay_steps: more epochs would cost their time and change nothing."""
+    kwargs = dict(seed=0, progress=False, sample_every=0)
+    settings = {"latent_dim": 8, "lr_schedule": "linear"}
+    run = genlab.train("gan", "digits", tmp_path / "run", epochs=2, model_config=settings, **kwargs)
+    decay = run.info["model"]["config"]["decay_steps"]
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    with pytest.raises(GenlabError, match=rf"falls to 0 at step {decay:,} .* resume with --epochs 2 or fewer"):
+        genlab.train(out=tmp_path / "run", resume=True, epochs=3, **kwargs)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == before
+    # A schedule set longer than the planned run leaves room to resume into it.
+    longer = {**settings, "decay_steps": 2 * decay}
+    genlab.train("gan", "digits", tmp_path / "longer", epochs=2, model_config=longer, **kwargs)
+    resumed = genlab.train(out=tmp_path / "longer", resume=True, epochs=4, **kwargs)
+    assert len(resumed.history) == 4
+
+
 def test_a_short_gan_run_is_a_healthy_contest(tmp_path):
     """MLP GAN on mnist-5k: D neither loses nor dominates, samples are images, noise matters."""
     # G's own samples (ema 0): 4 epochs are too few for the default average to say anything about the contest.

@@ -291,6 +291,11 @@ class GenerativeModel(nn.Module):
         epoch): a family whose settings depend on it (a learning-rate schedule) records them in its config. Most
         families ignore it."""
 
+    def last_useful_step(self) -> int | None:
+        """The optimizer step after which training would change nothing (a learning-rate schedule that has fallen
+        to 0), or None: `genlab.train` refuses to resume a run for more epochs past it. None by default."""
+        return None
+
     def compile_targets(self) -> list[nn.Module]:
         """The networks `compile=True` (--compile) hands to torch.compile, each in place.
 

@@ -15,7 +15,7 @@ from genlab.data.text import is_text_spec
 from genlab.data.tokens import TokenDataset, load_token_splits, token_fingerprint
 from genlab.errors import GenlabError
 from genlab.models import build_model, is_text_family, make_config, stored_config
-from genlab.models.base import steps_per_epoch
+from genlab.models.base import GenerativeModel, steps_per_epoch
 from genlab.models.gpt import GPTModel
 from genlab.models.gpt.hf_import import gpt2_state_dict, read_gpt2_directory
 from genlab.run import (
@@ -196,6 +196,7 @@ def train(
                 "a resumed run must see the same data"
             )
         network = model_from_info(info, out, training=True)
+        _check_useful_epochs(network, out, config.epochs, stored["epochs"], len(train_data), stored["batch_size"])
     else:
         assert model is not None  # refused above, before anything was read
         network = build_model(model, train_data, model_config)
@@ -280,6 +281,25 @@ def train(
                 + list(callbacks),
             )
         return _final_quality(run) if final_eval else run
+
+
+def _check_useful_epochs(
+    network: GenerativeModel, out: Path, epochs: int, planned_epochs: int, images: int, batch_size: int
+) -> None:
+    """Refuse to resume a run for more epochs than it planned past the step where its learning rate reaches 0 (a
+    GAN's linear schedule): they would cost their time and change nothing."""
+    last = network.last_useful_step()
+    if last is None or epochs <= planned_epochs:
+        return
+    per_epoch = steps_per_epoch(images, batch_size)
+    if epochs * per_epoch <= last:
+        return
+    useful = max(planned_epochs, last // per_epoch)
+    raise GenlabError(
+        f"{out}'s learning rate falls to 0 at step {last:,} (its schedule's decay_steps), so epochs past {useful} "
+        f"would not change its weights; resume with --epochs {useful} or fewer, or start a new run from its weights "
+        f"(--from {out}), which plans its schedule afresh"
+    )
 
 
 def _from_source(

@@ -126,6 +126,10 @@ class GAN(GenerativeModel, HasLatentSpace, HasSamplerOptions):
         if self.config.lr_schedule == "linear" and self.config.decay_steps is None:
             self.config.decay_steps = max(1, steps)
 
+    def last_useful_step(self) -> int | None:
+        """A linear schedule's decay_steps: both learning rates are 0 after it."""
+        return self.config.decay_steps if self.config.lr_schedule == "linear" else None
+
     def set_learning_rates(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
         """Both Adam steps at this D step (self.steps, counted from 1) under config.lr_schedule.
 
