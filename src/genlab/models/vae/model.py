@@ -31,9 +31,9 @@ class VAE(GenerativeModel, HasLikelihood, HasEncoder, CanReconstruct):
     config_class = VAEConfig
     default_batch_size = 64
     default_steps = 6_300  # 100 epochs of mnist-5k: benchmarks/README.md, time to quality
-    # The budget grows the full sqrt(images / 4,000) (fashion-mnist: 3.9x, 26 epochs of the conv net): the
-    # conditional conv VAE there went from FID 56.5 and 89.3% of labels right at 2.5x (17 epochs) to 48.2 and 90.7%
-    # at 28 epochs, well within the 30 minutes (benchmarks/README.md).
+    # The budget grows the full sqrt(images / 4,000) (fashion-mnist: 3.9x, 26 epochs of the conv net): there the
+    # conditional conv VAE went from FID 56.5 and 89.3% of labels right at 2.5x (17 epochs) to 47.9 and 91.4%, the
+    # unconditional one from 55.2 to 53.4, in 19.1 min on 2 cores (benchmarks/README.md).
     largest_budget_scale = 4.0
     trace_columns = (("loss", "Loss"), ("test_loss", "Test loss"), ("recon_accuracy", "Recon. accuracy"))
     monitor = "test_loss"
