@@ -351,3 +351,17 @@ def test_an_error_while_recording_a_failure_does_not_hide_the_failure(digits):
     trainer = Trainer(model, train, test, TrainConfig(epochs=1, batch_size=500, device="cpu"), callbacks=[OnlyTheEnd()])
     with pytest.raises(OSError, match="No space left"):  # a run that ended well still reports its own error
         trainer.fit()
+
+
+def test_the_opening_line_counts_one_epoch_in_the_singular(tmp_path, capsys):
+    def train(out, epochs):
+        genlab.train("vae", "digits", out, epochs=epochs, seed=3, model_config=SMALL_VAE)  # progress on
+
+    train(tmp_path / "one", 1)
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("training 1 epoch of ") and " epochs" not in line
+    settings = Run.load(tmp_path / "one").info["train"]
+    assert line.endswith(f"batch {settings['batch_size']})"), line
+
+    train(tmp_path / "two", 2)
+    assert capsys.readouterr().out.splitlines()[0].startswith("training 2 epochs of ")

@@ -39,7 +39,7 @@ from genlab.run import (
     write_run_info,
 )
 from genlab.training import acceleration, distributed
-from genlab.training.callbacks import EvalEvery, ProgressBar, RunWriter, SampleGrids, TextNumbers, TextSamples
+from genlab.training.callbacks import EvalEvery, ProgressBar, RunWriter, SampleGrids, TextNumbers, TextSamples, counted
 from genlab.training.trainer import (
     Callback,
     EpochProgress,
@@ -352,7 +352,7 @@ def _fit(out, info, network, optimizers, train_data, test_data, config, device, 
             truncate_history(out, start_epoch)
         info.update(epochs_completed=start_epoch)
         if start_epoch >= config.epochs:  # nothing left to train: make sure the run is whole
-            info.update(status="completed", message=f"already trained for {start_epoch} epochs")
+            info.update(status="completed", message=f"already trained for {counted(start_epoch, 'epoch')}")
             if not writes:
                 return Run(out, info, network.eval())
             if start_epoch:

@@ -149,6 +149,11 @@ def format_record(record: dict[str, Any], total_epochs: int) -> str:
     return "  ".join(parts)
 
 
+def counted(number: int, noun: str) -> str:
+    """'1 epoch', '2 epochs', '1,875 steps': a count and its noun, singular for one."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
 class ProgressBar(Callback):
     """A line saying how long the run will train, then a tqdm bar over each epoch's steps (stderr) and one
     summary line per epoch (stdout). `default_steps`: the family's budget the epochs came from, if they did."""
@@ -159,12 +164,16 @@ class ProgressBar(Callback):
 
     def on_train_start(self, trainer: Trainer) -> None:
         epochs, steps = trainer.config.epochs, trainer.steps_per_epoch
-        line = f"training {epochs:,} epochs of {steps:,} steps ({epochs * steps:,} steps, batch {trainer.batch_size})"
+        line = (
+            f"training {counted(epochs, 'epoch')} of {counted(steps, 'step')} ({counted(epochs * steps, 'step')}, "
+            f"batch {trainer.batch_size})"
+        )
         if trainer.epoch:
             line += f", resuming after epoch {trainer.epoch}"
         if self.default_steps:
             line += (
-                f": the family's default budget for this data, {self.default_steps:,} steps (--epochs N sets another)"
+                f": the family's default budget for this data, {counted(self.default_steps, 'step')} (--epochs N sets "
+                "another)"
             )
         if trainer.config.validate_every > 1 and trainer.test_data is not None:
             line += f"; the test set every {trainer.config.validate_every} epochs and after the last (--validate-every)"
