@@ -287,10 +287,16 @@ def explain_run(
             raise GenlabError(f"{run.path} was trained on a dataset in memory; pass that dataset as data")
         data = info["spec"]
     dataset = _load(data, size)
-    epochs = run.info["epochs_completed"]
-    weights = f"trained ({epochs} epoch{'s' if epochs != 1 else ''}, {run.path})"
     split = None if isinstance(data, ImageDataset) else "train"
-    return _explain(run.model, dataset, split, size, batch_size, seed, {"weights": weights, "run": run.name})
+    return _explain(
+        run.model, dataset, split, size, batch_size, seed, {"weights": trained_weights(run), "run": run.name}
+    )
+
+
+def trained_weights(run: Run) -> str:
+    """How an explanation names a trained run's weights: "trained (N epochs, PATH)"."""
+    epochs = run.info["epochs_completed"]
+    return f"trained ({epochs} epoch{'s' if epochs != 1 else ''}, {run.path})"
 
 
 def _no_prompt(prompt: str | None, family: str) -> None:

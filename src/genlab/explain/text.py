@@ -22,7 +22,7 @@ import torch
 from genlab import rng
 from genlab.data.tokens import TokenDataset, load_token_splits
 from genlab.errors import GenlabError
-from genlab.explain.pipeline import Explanation, aligned, trace_layers, wrap
+from genlab.explain.pipeline import Explanation, aligned, trace_layers, trained_weights, wrap
 from genlab.models import GPTModel, build_model, make_config
 from genlab.models.common import eval_mode
 from genlab.models.gpt import explain as gpt_explain
@@ -156,9 +156,7 @@ def explain_text_run(
     if data is not None and not isinstance(data, str):
         raise GenlabError(f"a text run is explained on text: --data fortunes or text:PATH, not {type(data).__name__}")
     train, _ = load_token_splits(data or run.info["data"]["spec"], run.tokenizer, model.context)
-    epochs = run.info["epochs_completed"]
-    weights = f"trained ({epochs} epoch{'s' if epochs != 1 else ''}, {run.path})"
-    return _explain_text(model, train, batch_size, seed, prompt, {"weights": weights, "run": run.name})
+    return _explain_text(model, train, batch_size, seed, prompt, {"weights": trained_weights(run), "run": run.name})
 
 
 def _explain_text(
